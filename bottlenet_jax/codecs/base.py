@@ -1,0 +1,168 @@
+"""The codec contract shared by every feature codec, plus the two trivial codecs.
+
+In the graph (inside jit / shard_map / vmap)::
+
+    x_hat, stats = codec(x, train=..., rng=...)   # x, x_hat: [b, h, w, c]; stats: {key: int32[b]}
+
+Off the graph (the real transport path)::
+
+    payloads = codec.encode(x)            # list[bytes], one per sample
+    x_hat = codec.decode(payloads, shape) # equals the in-graph x_hat bit for bit
+
+Every codec reports the same stat keys (``STAT_KEYS``): ``bytes_full`` (a self-contained file per
+sample) and ``bytes_payload`` (what a receiver that knows the codec settings needs). The model,
+trainer and evaluator only ever see ``(x_hat, stats)`` and never branch on the codec type.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STAT_KEYS = ("bytes_full", "bytes_payload")
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message is one line naming the valid range."""
+
+
+def varying_axes(x) -> frozenset:
+    """Manual mesh axes along which `x` varies (empty outside shard_map).
+
+    Newer JAX spells this `typeof(x).vma`, 0.10 `typeof(x).manual_axis_type.varying`.
+    """
+    t = jax.typeof(x)
+    vma = getattr(t, "vma", None)
+    if vma is None:
+        mat = getattr(t, "manual_axis_type", None)
+        vma = mat.varying if mat is not None else frozenset()
+    return frozenset(vma)
+
+
+def match_varying(tree, like):
+    """Give every leaf of `tree` the varying type of `like`.
+
+    A host callback's result is typed device-invariant inside shard_map. Left so, the transpose
+    of the implicit invariant->varying cast psums the cotangent: the gradient comes out N x too
+    large. Casting in the primal and fwd rules keeps the types honest (see tests/test_parallel).
+    """
+    want = varying_axes(like)
+
+    def fix(leaf):
+        missing = tuple(sorted(want - varying_axes(leaf)))
+        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
+
+    return jax.tree.map(fix, tree)
+
+
+def straight_through(roundtrip: Callable[[jax.Array], tuple[jax.Array, dict]]):
+    """Wrap a non-differentiable `x -> (x_hat, stats)` so its backward pass is the identity.
+
+    This is BottleNet's rule: the compressor/decompressor pair is treated as identity in backprop.
+    """
+
+    @jax.custom_vjp
+    def f(x):
+        return match_varying(roundtrip(x), x)
+
+    def fwd(x):
+        return match_varying(roundtrip(x), x), None
+
+    def bwd(_, cotangents):
+        g_x_hat, _ = cotangents
+        return (g_x_hat,)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
+def quantize_u8(x: jax.Array) -> jax.Array:
+    """[0, 1] -> uint8 by round(x * 255), clamped (no overflow at 1.0, unlike round(x*256))."""
+    return jnp.clip(jnp.round(x.astype(jnp.float32) * 255.0), 0, 255).astype(jnp.uint8)
+
+
+def quantize_u8_np(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(x, np.float32) * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+# Multiply by the float32 reciprocal on both sides: XLA rewrites x / 255 into exactly this, so
+# numpy must too, or the transport path would differ from the graph in the last bit.
+_INV255 = np.float32(1.0 / 255.0)
+
+
+def dequantize_u8(u8, dtype=jnp.float32):
+    return (u8.astype(jnp.float32) * _INV255).astype(dtype)
+
+
+def dequantize_u8_np(u8: np.ndarray) -> np.ndarray:
+    return u8.astype(np.float32) * _INV255
+
+
+def per_sample(value: int, x) -> dict:
+    """Constant per-sample byte counts for codecs whose size does not depend on content."""
+    n = jnp.full(x.shape[:-3], value, jnp.int32)
+    return {k: n for k in STAT_KEYS}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Codec:
+    """Base class: subclasses implement `roundtrip` (graph), `encode` and `decode` (host)."""
+
+    name: ClassVar[str] = "base"
+    #: True when training may differ from eval (noise, emulation): informs the evaluator only.
+    stochastic: ClassVar[bool] = False
+
+    def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None):
+        del train, rng
+        return straight_through(self.roundtrip)(x)
+
+    def roundtrip(self, x: jax.Array) -> tuple[jax.Array, dict]:
+        raise NotImplementedError
+
+    def encode(self, x: np.ndarray) -> list[bytes]:
+        raise NotImplementedError
+
+    def decode(self, payloads: Sequence[bytes], shape: Sequence[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """JSON-able settings a receiver needs (written into export manifests)."""
+        return {"name": self.name, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class IdentityCodec(Codec):
+    """Sends the float32 features as they are (4 bytes per element)."""
+
+    name: ClassVar[str] = "identity"
+
+    def __call__(self, x, *, train=False, rng=None):
+        h, w, c = x.shape[-3:]
+        return x, per_sample(4 * h * w * c, x)
+
+    def encode(self, x):
+        return [np.ascontiguousarray(s, dtype="<f4").tobytes() for s in np.asarray(x)]
+
+    def decode(self, payloads, shape):
+        return np.stack([np.frombuffer(p, "<f4").reshape(shape[1:]) for p in payloads])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Uint8Codec(Codec):
+    """8-bit uniform quantization of [0, 1] features: 1 byte per element, straight-through."""
+
+    name: ClassVar[str] = "uint8"
+
+    def roundtrip(self, x):
+        h, w, c = x.shape[-3:]
+        return dequantize_u8(quantize_u8(x), x.dtype), per_sample(h * w * c, x)
+
+    def encode(self, x):
+        return [s.tobytes() for s in quantize_u8_np(x)]
+
+    def decode(self, payloads, shape):
+        u8 = np.stack([np.frombuffer(p, np.uint8).reshape(shape[1:]) for p in payloads])
+        return dequantize_u8_np(u8)

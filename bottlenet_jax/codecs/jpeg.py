@@ -1,0 +1,229 @@
+"""Real JPEG (OpenCV / libjpeg-turbo) on the host, called from inside the compiled step.
+
+Data path per device batch (one `jax.pure_callback`, never one per sample):
+  features in [0, 1] -> round(x*255) uint8 on device (1 byte/element crosses the host boundary)
+  -> host: tile each sample's C' channels into one grayscale image -> cv2.imencode at quality q
+  -> cv2.imdecode -> un-tile -> back to device -> /255. Straight-through gradient.
+
+Layouts ([OPEN] in the papers, so a config value):
+  ``grid``: a near-square grid of H x W tiles (ceil(sqrt(C')) columns; spare tiles are zero),
+  ``rows``: the authors' layout, channels stacked vertically: (C'.H) x W per sample.
+
+Byte counts, both per sample:
+  ``bytes_full``: the complete JFIF file cv2 wrote.
+  ``bytes_payload``: the *abbreviated* stream (ITU T.81 B.4): the tables that are fixed by q
+  (DQT, and DHT when the default Huffman tables are used) and the JFIF APP0 header are dropped;
+  the receiver, knowing q, re-inserts them (`rebuild_full`) and gets the identical file back.
+  With ``optimize=True`` Huffman tables are image-specific, so DHT stays in the payload.
+
+Work inside the callback is split into one contiguous chunk per thread (cv2 releases the GIL);
+per-image tasks cost more in scheduling than they save (see benchmarks/codec_throughput.py).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import math
+import os
+import threading
+from typing import ClassVar
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bottlenet_jax.codecs.base import (Codec, ConfigError, dequantize_u8, dequantize_u8_np,
+                                       quantize_u8, quantize_u8_np)
+
+LAYOUTS = ("grid", "rows")
+_SOI, _EOI, _SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
+_APP0, _DQT, _DHT = 0xE0, 0xDB, 0xC4
+
+
+# ----------------------------------------------------------------------------- tiling (numpy)
+def grid_shape(c: int) -> tuple[int, int]:
+    cols = math.ceil(math.sqrt(c))
+    return math.ceil(c / cols), cols
+
+
+def tile(u8: np.ndarray, layout: str) -> np.ndarray:
+    """[n, h, w, c] -> [n, H', W'] grayscale images (vectorised over the batch)."""
+    n, h, w, c = u8.shape
+    if layout == "rows":
+        return u8.transpose(0, 3, 1, 2).reshape(n, c * h, w)
+    rows, cols = grid_shape(c)
+    if rows * cols != c:
+        u8 = np.concatenate([u8, np.zeros((n, h, w, rows * cols - c), u8.dtype)], axis=-1)
+    return u8.reshape(n, h, w, rows, cols).transpose(0, 3, 1, 4, 2).reshape(n, rows * h, cols * w)
+
+
+def untile(img: np.ndarray, h: int, w: int, c: int, layout: str) -> np.ndarray:
+    n = img.shape[0]
+    if layout == "rows":
+        return img.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+    rows, cols = grid_shape(c)
+    return img.reshape(n, rows, h, cols, w).transpose(0, 2, 4, 1, 3).reshape(n, h, w, rows * cols)[..., :c]
+
+
+# ----------------------------------------------------------------------------- JPEG segments
+def segments(buf: bytes):
+    """Yield (marker, start, end) for each marker segment before the scan data, then the SOS."""
+    if buf[:2] != _SOI:
+        raise ValueError("not a JPEG stream (no SOI marker)")
+    i = 2
+    while i < len(buf):
+        if buf[i] != 0xFF:
+            raise ValueError(f"corrupt JPEG stream: expected a marker at byte {i}")
+        marker = buf[i + 1]
+        length = int.from_bytes(buf[i + 2:i + 4], "big")
+        yield marker, i, i + 2 + length
+        if marker == _SOS:
+            return
+        i += 2 + length
+
+
+def _dropped(optimize: bool) -> tuple[int, ...]:
+    return (_APP0, _DQT) if optimize else (_APP0, _DQT, _DHT)
+
+
+def header_overhead(buf: bytes, optimize: bool) -> int:
+    """Bytes of `buf` that the abbreviated stream leaves out."""
+    drop = _dropped(optimize)
+    return sum(e - s for m, s, e in segments(buf) if m in drop)
+
+
+def abbreviate(buf: bytes, optimize: bool) -> bytes:
+    drop = _dropped(optimize)
+    keep, last = [_SOI], 2
+    for m, s, e in segments(buf):
+        if m not in drop:
+            keep.append(buf[s:e])
+        last = e
+    keep.append(buf[last:])
+    return b"".join(keep)
+
+
+@functools.lru_cache(maxsize=None)
+def _tables(quality: int, optimize: bool) -> tuple[bytes, bytes, bytes]:
+    """(APP0, DQT, DHT) segments libjpeg writes at this quality: what the receiver already knows."""
+    ok, enc = cv2.imencode(".jpg", np.zeros((8, 8), np.uint8), _params(quality, False))
+    assert ok
+    buf = enc.tobytes()
+    got = {m: b"" for m in (_APP0, _DQT, _DHT)}
+    for m, s, e in segments(buf):
+        if m in got:
+            got[m] += buf[s:e]
+    return got[_APP0], got[_DQT], (b"" if optimize else got[_DHT])
+
+
+def rebuild_full(payload: bytes, quality: int, optimize: bool) -> bytes:
+    """Abbreviated stream + q -> the complete JFIF file, byte-identical to what cv2 wrote."""
+    app0, dqt, dht = _tables(quality, optimize)
+    segs = list(segments(payload))
+    sof = [payload[s:e] for m, s, e in segs if m not in (_SOS, _DHT)]
+    own_dht = [payload[s:e] for m, s, e in segs if m == _DHT]
+    sos_start = segs[-1][1]
+    return b"".join([_SOI, app0, dqt, *sof, dht, *own_dht, payload[sos_start:]])
+
+
+def _params(quality: int, optimize: bool) -> list[int]:
+    return [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize)]
+
+
+# ----------------------------------------------------------------------------- thread pool
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def host_threads(requested: int = 0) -> int:
+    return requested if requested > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if n not in _POOLS:
+            _POOLS[n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="bottlenet-jpeg")
+        return _POOLS[n]
+
+
+def jpeg_roundtrip_np(u8: np.ndarray, quality: int, layout: str = "grid", optimize: bool = False,
+                      threads: int = 0):
+    """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload)."""
+    lead, (h, w, c) = u8.shape[:-3], u8.shape[-3:]
+    flat = np.ascontiguousarray(u8.reshape((-1, h, w, c)))
+    imgs = tile(flat, layout)
+    n = imgs.shape[0]
+    out = np.empty_like(imgs)
+    full = np.empty((n,), np.int32)
+    payload = np.empty((n,), np.int32)
+    params = _params(quality, optimize)
+
+    def work(lo, hi):
+        for i in range(lo, hi):
+            ok, enc = cv2.imencode(".jpg", imgs[i], params)
+            if not ok:
+                raise RuntimeError("cv2.imencode failed")
+            out[i] = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+            full[i] = enc.size
+            payload[i] = enc.size - header_overhead(enc[:4096].tobytes(), optimize)
+
+    k = min(host_threads(threads), n)
+    if k <= 1:
+        work(0, n)
+    else:
+        bounds = np.linspace(0, n, k + 1).astype(int)
+        for f in [_pool(k).submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+            f.result()
+    dec = untile(out, h, w, c, layout).reshape(u8.shape)
+    return dec, full.reshape(lead), payload.reshape(lead)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class JpegCodec(Codec):
+    """Host JPEG with a straight-through gradient; see the module docstring."""
+
+    name: ClassVar[str] = "jpeg"
+    quality: int = 90
+    layout: str = "grid"
+    optimize: bool = False
+    threads: int = 0  # 0: one per host core
+
+    def __post_init__(self):
+        if not (isinstance(self.quality, (int, np.integer)) and 1 <= self.quality <= 100):
+            raise ConfigError(f"codec.quality={self.quality!r}: JPEG quality must be an integer in 1..100")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"codec.layout={self.layout!r}: must be one of {', '.join(LAYOUTS)}")
+        if self.threads < 0:
+            raise ConfigError(f"codec.threads={self.threads}: must be >= 0 (0 = one per core)")
+
+    def host_fn(self, u8):
+        return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.threads)
+
+    def roundtrip(self, x):
+        u8 = quantize_u8(x)
+        lead = x.shape[:-3]
+        shapes = (jax.ShapeDtypeStruct(u8.shape, jnp.uint8),
+                  jax.ShapeDtypeStruct(lead, jnp.int32), jax.ShapeDtypeStruct(lead, jnp.int32))
+        # `self.host_fn` is looked up at trace time, so tests can wrap it to count calls.
+        dec, full, payload = jax.pure_callback(self.host_fn, shapes, u8, vmap_method="expand_dims")
+        return dequantize_u8(dec, x.dtype), {"bytes_full": full, "bytes_payload": payload}
+
+    # ------------------------------------------------------------------ transport (off the graph)
+    def encode(self, x):
+        imgs = tile(quantize_u8_np(x), self.layout)
+        out = []
+        for img in imgs:
+            ok, enc = cv2.imencode(".jpg", img, _params(self.quality, self.optimize))
+            if not ok:
+                raise RuntimeError("cv2.imencode failed")
+            out.append(abbreviate(enc.tobytes(), self.optimize))
+        return out
+
+    def decode(self, payloads, shape):
+        _, h, w, c = shape
+        imgs = np.stack([
+            cv2.imdecode(np.frombuffer(rebuild_full(p, self.quality, self.optimize), np.uint8),
+                         cv2.IMREAD_UNCHANGED) for p in payloads])
+        return dequantize_u8_np(untile(imgs, h, w, c, self.layout))
