@@ -1,0 +1,101 @@
+"""The composed split model: edge -> reduction -> codec -> restoration -> cloud.
+
+``part`` selects what runs (the same parameters serve all three):
+  ``full``  x -> (logits, stats)   training / evaluation, the codec in the loop
+  ``edge``  x -> z                 on the device: backbone up to RBk (+ reduction unit)
+  ``cloud`` z_hat -> logits        on the server: (restoration unit +) RB(k+1).. + head
+With ``split_after == 0`` the model is the plain backbone and stats is empty.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from bottlenet_jax.codecs import Codec, ConfigError, IdentityCodec, make_codec
+from bottlenet_jax.models.resnet import (STAGE_SIZES, STEMS, ResNet, channels_after_block,
+                                         stride_after_block)
+from bottlenet_jax.units import Reduction, Restoration
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}  # f64: tests/debugging (needs x64)
+
+
+class SplitModel(nn.Module):
+    backbone: ResNet
+    split_after: int = 0
+    unit_channels: int = 0  # C'; 0 = no bottleneck unit (codec on the raw RBk features)
+    unit_kernel: int = 2
+    unit_stride: int = 2
+    codec: Codec = IdentityCodec()
+
+    @nn.compact
+    def __call__(self, x, train: bool = False, part: str = "full"):
+        k, bb = self.split_after, self.backbone
+        if not k:
+            return bb(x, train), {}
+        if part == "cloud":
+            z = x
+        else:
+            z = bb(x, train, stop=k)
+            if self.unit_channels:
+                z = Reduction(self.unit_channels, self.unit_kernel, self.unit_stride, bb.dtype,
+                              bb.bn_axis_name, name="reduce")(z, train)
+            if part == "edge":
+                return z
+        stats = {}
+        if part == "full":
+            rng = self.make_rng("codec") if self.has_rng("codec") else None
+            z, stats = self.codec(z, train=train, rng=rng)
+        if self.unit_channels:
+            c = channels_after_block(bb.depth, bb.width, k)
+            z = Restoration(c, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name,
+                            name="restore")(z, train)
+        logits = bb(z, train, start=k)
+        return (logits, stats) if part == "full" else logits
+
+
+def validate(cfg) -> None:
+    """Raise ConfigError (one line, naming the valid range) for an impossible model config."""
+    m, s = cfg.model, cfg.split
+    if m.depth not in STAGE_SIZES:
+        raise ConfigError(f"model.depth={m.depth}: must be one of {sorted(STAGE_SIZES)}")
+    if m.stem not in STEMS:
+        raise ConfigError(f"model.stem={m.stem!r}: must be one of {', '.join(STEMS)}")
+    if m.dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={m.dtype!r}: must be one of {', '.join(DTYPES)}")
+    if m.width <= 0 or m.num_classes <= 0:
+        raise ConfigError(f"model.width={m.width}, model.num_classes={m.num_classes}: both must be > 0")
+    n = sum(STAGE_SIZES[m.depth])
+    if not 0 <= s.after <= n:
+        raise ConfigError(f"split.after={s.after}: split point must be RB1..RB{n} for ResNet-{m.depth} (0 = no split)")
+    if s.after and s.unit:
+        if s.channels <= 0:
+            raise ConfigError(f"split.channels={s.channels}: C' must be > 0 (or set split.unit=False)")
+        if s.stride not in (1, 2):
+            raise ConfigError(f"split.stride={s.stride}: must be 1 or 2")
+        if s.kernel < 1:
+            raise ConfigError(f"split.kernel={s.kernel}: must be >= 1")
+    total = stride_after_block(m.depth, m.stem, s.after) * (s.stride if s.after and s.unit else 1)
+    if cfg.image_size % total:
+        raise ConfigError(f"image_size={cfg.image_size}: must be divisible by {total}, the total stride "
+                          f"of the stem, RB1..RB{s.after} and the reduction unit")
+
+
+def build_model(cfg, bn_axis_name: Optional[str] = "data", codec: Optional[Codec] = None) -> SplitModel:
+    """Model from a config (see configs/default.py); bad values fail here, before any compute."""
+    validate(cfg)
+    m, s = cfg.model, cfg.split
+    backbone = ResNet(depth=m.depth, num_classes=m.num_classes, width=m.width, stem=m.stem,
+                      dtype=DTYPES[m.dtype], bn_axis_name=bn_axis_name)
+    codec = codec if codec is not None else make_codec(cfg.codec.to_dict() if hasattr(cfg.codec, "to_dict") else cfg.codec)
+    return SplitModel(backbone, s.after, s.channels if (s.after and s.unit) else 0, s.kernel, s.stride, codec)
+
+
+def feature_shape(cfg) -> tuple[int, int, int]:
+    """(h, w, c) of what crosses the network: after the reduction unit (or RBk if none)."""
+    m, s = cfg.model, cfg.split
+    h = cfg.image_size // stride_after_block(m.depth, m.stem, s.after)
+    if s.after and s.unit:
+        return (h // s.stride, h // s.stride, s.channels)
+    return (h, h, channels_after_block(m.depth, m.width, s.after))

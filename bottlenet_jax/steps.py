@@ -1,0 +1,105 @@
+"""Train state, optimizer and the pure per-device train/eval steps (run under shard_map, axis AXIS).
+
+The steps never look at the codec: they read whatever per-sample byte counts its stats carry.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax import lax
+
+from bottlenet_jax.parallel import AXIS
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array  # raw uint32 key data, so checkpoints need no key-type handling
+
+
+def learning_rate_schedule(cfg, steps_per_epoch: int, total_steps: int):
+    base = cfg.learning_rate * cfg.batch_size / 256.0
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    return optax.warmup_cosine_decay_schedule(0.0, base, max(warmup, 0), max(total_steps, warmup + 1), 0.0)
+
+
+def trainable_mask(params, pattern: str):
+    """True for params whose '/'-joined path matches `pattern` (re.search)."""
+    flat = flax.traverse_util.flatten_dict(params, sep="/")
+    return flax.traverse_util.unflatten_dict({k: bool(re.search(pattern, k)) for k in flat}, sep="/")
+
+
+def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
+    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine; stage-1 freezing by masking.
+
+    During the first `stage1_steps` the frozen params' gradients (weight decay included) are
+    multiplied by 0 before the momentum, so they neither move nor build momentum.
+    """
+    lr = learning_rate_schedule(cfg, steps_per_epoch, total_steps)
+    if cfg.optimizer == "sgd":
+        core = optax.sgd(lr, momentum=cfg.momentum, nesterov=True)
+    elif cfg.optimizer == "adam":
+        core = optax.adam(lr)
+    else:
+        from bottlenet_jax.codecs import ConfigError
+        raise ConfigError(f"optimizer={cfg.optimizer!r}: must be sgd or adam")
+    parts = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+    if cfg.stage1_steps > 0:
+        stage1 = int(cfg.stage1_steps)
+        frozen = jax.tree.map(lambda t: not t, trainable_mask(params, cfg.stage1_trainable))
+        gate = optax.scale_by_schedule(lambda count: (count >= stage1).astype(jnp.float32))
+        parts.append(optax.masked(gate, frozen))
+    return optax.chain(*parts, core)
+
+
+def cross_entropy(logits, labels, num_classes):
+    return optax.softmax_cross_entropy(logits, jax.nn.one_hot(labels, num_classes))
+
+
+def _device_rng(state, salt: int):
+    key = jax.random.wrap_key_data(state.rng)
+    key = jax.random.fold_in(jax.random.fold_in(key, state.step), salt)
+    return jax.random.fold_in(key, lax.axis_index(AXIS))
+
+
+def train_step(state: TrainState, batch, *, model, tx):
+    """One SGD step on this device's slice; the loss is the pmean over the mesh, so its gradient
+    w.r.t. the replicated params is the global-batch gradient (and BN uses global statistics)."""
+    num_classes = model.backbone.num_classes
+
+    def loss_fn(params):
+        (logits, stats), new_vars = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            rngs={"codec": _device_rng(state, 0)}, mutable=["batch_stats"])
+        loss = lax.pmean(jnp.mean(cross_entropy(logits, batch["label"], num_classes)), AXIS)
+        return loss, (logits, stats, new_vars["batch_stats"])
+
+    (loss, (logits, stats, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "accuracy": lax.pmean(jnp.mean(jnp.argmax(logits, -1) == batch["label"]), AXIS)}
+    for k, v in stats.items():
+        metrics[k] = lax.pmean(jnp.mean(v.astype(jnp.float32)), AXIS)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    return new, metrics
+
+
+def eval_step(state: TrainState, batch, *, model):
+    """Per-sample results (sharded like the batch): correct@1, correct@5, byte counts, mask."""
+    logits, stats = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                batch["image"], train=False, rngs={"codec": _device_rng(state, 1)})
+    top5 = lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    label = batch["label"]
+    out = {"top1": (top5[:, 0] == label), "top5": jnp.any(top5 == label[:, None], axis=-1),
+           "loss": cross_entropy(logits, label, logits.shape[-1]), "mask": batch["mask"]}
+    out.update(stats)
+    return out

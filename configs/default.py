@@ -1,0 +1,58 @@
+"""Defaults every config overrides: ResNet-50 v1.5 on TFDS ImageNet, BottleNet unit after RB1, host JPEG.
+
+Not run on its own; see the other files here. Keys are grouped as the library reads them:
+model / split / codec (the network), dataset keys (input pipeline), optimizer keys (train_lib),
+checkpoint keys (checkpoint.py).
+"""
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    # --- network
+    c.model = ml_collections.ConfigDict(dict(depth=50, width=64, stem="imagenet", num_classes=1000,
+                                             dtype="float32"))  # dtype: compute dtype (bfloat16 on accelerators)
+    # split.after: RBk the network is cut after (0 = plain model). unit: BottleNet reduction/restoration.
+    c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2))
+    # codec.name: identity | uint8 | jpeg. Keys a codec does not use are ignored by it.
+    c.codec = ml_collections.ConfigDict(dict(name="jpeg", quality=90, layout="grid", optimize=False,
+                                             threads=0))
+
+    # --- data (TFDS)
+    c.dataset = "imagenet2012"
+    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default (~/tensorflow_datasets)
+    c.train_split = "train"
+    c.eval_split = "validation"
+    c.image_size = 224
+    c.preprocess = "imagenet"  # imagenet: random-resized-crop + flip / centre crop; small: flip only
+    c.mean = (0.485, 0.456, 0.406)
+    c.std = (0.229, 0.224, 0.225)
+    c.cache = False
+    c.shuffle_buffer = 16 * 1024
+    c.eval_examples = -1  # -1: the whole eval split
+
+    # --- optimisation
+    c.batch_size = 256  # global
+    c.eval_batch_size = 256
+    c.num_epochs = 90.0
+    c.num_train_steps = -1  # > 0 overrides num_epochs
+    c.optimizer = "sgd"  # sgd (Nesterov) | adam
+    c.learning_rate = 0.1  # per 256 examples; scaled linearly with batch_size
+    c.momentum = 0.9
+    c.weight_decay = 1e-4
+    c.warmup_epochs = 5.0
+    # Stage 1 trains only params whose path matches stage1_trainable (e.g. the bottleneck unit with a
+    # frozen backbone), then everything trains (BottleNet++'s recipe). 0 steps = one stage.
+    c.stage1_steps = 0
+    c.stage1_trainable = "reduce|restore"
+
+    # --- init / checkpoints / logging
+    c.init_from = ""  # "": random; *.pth / *.npz: torchvision ResNet weights; a dir: a checkpoint of ours
+    c.checkpoint_every_steps = 1000
+    c.keep_checkpoints = 3
+    c.eval_every_steps = -1  # -1: once per epoch
+    c.log_every_steps = 50
+    c.debug_kill_after_checkpoint_step = -1  # fault injection for the resume test: SIGKILL self
+    return c

@@ -1,0 +1,99 @@
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bottlenet_jax.codecs import ConfigError, JpegCodec, make_codec
+from bottlenet_jax.codecs import jpeg
+from conftest import feature_maps
+
+
+def reference_tile(u8, layout):
+    """Independent (loop) tiling to check the vectorised one against."""
+    n, h, w, c = u8.shape
+    if layout == "rows":
+        return np.stack([np.concatenate([u8[i, :, :, j] for j in range(c)], 0) for i in range(n)])
+    cols = int(np.ceil(np.sqrt(c)))
+    rows = int(np.ceil(c / cols))
+    img = np.zeros((n, rows * h, cols * w), np.uint8)
+    for j in range(c):
+        r, q = divmod(j, cols)
+        img[:, r * h:(r + 1) * h, q * w:(q + 1) * w] = u8[..., j]
+    return img
+
+
+@pytest.mark.parametrize("layout", ["grid", "rows"])
+@pytest.mark.parametrize("optimize", [False, True])
+def test_graph_output_is_cv2_roundtrip_bit_for_bit(rng, layout, optimize):
+    x = feature_maps(rng, 6, 14, 14, 5)
+    codec = JpegCodec(quality=40, layout=layout, optimize=optimize)
+    x_hat, stats = jax.jit(lambda x: codec(x, train=True))(x)
+    u8 = np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+    for i, img in enumerate(reference_tile(u8, layout)):
+        ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 40, cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize)])
+        dec = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+        want = jpeg.untile(dec[None], 14, 14, 5, layout)[0]
+        got = np.asarray(x_hat[i])
+        np.testing.assert_array_equal(np.round(got * 255).astype(np.uint8), want)  # the pixels
+        np.testing.assert_array_equal(got, want.astype(np.float32) * np.float32(1 / 255))  # the scaling
+        assert int(stats["bytes_full"][i]) == len(enc)
+        payload = jpeg.abbreviate(enc.tobytes(), optimize)
+        assert int(stats["bytes_payload"][i]) == len(payload) < len(enc)
+        rebuilt = jpeg.rebuild_full(payload, 40, optimize)
+        assert rebuilt == enc.tobytes()
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(rebuilt, np.uint8), cv2.IMREAD_UNCHANGED), dec)
+
+
+def test_tiling_matches_reference_and_inverts(rng):
+    u8 = rng.integers(0, 256, (3, 7, 9, 6), dtype=np.uint8)
+    for layout in jpeg.LAYOUTS:
+        t = jpeg.tile(u8, layout)
+        np.testing.assert_array_equal(t, reference_tile(u8, layout))
+        np.testing.assert_array_equal(jpeg.untile(t, 7, 9, 6, layout), u8)
+
+
+@pytest.mark.parametrize("cfg", [{"name": "identity"}, {"name": "uint8"},
+                                 {"name": "jpeg", "quality": 25}, {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True}])
+def test_transport_path_equals_graph(rng, cfg):
+    codec = make_codec(cfg)
+    x = feature_maps(rng, 4, 8, 8, 3)
+    x_hat, stats = jax.jit(lambda x: codec(x))(x)
+    payloads = codec.encode(x)
+    assert all(isinstance(p, bytes) for p in payloads)
+    np.testing.assert_array_equal(codec.decode(payloads, x.shape), np.asarray(x_hat))
+    assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
+
+
+@pytest.mark.parametrize("cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10}])
+def test_gradient_is_identity_under_jit_and_vmap(rng, cfg):
+    codec = make_codec(cfg)
+    x = feature_maps(rng, 4, 8, 8, 2)
+    w = rng.normal(size=x.shape).astype(np.float32)
+    f = lambda x: jnp.sum(w * codec(x, train=True)[0])
+    np.testing.assert_array_equal(jax.jit(jax.grad(f))(x), w)
+    xs = np.stack([x, x[::-1]])
+    g = jax.jit(jax.vmap(jax.grad(f)))(xs)
+    np.testing.assert_array_equal(g, np.stack([w, w]))
+    assert not np.allclose(np.asarray(codec(x)[0]), x)  # the forward pass really is lossy
+
+
+def test_vmap_makes_one_callback_call(rng):
+    codec = JpegCodec(quality=50)
+    calls = []
+    inner = codec.host_fn
+    object.__setattr__(codec, "host_fn", lambda u8: (calls.append(u8.shape), inner(u8))[1])
+    xs = feature_maps(rng, 6, 8, 8, 2).reshape(3, 2, 8, 8, 2)
+    x_hat, stats = jax.jit(jax.vmap(lambda x: codec(x)))(xs)
+    assert calls == [(3, 2, 8, 8, 2)]
+    assert stats["bytes_full"].shape == (3, 2)
+    np.testing.assert_array_equal(x_hat[1], jax.jit(lambda x: codec(x)[0])(xs[1]))
+
+
+@pytest.mark.parametrize("bad, match", [({"quality": 0}, "1..100"), ({"quality": 101}, "1..100"),
+                                        ({"layout": "spiral"}, "grid, rows"), ({"threads": -1}, ">= 0")])
+def test_bad_jpeg_settings_fail_at_build(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        make_codec({"name": "jpeg", **bad})
+    with pytest.raises(ConfigError, match="unknown codec"):
+        make_codec({"name": "webp"})
