@@ -1,0 +1,116 @@
+"""Orbax checkpoints in --workdir: periodic keep-N, best-by-eval-top1, automatic resume.
+
+Layout:  workdir/checkpoints/<step>/{state,meta}   the latest `keep_checkpoints` saves
+         workdir/best/<step>/{state,meta}          the save with the highest eval top-1
+`state` holds params, BN statistics, optimizer state, step and RNG; `meta` (JSON) the data
+position (examples consumed; the pipeline is deterministic, so step * batch fixes it), the eval
+metrics and the config. Nothing here ever deletes a directory it did not create.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import flax
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory cannot be read or written; one line says which and why."""
+
+
+def _abstract(state):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state)
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, keep: int = 3):
+        self.root = os.path.abspath(workdir)
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise CheckpointError(f"workdir={workdir}: exists and is not a directory")
+        for sub in ("checkpoints", "best"):
+            p = os.path.join(self.root, sub)
+            if os.path.exists(p) and not os.access(p, os.R_OK | os.W_OK | os.X_OK):
+                raise CheckpointError(f"{p}: checkpoint directory is not readable/writable")
+        try:
+            self.latest = ocp.CheckpointManager(
+                os.path.join(self.root, "checkpoints"),
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            self.best = ocp.CheckpointManager(
+                os.path.join(self.root, "best"),
+                options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m["top1"],
+                                                     best_mode="max", keep_checkpoints_without_metrics=False))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"workdir={workdir}: cannot open checkpoints ({type(e).__name__}: {e})") from None
+
+    @staticmethod
+    def _args(state, meta):
+        return ocp.args.Composite(state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
+                                  meta=ocp.args.JsonSave(meta))
+
+    def save(self, state, meta: dict, metrics: dict | None = None) -> None:
+        step = int(jax.device_get(state.step))
+        if self.latest.latest_step() != step:
+            self.latest.save(step, args=self._args(state, meta))
+        if metrics is not None:
+            self.best.save(step, args=self._args(state, {**meta, "metrics": metrics}), metrics=metrics)
+
+    def wait(self):
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def latest_step(self):
+        return self.latest.latest_step()
+
+    def restore(self, target, step=None, which: str = "latest"):
+        """(state, meta) from `step` (default: newest) into the structure/shardings of `target`."""
+        mgr = self.latest if which == "latest" else self.best
+        step = mgr.latest_step() if step is None else step
+        if which == "best":
+            step = mgr.best_step() if mgr.best_step() is not None else step
+        if step is None:
+            return None, None
+        try:
+            got = mgr.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(flax.serialization.to_state_dict(target))),
+                meta=ocp.args.JsonRestore()))
+        except Exception as e:
+            raise CheckpointError(f"{mgr.directory}/{step}: cannot restore ({type(e).__name__}: "
+                                  f"{(str(e).splitlines() or [''])[0][:200]})") from None
+        return flax.serialization.from_state_dict(target, got.state), dict(got.meta)
+
+    def restore_raw(self) -> dict:
+        """The best (else latest) saved state as a plain dict, no target needed (for init_from)."""
+        mgr = self.best if self.best.latest_step() is not None else self.latest
+        step = mgr.best_step() if mgr is self.best else mgr.latest_step()
+        if step is None:
+            raise CheckpointError(f"{self.root}: holds no checkpoint")
+        try:
+            return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                             meta=ocp.args.JsonRestore())).state
+        except Exception as e:
+            raise CheckpointError(f"{mgr.directory}/{step}: cannot restore ({type(e).__name__})") from None
+
+    def close(self):
+        self.wait()
+        self.latest.close()
+        self.best.close()
+
+
+def read_tree(path: str):
+    """Restore a bare pytree saved by `write_tree` (no target needed: used by exports)."""
+    return ocp.StandardCheckpointer().restore(os.path.abspath(path))
+
+
+def write_tree(path: str, tree) -> None:
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.abspath(path), tree)
+    ckptr.wait_until_finished()
+
+
+def write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)

@@ -1,0 +1,87 @@
+"""Evaluate a trained workdir on a split; optionally sweep the codec quality with the same weights."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from bottlenet_jax import parallel
+from bottlenet_jax.checkpoint import Checkpoints, CheckpointError
+from bottlenet_jax.models import build_model
+from bottlenet_jax.steps import TrainState
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: not found (is --workdir a training workdir?)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_eval_state(workdir: str, mesh) -> TrainState:
+    """Params + BN statistics of the best (else latest) checkpoint; no optimizer needed."""
+    raw = Checkpoints(workdir).restore_raw()
+    state = TrainState(step=jnp.asarray(raw["step"]), params=raw["params"], batch_stats=raw.get("batch_stats", {}),
+                       opt_state=None, rng=jnp.asarray(raw["rng"]))
+    return parallel.replicate(state, mesh)
+
+
+def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities=(), out_dir: str | None = None):
+    """Summaries for the trained codec settings, then one per swept quality; writes CSV + PNG."""
+    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.train_lib import check_batch, compile_steps, evaluate
+
+    cfg = cfg or load_config(workdir)
+    if split:
+        cfg.eval_split = split
+    mesh = parallel.make_mesh()
+    check_batch(cfg, mesh)
+    builder = ip.get_builder(cfg.dataset, cfg.data_dir)
+    state = load_eval_state(workdir, mesh)
+    rows = []
+    for q in [None, *qualities]:
+        c = ml_collections.ConfigDict(cfg.to_dict())
+        if q is not None:
+            c.codec.quality = int(q)
+        model = build_model(c)
+        _, p_eval = compile_steps(model, None, mesh)
+        s = evaluate(p_eval, state, builder, c, mesh)
+        rows.append({"quality": c.codec.get("quality"), "codec": c.codec.name, "trained": q is None, **s})
+        print(("trained  " if q is None else f"q={q:<3d}    ") + " ".join(
+            f"{k}={v:.4g}" for k, v in s.items() if isinstance(v, float)))
+    if qualities:
+        out_dir = out_dir or os.path.join(workdir, "sweep")
+        os.makedirs(out_dir, exist_ok=True)
+        write_sweep(rows[1:], out_dir, title=f"{cfg.dataset} {cfg.split.after and f'RB{cfg.split.after}'} "
+                                              f"(trained at q={cfg.codec.get('quality')})")
+        print(f"wrote {out_dir}/sweep.csv and {out_dir}/sweep.png")
+    return rows
+
+
+def write_sweep(rows, out_dir, title=""):
+    with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key, style in (("bytes_payload_mean", "o-"), ("bytes_full_mean", "s--")):
+        if key in rows[0]:
+            ax.plot([r[key] for r in rows], [100 * r["top1"] for r in rows], style, label=key.replace("_mean", ""))
+    for r in rows:
+        ax.annotate(f"q{r['quality']}", (r.get("bytes_payload_mean", 0), 100 * r["top1"]), fontsize=7)
+    ax.set_xlabel("bytes per sample (mean)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "sweep.png"), dpi=120)
+    plt.close(fig)
