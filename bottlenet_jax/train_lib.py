@@ -107,6 +107,11 @@ def _writer(workdir):
 
 def train_and_evaluate(cfg, workdir: str) -> dict:
     """Train (resuming from workdir if it holds checkpoints), evaluate, return the last eval summary."""
+    return train(cfg, workdir)[1]
+
+
+def train(cfg, workdir: str):
+    """As train_and_evaluate, returning (final replicated TrainState, last eval summary)."""
     parallel.maybe_initialize_distributed()
     model = build_model(cfg)  # config errors surface before any data or compile work
     from bottlenet_jax.data import input_pipeline as ip
@@ -177,4 +182,4 @@ def train_and_evaluate(cfg, workdir: str) -> dict:
     ckpt.close()
     if writer:
         writer.close()
-    return summary
+    return state, summary

@@ -1,0 +1,39 @@
+# make demo: train + evaluate BottleNet on real Fashion-MNIST (CPU, ~10 min).  make test: the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test data clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.data-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[data]'
+	touch $@
+
+$(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.data-installed
+
+# Fashion-MNIST: Debian's package when apt works here, else the builder tries TFDS's download,
+# else it prints one line saying how to get the files.
+data:
+	@if [ -f $(FMNIST)/train-images-idx3-ubyte.gz ] || [ -n "$$FASHION_MNIST_DIR" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian package dataset-fashion-mnist"; \
+	  apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null) || \
+	  echo "apt-get could not install dataset-fashion-mnist; will try TFDS's download"; \
+	else echo "no local Fashion-MNIST and no root apt-get; will try TFDS's download"; fi
+
+demo: $(VENV)/.data-installed data
+	$(PY) -m bottlenet_jax.demo
+
+test: $(VENV)/.test-installed data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf workdir build *.egg-info

@@ -1,0 +1,112 @@
+"""Export a trained workdir as two standalone halves, and load them back without the training code.
+
+    python -m bottlenet_jax.export --workdir=DIR --out=EXPORT_DIR [--batch=b]
+
+EXPORT_DIR/
+  manifest.json        split point, C', stride, kernel, codec settings, input/feature shapes,
+                       normalisation, label names
+  edge.jaxexport       x [b,H,W,Cin] float32 (normalised) -> z [b,h,w,C'] in [0,1]  (serialized jax.export)
+  edge_params/         its variables (orbax): stem, RB1..RBk, reduction unit
+  cloud.jaxexport      z_hat -> logits
+  cloud_params/        restoration unit, RB(k+1)..RBn, head
+
+The codec is not in either graph: the device runs `edge`, then `codec.encode` (real bytes); the
+server runs `codec.decode`, then `cloud`. `Half` / `load_codec` need only jax, orbax and the codec
+module (no model code, no TF). The batch dimension is symbolic: any batch size works.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bottlenet_jax.checkpoint import CheckpointError, read_tree, write_json, write_tree
+from bottlenet_jax.codecs import make_codec
+
+
+def _subtree(variables, used):
+    """Keep only the leaves of `variables` present in `used` (the variables one half creates)."""
+    if isinstance(used, dict):
+        return {k: _subtree(variables[k], v) for k, v in used.items()}
+    return variables
+
+
+def export_workdir(workdir: str, out: str) -> dict:
+    from bottlenet_jax.evaluation import load_config
+    from bottlenet_jax.checkpoint import Checkpoints
+    from bottlenet_jax.models import build_model, feature_shape
+    cfg = load_config(workdir)
+    if not cfg.split.after:
+        raise CheckpointError(f"{workdir}: model has no split point (split.after=0); nothing to export")
+    raw = Checkpoints(workdir).restore_raw()
+    variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+    model = build_model(cfg, bn_axis_name=None)
+    channels = int(np.shape(jax.tree.leaves(raw["params"]["backbone"]["conv1"])[0])[2])
+    x_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {cfg.image_size}, {cfg.image_size}, {channels}"), jnp.float32)
+    fh, fw, fc = feature_shape(cfg)
+    z_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {fh}, {fw}, {fc}"), jnp.float32)
+    os.makedirs(out, exist_ok=True)
+    for part, spec in (("edge", x_spec), ("cloud", z_spec)):
+        concrete = jax.ShapeDtypeStruct((1, *spec.shape[1:]), spec.dtype)
+        used = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, part=part), concrete)
+        sub = _subtree(variables, used)
+        fn = jax.jit(lambda v, x, part=part: model.apply(v, x, train=False, part=part))
+        exp = jax.export.export(fn)(jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), sub), spec)
+        with open(os.path.join(out, f"{part}.jaxexport"), "wb") as f:
+            f.write(exp.serialize())
+        write_tree(os.path.join(out, f"{part}_params"), jax.tree.map(np.asarray, sub))
+    try:
+        from bottlenet_jax.data import input_pipeline as ip
+        labels = ip.label_names(ip.get_builder(cfg.dataset, cfg.data_dir))
+    except Exception:  # TF/tfds absent on this host: labels are optional
+        labels = [str(i) for i in range(cfg.model.num_classes)]
+    manifest = {"split_after": cfg.split.after, "unit": bool(cfg.split.unit), "channels": cfg.split.channels,
+                "stride": cfg.split.stride, "kernel": cfg.split.kernel, "codec": model.codec.settings(),
+                "quality": cfg.codec.get("quality"), "input_shape": [cfg.image_size, cfg.image_size, channels],
+                "feature_shape": [fh, fw, fc], "mean": list(cfg.mean), "std": list(cfg.std),
+                "model": cfg.model.to_dict(), "label_names": labels, "step": int(np.asarray(raw["step"]))}
+    write_json(os.path.join(out, "manifest.json"), manifest)
+    return manifest
+
+
+class Half:
+    """One exported half: `Half(dir, 'edge')(x)` runs it with its own parameters."""
+
+    def __init__(self, export_dir: str, part: str):
+        with open(os.path.join(export_dir, f"{part}.jaxexport"), "rb") as f:
+            self.exported = jax.export.deserialize(bytearray(f.read()))
+        self.variables = read_tree(os.path.join(export_dir, f"{part}_params"))
+
+    def __call__(self, x):
+        return self.exported.call(self.variables, jnp.asarray(x, jnp.float32))
+
+
+def load_manifest(export_dir: str) -> dict:
+    with open(os.path.join(export_dir, "manifest.json")) as f:
+        return json.load(f)
+
+
+def load_codec(manifest: dict):
+    return make_codec(manifest["codec"])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Export a trained workdir as edge + cloud halves.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    try:
+        m = export_workdir(a.workdir, a.out)
+    except CheckpointError as e:
+        sys.exit(f"error: {e}")
+    print(f"exported step {m['step']} to {a.out}: split after RB{m['split_after']}, features {m['feature_shape']}, "
+          f"codec {m['codec']}")
+
+
+if __name__ == "__main__":
+    main()

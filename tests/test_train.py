@@ -1,0 +1,108 @@
+"""The training system end to end on tfds.testing.mock_data ImageNet over 4 forced CPU devices.
+
+Runs go through tests/mock_train.py in fresh processes, as a user's would (and so SIGKILL is real).
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+pytestmark = pytest.mark.slow
+
+
+def run_mock(workdir, out, *overrides, env=None, check=True):
+    p = subprocess.run([sys.executable, os.path.join(HERE, "mock_train.py"), str(workdir), str(out), *overrides],
+                       capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"rc={p.returncode}\n{p.stderr[-3000:]}")
+    return p
+
+
+STEPS = ("num_train_steps=6", "checkpoint_every_steps=2", "eval_every_steps=6")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("uninterrupted")
+    run_mock(d / "wd", d / "out.json", *STEPS)
+    return d / "wd", json.loads((d / "out.json").read_text())
+
+
+def test_trains_evaluates_and_saves(uninterrupted):
+    wd, out = uninterrupted
+    assert out["step"] == 6
+    s = out["summary"]
+    assert s["step"] == 6 and s["examples"] == 16
+    for k in ("top1", "top5", "bytes_full_mean", "bytes_full_median", "bytes_full_p95", "bytes_payload_p95"):
+        assert k in s
+    assert 0 < s["bytes_payload_mean"] < s["bytes_full_mean"]
+    assert sorted(os.listdir(wd / "checkpoints")) == ["2", "4", "6"]
+    assert os.listdir(wd / "best") == ["6"] and (wd / "eval_step_6.json").exists()
+    assert any(f.startswith("events") for f in os.listdir(wd / "tensorboard"))
+
+
+def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
+    killed = run_mock(tmp_path / "wd", tmp_path / "a.json", *STEPS, "debug_kill_after_checkpoint_step=4", check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "wd" / "checkpoints")) == ["2", "4"]
+    resumed = run_mock(tmp_path / "wd", tmp_path / "b.json", *STEPS)
+    assert "resumed from" in resumed.stdout + resumed.stderr and "/checkpoints/4" in resumed.stdout + resumed.stderr
+    out = json.loads((tmp_path / "b.json").read_text())
+    assert out["step"] == 6  # the step count continued
+    assert out["digest"] == uninterrupted[1]["digest"]  # bit-identical parameters
+    # a third invocation finds the run complete: nothing more to train, same parameters
+    again = run_mock(tmp_path / "wd", tmp_path / "c.json", *STEPS)
+    assert json.loads((tmp_path / "c.json").read_text())["digest"] == out["digest"], again.stderr[-500:]
+
+
+def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path):
+    import jax
+    from bottlenet_jax.checkpoint import Checkpoints
+    from bottlenet_jax.evaluation import load_config
+    from bottlenet_jax.export import Half, export_workdir, load_codec, load_manifest
+    from bottlenet_jax.models import build_model
+    wd, _ = uninterrupted
+    m = export_workdir(str(wd), str(tmp_path / "export"))
+    assert m["split_after"] == 2 and m["feature_shape"] == [8, 8, 4] and len(m["label_names"]) == 1000
+    manifest = load_manifest(str(tmp_path / "export"))
+    edge, cloud, codec = Half(str(tmp_path / "export"), "edge"), Half(str(tmp_path / "export"), "cloud"), load_codec(manifest)
+    x = np.random.default_rng(0).normal(size=(5, 64, 64, 3)).astype(np.float32)
+    z = np.asarray(edge(x))
+    payloads = codec.encode(z)
+    assert all(isinstance(p, bytes) for p in payloads)
+    logits = np.asarray(cloud(codec.decode(payloads, z.shape)))
+    cfg = load_config(str(wd))
+    raw = Checkpoints(str(wd)).restore_raw()
+    full, stats = jax.jit(build_model(cfg, bn_axis_name=None).apply)({"params": raw["params"], "batch_stats": raw["batch_stats"]}, x)
+    np.testing.assert_array_equal(logits, np.asarray(full))
+    assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_via_jax_distributed_hold_identical_params(tmp_path):
+    port = _free_port()
+    base = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "mock_train.py"), str(tmp_path / "wd"),
+                               str(tmp_path / f"p{i}.json"), "num_train_steps=2", "eval_every_steps=2", "eval_examples=16",
+                               "checkpoint_every_steps=2"],
+                              env={**os.environ, **base, "JAX_PROCESS_ID": str(i)}, cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    r = [json.loads((tmp_path / f"p{i}.json").read_text()) for i in range(2)]
+    assert [x["process"] for x in r] == [0, 1] and r[0]["step"] == r[1]["step"] == 2
+    assert r[0]["digest"] == r[1]["digest"]
+    assert r[0]["summary"]["examples"] == 16  # each process evaluated its half; results all-gathered
