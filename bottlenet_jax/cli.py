@@ -34,11 +34,18 @@ def fmt(d: dict) -> str:
 def _parse(argv):
     from absl import flags
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS:
+            flags.FLAGS.config.keys()  # ml_collections loads the file lazily: fail here, in one line
+        return rest
     except flags.Error as e:
         msg = str(e).splitlines()[0]
-    except (AttributeError, KeyError, ValueError, TypeError, ImportError, FileNotFoundError, SyntaxError) as e:
-        msg = f"bad --config: {type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
+    except OSError:
+        given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+        msg = f"--config={given[0] if given else '?'}: cannot load this config file (missing or unreadable)"
+    except (AttributeError, KeyError, ValueError, TypeError, ImportError, SyntaxError) as e:
+        text = str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+        msg = f"bad --config override: {text}"
     sys.stderr.write(f"error: {msg}\n")
     sys.exit(2)
 

@@ -114,18 +114,17 @@ def train(cfg, workdir: str):
     """As train_and_evaluate, returning (final replicated TrainState, last eval summary)."""
     parallel.maybe_initialize_distributed()
     model = build_model(cfg)  # config errors surface before any data or compile work
-    from bottlenet_jax.data import input_pipeline as ip
-    builder = ip.get_builder(cfg.dataset, cfg.data_dir)
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
+    ckpt = Checkpoints(workdir, cfg.keep_checkpoints)
+    from bottlenet_jax.data import input_pipeline as ip
+    builder = ip.get_builder(cfg.dataset, cfg.data_dir)
     n_train = ip.num_examples(builder, cfg.train_split)
     steps_per_epoch = max(1, n_train // cfg.batch_size) if n_train else max(1, cfg.num_train_steps)
     total = cfg.num_train_steps if cfg.num_train_steps > 0 else int(cfg.num_epochs * steps_per_epoch)
     eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch
     channels = builder.info.features["image"].shape[-1]
 
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpoints(workdir, cfg.keep_checkpoints)
     fresh, tx = create_train_state(cfg, model, channels, steps_per_epoch, total)
     state, meta = ckpt.restore(fresh)
     if state is None:

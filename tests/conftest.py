@@ -29,3 +29,20 @@ def feature_maps(rng, n, h, w, c, kind="mixed"):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def write_tiny_fashion_mnist(d, n_train=40, n_test=12):
+    """Small random IDX files in Fashion-MNIST's layout (for builder and CLI tests)."""
+    import gzip
+    from bottlenet_jax.data.fashion_mnist import FILES
+    r = np.random.default_rng(0)
+
+    def write(path, arr):
+        header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(x).to_bytes(4, "big") for x in arr.shape)
+        with gzip.open(path, "wb") as f:
+            f.write(header + arr.astype(np.uint8).tobytes())
+    for split, n in (("train", n_train), ("test", n_test)):
+        imgs, labs = FILES[split]
+        write(os.path.join(d, imgs), r.integers(0, 256, (n, 28, 28)))
+        write(os.path.join(d, labs), np.arange(n) % 10)
+    return d
