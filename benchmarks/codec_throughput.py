@@ -1,0 +1,105 @@
+"""Per-batch host-JPEG time inside a jitted function vs a bare cv2 loop over the same uint8 maps.
+
+    python benchmarks/codec_throughput.py                       # the grid below, ratios printed
+    python benchmarks/codec_throughput.py --batch 128 --size 28 --channels 8 --runs 30
+    python benchmarks/codec_throughput.py --smoke               # seconds, for CI
+
+For each (batch, map size, C'): median wall time of `jit(codec)(x)` (quantize on device, ONE
+pure_callback, chunked thread pool, back to device) and of a single-threaded bare
+`cv2.imencode`+`cv2.imdecode` loop over the same tiled uint8 images; ratio = jit / bare (< 1 means
+the thread pool more than pays for the callback). Then thread-pool scaling 1..cores for one size.
+All numbers come from one run of this script: compare ratios, not absolute times across machines.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bottlenet_jax.codecs import JpegCodec  # noqa: E402
+from bottlenet_jax.codecs.base import quantize_u8_np  # noqa: E402
+from bottlenet_jax.codecs.jpeg import host_threads, tile  # noqa: E402
+
+
+def maps(rng, b, s, c):
+    """Feature-like maps: smooth sigmoid fields, half of them ReLU-sparse."""
+    yy, xx = np.meshgrid(np.linspace(0, 1, s), np.linspace(0, 1, s), indexing="ij")
+    fx, fy, ph = (rng.uniform(0.5, 3, (b, 1, 1, c)) for _ in range(3))
+    f = 2 * np.sin(2 * np.pi * (fx * xx[None, :, :, None] + fy * yy[None, :, :, None] + ph))
+    f = f + 0.3 * rng.normal(size=f.shape)
+    out = 1 / (1 + np.exp(-f))
+    out[::2] = np.maximum(out[::2] - 0.6, 0) * 2.5
+    return np.clip(out, 0, 1).astype(np.float32)
+
+
+def median_time(fn, runs):
+    fn()  # warm-up (compile)
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def bare_loop(u8, quality, layout):
+    imgs = tile(u8, layout)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality]
+
+    def run():
+        for img in imgs:
+            ok, enc = cv2.imencode(".jpg", img, params)
+            cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+    return run
+
+
+def measure(b, s, c, quality, runs, threads=0, layout="grid"):
+    x = maps(np.random.default_rng(0), b, s, c)
+    xd = jax.device_put(x)
+    codec = JpegCodec(quality=quality, layout=layout, threads=threads)
+    f = jax.jit(lambda x: codec(x)[0])
+    t_jit = median_time(lambda: f(xd).block_until_ready(), runs)
+    t_bare = median_time(bare_loop(quantize_u8_np(x), quality, layout), runs)
+    return t_jit, t_bare
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, nargs="+", default=[32, 128, 512])
+    p.add_argument("--size", type=int, nargs="+", default=[28, 56])
+    p.add_argument("--channels", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--quality", type=int, default=90)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--smoke", action="store_true", help="tiny grid, 3 runs (CI)")
+    a = p.parse_args()
+    if a.smoke:
+        a.batch, a.size, a.channels, a.runs = [32], [28], [4], 3
+    print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {host_threads()} host threads | "
+          f"jax {jax.__version__} on {jax.devices()[0].platform} | cv2 {cv2.__version__} | q={a.quality} | median of {a.runs}")
+    print(f"{'batch':>5} {'map':>5} {'C':>3} {'jit ms':>9} {'bare cv2 ms':>12} {'jit/bare':>9} {'us/sample jit':>14}")
+    for b in a.batch:
+        for s in a.size:
+            for c in a.channels:
+                tj, tb = measure(b, s, c, a.quality, a.runs)
+                print(f"{b:>5} {s:>4}² {c:>3} {1e3 * tj:>9.2f} {1e3 * tb:>12.2f} {tj / tb:>9.2f} {1e6 * tj / b:>14.1f}")
+    b, s, c = a.batch[-1], a.size[0], a.channels[-1]
+    print(f"\n# thread-pool scaling, batch {b}, {s}x{s}x{c}")
+    print(f"{'threads':>7} {'jit ms':>9} {'speed-up vs 1':>14}")
+    base = None
+    for t in range(1, host_threads() + 1):
+        tj, _ = measure(b, s, c, a.quality, a.runs, threads=t)
+        base = base or tj
+        print(f"{t:>7} {1e3 * tj:>9.2f} {base / tj:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()
