@@ -54,10 +54,13 @@ def test_tiling_matches_reference_and_inverts(rng):
 
 
 @pytest.mark.parametrize("cfg", [{"name": "identity"}, {"name": "uint8"},
-                                 {"name": "jpeg", "quality": 25}, {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True}])
+                                 {"name": "jpeg", "quality": 25}, {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True},
+                                 {"name": "jpeg", "quality": 50, "minmax": True}])
 def test_transport_path_equals_graph(rng, cfg):
     codec = make_codec(cfg)
     x = feature_maps(rng, 4, 8, 8, 3)
+    if cfg.get("minmax"):  # raw features, any range: scaled per sample, 8 bytes of side info
+        x = (x - 0.3) * np.array([1, 5, 40, 0.01], np.float32)[:, None, None, None]
     x_hat, stats = jax.jit(lambda x: codec(x))(x)
     payloads = codec.encode(x)
     assert all(isinstance(p, bytes) for p in payloads)

@@ -39,6 +39,18 @@ def test_split_without_bottleneck_equals_unsplit(depth, stem, size, k):
     assert stats["bytes_full"].shape == (2,)
 
 
+def test_feature_shape_matches_model_at_every_split_point():
+    from bottlenet_jax.models import feature_shape
+    c = small_config()
+    c.image_size = 28
+    c.codec.name = "identity"
+    for k, stride in [(1, 2), (4, 2), (8, 1), (14, 1), (16, 1)]:
+        c.split.update(after=k, stride=stride)
+        model = build_model(c, bn_axis_name=None)
+        z = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), part="edge")[0])
+        assert z.shape[1:] == feature_shape(c), k
+
+
 def test_resnet50_rb1_bottleneck_shapes():
     c = default.get_config()
     c.split.update(after=1, channels=12, stride=2, kernel=2)
@@ -60,7 +72,7 @@ def test_resnet50_rb1_bottleneck_shapes():
     (lambda c: c.codec.update(quality=150), r"1\.\.100"),
     (lambda c: c.split.update(channels=0), "C' must be > 0"),
     (lambda c: c.split.update(channels=-4), "C' must be > 0"),
-    (lambda c: setattr(c, "image_size", 226), "divisible by 8"),
+    (lambda c: setattr(c, "image_size", 226), "57x57, not divisible by the reduction stride 2"),
     (lambda c: c.split.update(stride=3), "1 or 2"),
     (lambda c: c.model.update(depth=42), "must be one of"),
 ])

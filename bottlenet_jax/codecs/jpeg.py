@@ -189,6 +189,10 @@ class JpegCodec(Codec):
     layout: str = "grid"
     optimize: bool = False
     threads: int = 0  # 0: one per host core
+    # Scale each sample by its own (min, max) before 8-bit: for features not already in [0, 1]
+    # (raw RBk features, no reduction unit). The two float32s are side information: 8 bytes,
+    # counted in both byte counts and prepended to each payload.
+    minmax: bool = False
 
     def __post_init__(self):
         if not (isinstance(self.quality, (int, np.integer)) and 1 <= self.quality <= 100):
@@ -202,28 +206,58 @@ class JpegCodec(Codec):
         return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.threads)
 
     def roundtrip(self, x):
-        u8 = quantize_u8(x)
         lead = x.shape[:-3]
-        shapes = (jax.ShapeDtypeStruct(u8.shape, jnp.uint8),
-                  jax.ShapeDtypeStruct(lead, jnp.int32), jax.ShapeDtypeStruct(lead, jnp.int32))
+        counts = (jax.ShapeDtypeStruct(lead, jnp.int32), jax.ShapeDtypeStruct(lead, jnp.int32))
+        if self.minmax:  # scaling on the host too, so `decode` reproduces it bit for bit
+            x32 = x.astype(jnp.float32)
+            x_hat, full, payload = jax.pure_callback(self.minmax_host_fn, (jax.ShapeDtypeStruct(x.shape, jnp.float32), *counts),
+                                                     x32, vmap_method="expand_dims")
+            return x_hat.astype(x.dtype), {"bytes_full": full, "bytes_payload": payload}
+        u8 = quantize_u8(x)
         # `self.host_fn` is looked up at trace time, so tests can wrap it to count calls.
-        dec, full, payload = jax.pure_callback(self.host_fn, shapes, u8, vmap_method="expand_dims")
+        dec, full, payload = jax.pure_callback(self.host_fn, (jax.ShapeDtypeStruct(u8.shape, jnp.uint8), *counts),
+                                               u8, vmap_method="expand_dims")
         return dequantize_u8(dec, x.dtype), {"bytes_full": full, "bytes_payload": payload}
+
+    def minmax_host_fn(self, x):
+        x = np.asarray(x, np.float32)
+        lo, hi = _range(x)
+        dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / (hi - lo)))
+        return _unscale(dec, lo, hi), full + 8, payload + 8
 
     # ------------------------------------------------------------------ transport (off the graph)
     def encode(self, x):
-        imgs = tile(quantize_u8_np(x), self.layout)
+        x = np.asarray(x, np.float32)
+        lo, hi = _range(x) if self.minmax else (np.float32(0), np.float32(1))
+        imgs = tile(quantize_u8_np((x - lo) / (hi - lo)), self.layout)
         out = []
-        for img in imgs:
+        for i, img in enumerate(imgs):
             ok, enc = cv2.imencode(".jpg", img, _params(self.quality, self.optimize))
             if not ok:
                 raise RuntimeError("cv2.imencode failed")
-            out.append(abbreviate(enc.tobytes(), self.optimize))
+            side = np.array([lo.flat[i], hi.flat[i]], "<f4").tobytes() if self.minmax else b""
+            out.append(side + abbreviate(enc.tobytes(), self.optimize))
         return out
 
     def decode(self, payloads, shape):
         _, h, w, c = shape
+        side = 8 if self.minmax else 0
         imgs = np.stack([
-            cv2.imdecode(np.frombuffer(rebuild_full(p, self.quality, self.optimize), np.uint8),
+            cv2.imdecode(np.frombuffer(rebuild_full(p[side:], self.quality, self.optimize), np.uint8),
                          cv2.IMREAD_UNCHANGED) for p in payloads])
-        return dequantize_u8_np(untile(imgs, h, w, c, self.layout))
+        dec = untile(imgs, h, w, c, self.layout)
+        if not self.minmax:
+            return dequantize_u8_np(dec)
+        side = np.stack([np.frombuffer(p[:8], "<f4") for p in payloads]).reshape(-1, 2, 1, 1, 1)
+        return _unscale(dec, side[:, 0], side[:, 1])
+
+
+def _range(x):
+    """Per-sample (lo, hi) for min-max scaling. A constant sample gets hi = lo + 1."""
+    lo = x.min(axis=(-3, -2, -1), keepdims=True)
+    hi = x.max(axis=(-3, -2, -1), keepdims=True)
+    return lo, np.where(hi > lo, hi, lo + 1).astype(np.float32)
+
+
+def _unscale(u8, lo, hi):
+    return (dequantize_u8_np(u8) * (hi - lo) + lo).astype(np.float32)

@@ -51,6 +51,17 @@ def stride_after_block(depth: int, stem: str, k: int) -> int:
     return stride
 
 
+def size_after_block(image_size: int, depth: int, stem: str, k: int) -> int:
+    """Spatial size of the features after RBk (stride-2 convs round up, like SAME/k//2 padding)."""
+    h = image_size
+    if stem == "imagenet":
+        h = -(-(-(-h // 2)) // 2)
+    for stage, index in block_layout(depth)[:k]:
+        if index == 0 and stage > 1:
+            h = -(-h // 2)
+    return h
+
+
 def channels_after_block(depth: int, width: int, k: int) -> int:
     stage = block_layout(depth)[k - 1][0] if k > 0 else 1
     if k == 0:

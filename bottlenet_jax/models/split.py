@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from bottlenet_jax.codecs import Codec, ConfigError, IdentityCodec, make_codec
 from bottlenet_jax.models.resnet import (STAGE_SIZES, STEMS, ResNet, channels_after_block,
-                                         stride_after_block)
+                                         size_after_block, stride_after_block)
 from bottlenet_jax.units import Reduction, Restoration
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}  # f64: tests/debugging (needs x64)
@@ -76,10 +76,11 @@ def validate(cfg) -> None:
             raise ConfigError(f"split.stride={s.stride}: must be 1 or 2")
         if s.kernel < 1:
             raise ConfigError(f"split.kernel={s.kernel}: must be >= 1")
-    total = stride_after_block(m.depth, m.stem, s.after) * (s.stride if s.after and s.unit else 1)
-    if cfg.image_size % total:
-        raise ConfigError(f"image_size={cfg.image_size}: must be divisible by {total}, the total stride "
-                          f"of the stem, RB1..RB{s.after} and the reduction unit")
+    h = size_after_block(cfg.image_size, m.depth, m.stem, s.after)
+    if cfg.image_size <= 0 or (s.after and s.unit and h % s.stride):
+        total = stride_after_block(m.depth, m.stem, s.after) * s.stride
+        raise ConfigError(f"image_size={cfg.image_size}: features after RB{s.after} are {h}x{h}, not divisible by "
+                          f"the reduction stride {s.stride}; use an image size divisible by {total} (or split.stride=1)")
 
 
 def build_model(cfg, bn_axis_name: Optional[str] = "data", codec: Optional[Codec] = None) -> SplitModel:
@@ -95,7 +96,7 @@ def build_model(cfg, bn_axis_name: Optional[str] = "data", codec: Optional[Codec
 def feature_shape(cfg) -> tuple[int, int, int]:
     """(h, w, c) of what crosses the network: after the reduction unit (or RBk if none)."""
     m, s = cfg.model, cfg.split
-    h = cfg.image_size // stride_after_block(m.depth, m.stem, s.after)
+    h = size_after_block(cfg.image_size, m.depth, m.stem, s.after)
     if s.after and s.unit:
         return (h // s.stride, h // s.stride, s.channels)
     return (h, h, channels_after_block(m.depth, m.width, s.after))

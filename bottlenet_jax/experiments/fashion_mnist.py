@@ -1,0 +1,249 @@
+"""BottleNet's central claim, checked at small scale on real Fashion-MNIST (one command).
+
+    python -m bottlenet_jax.experiments.fashion_mnist            # full run, ~60 min on 2 CPU cores
+    python -m bottlenet_jax.experiments.fashion_mnist --quick    # smoke test of the whole script (CI)
+
+Runs, on the train/test split, with a CPU-sized ResNet-50 layout (small stem, base width 8):
+  1. baseline (no bottleneck) from scratch;
+  2. "JPEG on RB1 features without retraining": the baseline's RB1 features, per-sample min-max to
+     8 bit (8 bytes side info counted), JPEG at each q, decoded, fed to the rest;
+  3. BottleNet after RB1 (C', stride from --channels/--stride), fine-tuned from the baseline with JPEG
+     at q_train in the loop, evaluated at each q;
+  4. the same unit trained with the identity codec, evaluated with JPEG (what compression-aware
+     training buys);
+  5. reference: the 28x28 input image JPEG'd at each q (bytes, and the baseline's accuracy on it);
+  6. split points RB1, RB4, RB8, RB14 at q_train (stride 2 where the features are even, else 1;
+     RB4..RB14 fine-tuned for --split_epochs, RB1 is run 3).
+Writes OUT/results.csv, OUT/results.md (header: command, commit, machine, date), OUT/*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import cv2
+import jax
+import ml_collections
+import numpy as np
+
+from bottlenet_jax import cli
+from bottlenet_jax.codecs import jpeg
+
+QUALITIES = (10, 30, 50, 70, 90)
+
+
+def base_config(a):
+    from configs import fashion_mnist
+    c = fashion_mnist.get_config()
+    c.model.width = a.width
+    c.split.after = 0
+    c.codec = ml_collections.ConfigDict(dict(name="identity", quality=a.q_train, layout="grid", optimize=False,
+                                             threads=0, minmax=False))
+    c.seed = a.seed
+    c.checkpoint_every_steps = 10_000
+    c.eval_every_steps = 10_000_000  # evaluate at the end only
+    c.log_every_steps = 50
+    if a.quick:
+        c.eval_examples = 500
+    return c
+
+
+def bottlenet_config(a, base, after, codec, stride=None):
+    c = ml_collections.ConfigDict(base.to_dict())
+    from bottlenet_jax.models.resnet import size_after_block
+    h = size_after_block(c.image_size, c.model.depth, c.model.stem, after)
+    c.split.update(after=after, unit=True, channels=a.channels, kernel=2 if (stride or 2) == 2 else 3,
+                   stride=stride or (2 if h % 2 == 0 else 1))
+    c.codec.name = codec
+    c.init_from = os.path.join(a.workdir, "baseline")
+    c.num_epochs = a.finetune_epochs
+    c.learning_rate = a.finetune_lr
+    c.warmup_epochs = 0.05
+    if a.quick:
+        c.num_train_steps = 8
+    return c
+
+
+def train(name, cfg, a):
+    from bottlenet_jax import train_lib
+    t = time.time()
+    print(f"\n### {name}: training in {a.workdir}/{name}", flush=True)
+    cli.guarded(train_lib.train_and_evaluate, cfg, os.path.join(a.workdir, name))
+    print(f"### {name}: {time.time() - t:.0f} s", flush=True)
+    return os.path.join(a.workdir, name)
+
+
+def sweep(method, workdir, cfg, qualities, rows, codec_over=None):
+    from bottlenet_jax.evaluation import evaluate_workdir
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.codec.update(**(codec_over or {}))
+    for r in cli.guarded(evaluate_workdir, workdir, c, None, qualities)[1:]:
+        rows.append({"method": method, "split": f"RB{c.split.after}", "C'": c.split.channels if c.split.unit else "",
+                     "stride": c.split.stride if c.split.unit else "", "q": r["quality"], **_pick(r)})
+
+
+def _pick(r):
+    return {k: round(r[k], 5) if isinstance(r.get(k), float) else r.get(k, "") for k in
+            ("top1", "examples", "bytes_payload_mean", "bytes_payload_median", "bytes_full_mean", "bytes_full_median")}
+
+
+def input_jpeg_rows(a, cfg, workdir, qualities, rows):
+    """The baseline on JPEG'd input images: bytes of each image and the accuracy it still gives."""
+    import tensorflow_datasets as tfds
+    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.evaluation import load_eval_state
+    from bottlenet_jax.models import build_model
+    from bottlenet_jax import parallel
+    b = ip.get_builder(cfg.dataset, cfg.data_dir)
+    data = list(tfds.as_numpy(b.as_dataset(split=cfg.eval_split).take(cfg.eval_examples if cfg.eval_examples > 0 else -1)))
+    imgs = np.stack([d["image"][..., 0] for d in data])
+    labels = np.array([d["label"] for d in data])
+    state = load_eval_state(workdir, parallel.make_mesh(jax.devices()[:1]))
+    model = build_model(cfg, bn_axis_name=None)
+    f = jax.jit(lambda x: model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)[0])
+    norm = lambda u8: ((u8.astype(np.float32) / 255.0 - cfg.mean[0]) / cfg.std[0])[..., None]
+    for q in (None, *qualities):
+        full, abbr, dec = [], [], imgs
+        if q is not None:
+            encs = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, q])[1] for im in imgs]
+            full = [e.size for e in encs]
+            abbr = [len(jpeg.abbreviate(e.tobytes(), False)) for e in encs]
+            dec = np.stack([cv2.imdecode(e, cv2.IMREAD_UNCHANGED) for e in encs])
+        pred = np.concatenate([np.argmax(np.asarray(f(norm(dec[i:i + 500]))), -1) for i in range(0, len(dec), 500)])
+        raw = imgs[0].size
+        rows.append({"method": "input image JPEG" if q else "input image raw", "split": "input", "C'": "", "stride": "",
+                     "q": q or "", "top1": round(float(np.mean(pred == labels)), 5), "examples": len(labels),
+                     "bytes_payload_mean": round(float(np.mean(abbr)), 2) if q else raw,
+                     "bytes_payload_median": float(np.median(abbr)) if q else raw,
+                     "bytes_full_mean": round(float(np.mean(full)), 2) if q else raw,
+                     "bytes_full_median": float(np.median(full)) if q else raw})
+
+
+def write_outputs(rows, a, wall, argv):
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    machine = f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} on {jax.devices()[0].platform})"
+    head = [f"# Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})", "",
+            f"- command: `python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}`".rstrip() + "",
+            f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+            f"- machine: {machine}",
+            f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min; seed {a.seed} (one seed: "
+            f"a second did not fit the time budget)",
+            f"- model: ResNet-50 layout, small stem, base width {a.width}; bottleneck C'={a.channels}, "
+            f"q_train={a.q_train}; top-1 on {rows[0]['examples']} test images",
+            "- bytes: per sample, `len()` of real payloads; 'abbr' = abbreviated JPEG stream (tables fixed by q "
+            "dropped), 'full' = complete JFIF file; min-max side info (8 B) included where used", ""]
+    cols = ["method", "split", "C'", "stride", "q", "top1", "bytes_payload_mean", "bytes_payload_median",
+            "bytes_full_mean", "bytes_full_median"]
+    names = ["method", "split", "C'", "stride", "q", "top-1 %", "abbr mean", "abbr median", "full mean", "full median"]
+    table = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for r in rows:
+        table.append("| " + " | ".join(f"{100 * r[c]:.2f}" if c == "top1" else str(r[c]) for c in cols) + " |")
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write("\n".join(head + table) + "\n")
+    plot(rows, a.out)
+    print("\n".join(table))
+
+
+def plot(rows, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for method, style in (("BottleNet RB1 (JPEG-aware)", "o-"), ("BottleNet RB1 (identity-trained)", "s--"),
+                          ("RB1 JPEG, no retraining", "v:"), ("input image JPEG", "^-.")):
+        pts = sorted((r["bytes_payload_mean"], 100 * r["top1"], r["q"]) for r in rows if r["method"] == method)
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
+            for x, y, q in pts:
+                ax.annotate(f"q{q}", (x, y), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    base = [r for r in rows if r["method"] == "baseline"]
+    if base:
+        ax.axhline(100 * base[0]["top1"], color="k", lw=0.8, ls=":", label="baseline (float features)")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per sample (abbreviated stream, mean)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "accuracy_vs_bytes.png"), dpi=130)
+    plt.close(fig)
+    sp = [r for r in rows if r["method"] == "BottleNet split point"]
+    if sp:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax2 = ax.twinx()
+        ax.bar([r["split"] for r in sp], [r["bytes_payload_mean"] for r in sp], color="C0", alpha=0.6)
+        ax2.plot([r["split"] for r in sp], [100 * r["top1"] for r in sp], "o-", color="C3")
+        ax.set_ylabel("bytes/sample (abbr, mean)", color="C0")
+        ax2.set_ylabel("top-1 (%)", color="C3")
+        ax.set_title(f"split point at q={sp[0]['q']}", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "split_point.png"), dpi=130)
+        plt.close(fig)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="few steps, 500 test images: checks the script, not the figures")
+    p.add_argument("--out", default=None)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--channels", type=int, default=2)
+    p.add_argument("--q_train", type=int, default=30)
+    p.add_argument("--baseline_epochs", type=float, default=2.0)
+    p.add_argument("--finetune_epochs", type=float, default=1.0)
+    p.add_argument("--split_epochs", type=float, default=0.5, help="fine-tuning epochs for RB4/RB8/RB14")
+    p.add_argument("--finetune_lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    a.out = a.out or ("workdir/repro_quick/results" if a.quick else "results/fashion_mnist")
+    a.workdir = a.workdir or ("workdir/repro_quick" if a.quick else "workdir/repro")
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+    t0 = time.time()
+    qualities = (10, 90) if a.quick else QUALITIES
+    base = base_config(a)
+    base.num_epochs = a.baseline_epochs
+    if a.quick:
+        base.num_train_steps = 12
+    rows = []
+    bwd = train("baseline", base, a)
+    from bottlenet_jax.evaluation import evaluate_workdir
+    r = cli.guarded(evaluate_workdir, bwd, base, None, ())[0]
+    rows.append({"method": "baseline", "split": "none", "C'": "", "stride": "", "q": "", **_pick(r)})
+    raw_rb1 = ml_collections.ConfigDict(base.to_dict())
+    raw_rb1.split.update(after=1, unit=False)
+    sweep("RB1 JPEG, no retraining", bwd, raw_rb1, qualities, rows, {"name": "jpeg", "minmax": True})
+    aware = bottlenet_config(a, base, 1, "jpeg")
+    sweep("BottleNet RB1 (JPEG-aware)", train("rb1_jpeg", aware, a), aware, qualities, rows)
+    ident = bottlenet_config(a, base, 1, "identity")
+    sweep("BottleNet RB1 (identity-trained)", train("rb1_identity", ident, a), ident, qualities, rows, {"name": "jpeg"})
+    input_jpeg_rows(a, base, bwd, qualities, rows)
+    for k in ((4,) if a.quick else (4, 8, 14)):
+        c = bottlenet_config(a, base, k, "jpeg")
+        c.num_epochs = a.split_epochs
+        sweep("BottleNet split point", train(f"rb{k}_jpeg", c, a), c, (a.q_train,), rows)
+    rows += [dict(r, method="BottleNet split point") for r in rows
+             if r["method"] == "BottleNet RB1 (JPEG-aware)" and r["q"] == a.q_train]
+    rows.sort(key=lambda r: ["baseline", "input image raw", "input image JPEG", "RB1 JPEG, no retraining",
+                             "BottleNet RB1 (identity-trained)", "BottleNet RB1 (JPEG-aware)",
+                             "BottleNet split point"].index(r["method"]) * 100 + (int(r["split"][2:]) if r["split"].startswith("RB") and r["method"] == "BottleNet split point" else 0))
+    write_outputs(rows, a, time.time() - t0, argv)
+    print(f"\nwrote {a.out}/results.md, results.csv, accuracy_vs_bytes.png, split_point.png "
+          f"({(time.time() - t0) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
