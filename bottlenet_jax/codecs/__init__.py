@@ -5,8 +5,9 @@ import dataclasses
 
 from bottlenet_jax.codecs.base import STAT_KEYS, Codec, ConfigError, IdentityCodec, Uint8Codec
 from bottlenet_jax.codecs.jpeg import JpegCodec
+from bottlenet_jax.codecs.jpeg_xla import JpegXlaCodec
 
-REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec)}
+REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, JpegXlaCodec)}
 
 
 def make_codec(cfg=None, **overrides) -> Codec:
@@ -21,5 +22,5 @@ def make_codec(cfg=None, **overrides) -> Codec:
     return cls(**{k: v for k, v in cfg.items() if k in fields})
 
 
-__all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec",
+__all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec", "JpegXlaCodec",
            "REGISTRY", "make_codec"]
