@@ -6,8 +6,9 @@ import dataclasses
 from bottlenet_jax.codecs.base import STAT_KEYS, Codec, ConfigError, IdentityCodec, Uint8Codec
 from bottlenet_jax.codecs.jpeg import JpegCodec
 from bottlenet_jax.codecs.jpeg_xla import JpegXlaCodec
+from bottlenet_jax.codecs.lightweight import LightweightCodec
 
-REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, JpegXlaCodec)}
+REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, JpegXlaCodec, LightweightCodec)}
 
 
 def make_codec(cfg=None, **overrides) -> Codec:
@@ -19,8 +20,8 @@ def make_codec(cfg=None, **overrides) -> Codec:
         raise ConfigError(f"codec.name={name!r}: unknown codec; valid: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in cfg.items() if k in fields})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields})
 
 
-__all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec", "JpegXlaCodec",
+__all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec", "JpegXlaCodec", "LightweightCodec",
            "REGISTRY", "make_codec"]
