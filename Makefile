@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test data clean
+.PHONY: demo test smoke repro data clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,19 @@ demo: $(VENV)/.data-installed data
 
 test: $(VENV)/.test-installed data
 	$(PY) -m pytest -q
+
+# CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
+smoke: $(VENV)/.test-installed data
+	rm -rf workdir/repro_quick workdir/lightweight_quick
+	$(PY) -m bottlenet_jax.experiments.fashion_mnist --quick
+	$(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline
+	$(PY) benchmarks/codec_throughput.py --smoke
+	$(PY) benchmarks/train_throughput.py --smoke
+
+# The committed results (2 CPU cores: ~45 + ~10 min).
+repro: $(VENV)/.test-installed data
+	$(PY) -m bottlenet_jax.experiments.fashion_mnist
+	$(PY) -m bottlenet_jax.experiments.lightweight
 
 clean:
 	rm -rf workdir build *.egg-info

@@ -31,8 +31,10 @@ def load_eval_state(workdir: str, mesh) -> TrainState:
     return parallel.replicate(state, mesh)
 
 
-def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities=(), out_dir: str | None = None):
-    """Summaries for the trained codec settings, then one per swept quality; writes CSV + PNG."""
+def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities=(), out_dir: str | None = None,
+                     include_trained: bool = True):
+    """Summaries for the trained codec settings (unless include_trained=False), then one per swept
+    quality; writes CSV + PNG when sweeping."""
     from bottlenet_jax.data import input_pipeline as ip
     from bottlenet_jax.train_lib import check_batch, compile_steps, evaluate
 
@@ -44,7 +46,7 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
     builder = ip.get_builder(cfg.dataset, cfg.data_dir)
     state = load_eval_state(workdir, mesh)
     rows = []
-    for q in [None, *qualities]:
+    for q in ([None] if include_trained else []) + list(qualities):
         c = ml_collections.ConfigDict(cfg.to_dict())
         if q is not None:
             c.codec.quality = int(q)
@@ -57,7 +59,7 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
     if qualities:
         out_dir = out_dir or os.path.join(workdir, "sweep")
         os.makedirs(out_dir, exist_ok=True)
-        write_sweep(rows[1:], out_dir, title=f"{cfg.dataset} {cfg.split.after and f'RB{cfg.split.after}'} "
+        write_sweep(rows[1:] if include_trained else rows, out_dir, title=f"{cfg.dataset} {cfg.split.after and f'RB{cfg.split.after}'} "
                                               f"(trained at q={cfg.codec.get('quality')})")
         print(f"wrote {out_dir}/sweep.csv and {out_dir}/sweep.png")
     return rows

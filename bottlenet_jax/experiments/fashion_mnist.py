@@ -23,9 +23,10 @@ import csv
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
+
+from bottlenet_jax.experiments import git_state
 
 import cv2
 import jax
@@ -83,7 +84,7 @@ def sweep(method, workdir, cfg, qualities, rows, codec_over=None):
     from bottlenet_jax.evaluation import evaluate_workdir
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.codec.update(**(codec_over or {}))
-    for r in cli.guarded(evaluate_workdir, workdir, c, None, qualities)[1:]:
+    for r in cli.guarded(evaluate_workdir, workdir, c, None, qualities, None, False):
         rows.append({"method": method, "split": f"RB{c.split.after}", "C'": c.split.channels if c.split.unit else "",
                      "stride": c.split.stride if c.split.unit else "", "q": r["quality"], **_pick(r)})
 
@@ -131,8 +132,7 @@ def write_outputs(rows, a, wall, argv):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    commit, dirty = a.commit
     machine = f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} on {jax.devices()[0].platform})"
     head = [f"# Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})", "",
             f"- command: `python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}`".rstrip() + "",
@@ -208,12 +208,13 @@ def main(argv=None):
     p.add_argument("--finetune_lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
+    a.commit = git_state()  # at start: the code that produced the numbers
     a.out = a.out or ("workdir/repro_quick/results" if a.quick else "results/fashion_mnist")
     a.workdir = a.workdir or ("workdir/repro_quick" if a.quick else "workdir/repro")
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     t0 = time.time()
-    qualities = (10, 90) if a.quick else QUALITIES
+    qualities = (a.q_train,) if a.quick else QUALITIES
     base = base_config(a)
     base.num_epochs = a.baseline_epochs
     if a.quick:

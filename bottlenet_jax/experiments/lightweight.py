@@ -16,9 +16,10 @@ import csv
 import datetime
 import os
 import platform
-import subprocess
 import sys
 import time
+
+from bottlenet_jax.experiments import git_state
 
 import jax
 import ml_collections
@@ -50,6 +51,7 @@ def main(argv=None):
     p.add_argument("--split_after", type=int, default=1)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
+    a.commit = git_state()  # at start: the code that produced the numbers
     a.out = a.out or ("workdir/lightweight_quick" if a.quick else "results/fashion_mnist/lightweight")
     from absl import logging
     logging.set_verbosity(logging.WARNING)
@@ -94,11 +96,11 @@ def write(rows, a, top_base, shape, p0, b, wall, argv):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit, dirty = a.commit
     cols = list(rows[0])
     md = [f"# Lightweight codec (no retraining) on the Fashion-MNIST baseline, split after RB{a.split_after}", "",
           f"- command: `python -m bottlenet_jax.experiments.lightweight {' '.join(argv)}`",
-          f"- commit: {commit}; machine: {platform.node()} ({os.cpu_count()} CPU cores, jax {jax.__version__} "
+          f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}; machine: {platform.node()} ({os.cpu_count()} CPU cores, jax {jax.__version__} "
           f"on {jax.devices()[0].platform}); date: {datetime.date.today().isoformat()}; wall {wall / 60:.1f} min",
           f"- baseline `{a.baseline}`: top-1 {100 * top_base:.2f} % with float features; calibration: {shape[0]} "
           f"training images, features {tuple(shape[1:])}, {100 * p0:.1f} % zeros, exponential b = {b:.4f}",
