@@ -50,9 +50,16 @@ def main(argv=None):
     p.add_argument("--calib", type=int, default=512)
     p.add_argument("--split_after", type=int, default=1)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--plot_only", action="store_true", help="redraw OUT's plot from OUT/results.csv (no evaluation)")
     a = p.parse_args(argv)
     a.commit = git_state()  # at start: the code that produced the numbers
     a.out = a.out or ("workdir/lightweight_quick" if a.quick else "results/fashion_mnist/lightweight")
+    if a.plot_only:
+        with open(os.path.join(a.out, "results.csv")) as f:
+            rows = [{k: (float(v) if k in ("top1", "bits/element (bytes)") else v) for k, v in r.items()} for r in csv.DictReader(f)]
+        top_base = rows[0]["top1"] + float(rows[0]["loss vs baseline (pts)"]) / 100
+        plot(rows, top_base, a.out, int(round(8 * float(rows[0]["bytes/sample mean"]) / rows[0]["bits/element (bytes)"])))
+        return print(f"redrew {a.out}/accuracy_vs_rate.png")
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     from bottlenet_jax.evaluation import evaluate_workdir, load_config
