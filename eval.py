@@ -3,7 +3,8 @@
     python eval.py --workdir=DIR [--split=test] [--sweep=10,30,50,70,90]
 
 Uses the config saved in DIR (config.json) and its best (else latest) checkpoint. --sweep re-uses
-the same weights at other JPEG qualities and writes DIR/sweep/sweep.{csv,png}.
+the same weights at other codec settings (JPEG quality, AWGN sigma, BEC p) and writes
+DIR/sweep/sweep.{csv,png}.
 """
 from absl import app, flags
 
@@ -11,7 +12,7 @@ from bottlenet_jax import cli
 
 flags.DEFINE_string("workdir", None, "A training workdir.")
 flags.DEFINE_string("split", None, "Split to evaluate (default: the config's eval_split).")
-flags.DEFINE_list("sweep", [], "JPEG qualities to evaluate with the same weights.")
+flags.DEFINE_list("sweep", [], "Codec settings to evaluate with the same weights: JPEG quality, AWGN sigma or BEC p.")
 flags.DEFINE_string("out", None, "Where the sweep CSV/PNG go (default: WORKDIR/sweep).")
 flags.mark_flag_as_required("workdir")
 FLAGS = flags.FLAGS
@@ -23,9 +24,9 @@ def main(argv):
     from bottlenet_jax.codecs import ConfigError
     from bottlenet_jax.evaluation import evaluate_workdir
     try:
-        qualities = [int(q) for q in FLAGS.sweep]
+        qualities = [float(q) if any(ch in q for ch in ".eE") else int(q) for q in FLAGS.sweep]
     except ValueError:
-        cli.guarded(_raise, ConfigError(f"--sweep={','.join(FLAGS.sweep)}: must be integers in 1..100"))
+        cli.guarded(_raise, ConfigError(f"--sweep={','.join(FLAGS.sweep)}: must be numbers (JPEG quality, sigma or p)"))
     cli.guarded(evaluate_workdir, FLAGS.workdir, None, FLAGS.split, qualities, FLAGS.out)
 
 

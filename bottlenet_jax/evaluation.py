@@ -31,10 +31,21 @@ def load_eval_state(workdir: str, mesh) -> TrainState:
     return parallel.replicate(state, mesh)
 
 
+def sweep_field(cfg) -> str:
+    """The codec setting `--sweep` varies (JPEG: quality; AWGN: sigma; BEC: p)."""
+    from bottlenet_jax.codecs import REGISTRY, ConfigError
+    cls = REGISTRY.get(cfg.codec.name)
+    if cls is None or not cls.sweep_field:
+        raise ConfigError(f"codec.name={cfg.codec.name!r}: has no setting to sweep "
+                          f"(sweepable: {', '.join(sorted(n for n, c in REGISTRY.items() if c.sweep_field))})")
+    return cls.sweep_field
+
+
 def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities=(), out_dir: str | None = None,
                      include_trained: bool = True):
     """Summaries for the trained codec settings (unless include_trained=False), then one per swept
-    quality; writes CSV + PNG when sweeping."""
+    value of the codec's `sweep_field` (`qualities`: JPEG q, AWGN sigma, BEC p); writes CSV + PNG
+    when sweeping."""
     from bottlenet_jax.data import input_pipeline as ip
     from bottlenet_jax.train_lib import check_batch, compile_steps, evaluate
 
@@ -45,27 +56,28 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
     check_batch(cfg, mesh)
     builder = ip.get_builder(cfg.dataset, cfg.data_dir)
     state = load_eval_state(workdir, mesh)
+    field = sweep_field(cfg) if qualities else "quality"
     rows = []
     for q in ([None] if include_trained else []) + list(qualities):
         c = ml_collections.ConfigDict(cfg.to_dict())
         if q is not None:
-            c.codec.quality = int(q)
+            c.codec[field] = type(c.codec[field])(q) if field in c.codec else q
         model = build_model(c)
         _, p_eval = compile_steps(model, None, mesh)
         s = evaluate(p_eval, state, builder, c, mesh)
-        rows.append({"quality": c.codec.get("quality"), "codec": c.codec.name, "trained": q is None, **s})
-        print(("trained  " if q is None else f"q={q:<3d}    ") + " ".join(
+        rows.append({field: c.codec.get(field), "codec": c.codec.name, "trained": q is None, **s})
+        print(("trained  " if q is None else f"{field}={q:<5g}    ") + " ".join(
             f"{k}={v:.4g}" for k, v in s.items() if isinstance(v, float)))
     if qualities:
         out_dir = out_dir or os.path.join(workdir, "sweep")
         os.makedirs(out_dir, exist_ok=True)
         write_sweep(rows[1:] if include_trained else rows, out_dir, title=f"{cfg.dataset} {cfg.split.after and f'RB{cfg.split.after}'} "
-                                              f"(trained at q={cfg.codec.get('quality')})")
+                                              f"(trained at {field}={cfg.codec.get(field)})", field=field)
         print(f"wrote {out_dir}/sweep.csv and {out_dir}/sweep.png")
     return rows
 
 
-def write_sweep(rows, out_dir, title=""):
+def write_sweep(rows, out_dir, title="", field="quality"):
     with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -78,7 +90,7 @@ def write_sweep(rows, out_dir, title=""):
         if key in rows[0]:
             ax.plot([r[key] for r in rows], [100 * r["top1"] for r in rows], style, label=key.replace("_mean", ""))
     for r in rows:
-        ax.annotate(f"q{r['quality']}", (r.get("bytes_payload_mean", 0), 100 * r["top1"]), fontsize=7)
+        ax.annotate(f"{field[0]}{r[field]:g}", (r.get("bytes_payload_mean", 0), 100 * r["top1"]), fontsize=7)
     ax.set_xlabel("bytes per sample (mean)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(title, fontsize=9)

@@ -51,12 +51,21 @@ def export_workdir(workdir: str, out: str) -> dict:
     fh, fw, fc = feature_shape(cfg)
     z_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {fh}, {fw}, {fc}"), jnp.float32)
     os.makedirs(out, exist_ok=True)
+    # A channel-conditioned edge (BottleNet++) takes the channel condition per sample as a 2nd input.
+    conditioned = bool(cfg.split.unit and model.condition_encoder and
+                       model.codec.condition((1,), train=False) is not None)
+    c_spec = jax.ShapeDtypeStruct(x_spec.shape[:1], jnp.float32)
     for part, spec in (("edge", x_spec), ("cloud", z_spec)):
         concrete = jax.ShapeDtypeStruct((1, *spec.shape[1:]), spec.dtype)
         used = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, part=part), concrete)
         sub = _subtree(variables, used)
-        fn = jax.jit(lambda v, x, part=part: model.apply(v, x, train=False, part=part))
-        exp = jax.export.export(fn)(jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), sub), spec)
+        v_spec = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), sub)
+        if part == "edge" and conditioned:
+            fn = jax.jit(lambda v, x, c: model.apply(v, x, train=False, part="edge", condition=c))
+            exp = jax.export.export(fn)(v_spec, spec, c_spec)
+        else:
+            fn = jax.jit(lambda v, x, part=part: model.apply(v, x, train=False, part=part))
+            exp = jax.export.export(fn)(v_spec, spec)
         with open(os.path.join(out, f"{part}.jaxexport"), "wb") as f:
             f.write(exp.serialize())
         write_tree(os.path.join(out, f"{part}_params"), jax.tree.map(np.asarray, sub))
@@ -69,7 +78,8 @@ def export_workdir(workdir: str, out: str) -> dict:
                 "stride": cfg.split.stride, "kernel": cfg.split.kernel, "codec": model.codec.settings(),
                 "quality": cfg.codec.get("quality"), "input_shape": [cfg.image_size, cfg.image_size, channels],
                 "feature_shape": [fh, fw, fc], "mean": list(cfg.mean), "std": list(cfg.std),
-                "model": cfg.model.to_dict(), "label_names": labels, "step": int(np.asarray(raw["step"]))}
+                "model": cfg.model.to_dict(), "label_names": labels, "step": int(np.asarray(raw["step"])),
+                "edge_condition": model.codec.sweep_field if conditioned else None}
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
@@ -82,8 +92,14 @@ class Half:
             self.exported = jax.export.deserialize(bytearray(f.read()))
         self.variables = read_tree(os.path.join(export_dir, f"{part}_params"))
 
-    def __call__(self, x):
-        return self.exported.call(self.variables, jnp.asarray(x, jnp.float32))
+    def __call__(self, x, condition=None):
+        """`condition`: float[batch] channel condition, for a BottleNet++ edge (manifest 'edge_condition')."""
+        x = jnp.asarray(x, jnp.float32)
+        if len(self.exported.in_avals) > 2:
+            if condition is None:
+                raise ValueError("this edge half is channel-conditioned: pass condition=[sigma or p per sample]")
+            return self.exported.call(self.variables, x, jnp.broadcast_to(jnp.asarray(condition, jnp.float32), x.shape[:1]))
+        return self.exported.call(self.variables, x)
 
 
 def load_manifest(export_dir: str) -> dict:

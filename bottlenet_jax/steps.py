@@ -95,8 +95,11 @@ def train_step(state: TrainState, batch, *, model, tx):
 
 def eval_step(state: TrainState, batch, *, model):
     """Per-sample results (sharded like the batch): correct@1, correct@5, byte counts, mask."""
+    rng = _device_rng(state, 1)
+    if "index" in batch:  # a fresh channel-noise draw per eval batch, reproducible run to run
+        rng = jax.random.fold_in(rng, batch["index"][0])
     logits, stats = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                                batch["image"], train=False, rngs={"codec": _device_rng(state, 1)})
+                                batch["image"], train=False, rngs={"codec": rng})
     top5 = lax.top_k(logits, min(5, logits.shape[-1]))[1]
     label = batch["label"]
     out = {"top1": (top5[:, 0] == label), "top5": jnp.any(top5 == label[:, None], axis=-1),

@@ -1,6 +1,7 @@
 """BottleNet's bottleneck unit: the learned layers either side of the codec.
 
 reduction  = Conv(k x k, stride 1|2, C -> C') -> BatchNorm -> sigmoid   (values in [0, 1] for 8-bit)
+             BottleNet++: the conv sees [features || constant map of the channel condition]
 restoration = ConvTranspose(k x k, stride 2) or Conv(stride 1), C' -> C -> BatchNorm -> ReLU
 
 The exact layers are [OPEN] in the BottleNet paper; this reading follows BottleNet++'s published
@@ -30,8 +31,12 @@ class Reduction(nn.Module):
     bn_axis_name: Optional[str] = None
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, condition=None):
+        """`condition`: float[batch] (channel sigma or p) appended as one constant input channel."""
         k, s = self.kernel, self.stride
+        if condition is not None:
+            cmap = jnp.broadcast_to(condition.astype(x.dtype)[..., None, None, None], x.shape[:-1] + (1,))
+            x = jnp.concatenate([x, cmap], axis=-1)
         x = nn.Conv(self.channels, (k, k), (s, s), padding="SAME", use_bias=False, dtype=self.dtype,
                     kernel_init=conv_init, name="conv")(x)
         wide = jnp.promote_types(self.dtype, jnp.float32)  # bf16 -> f32, f64 stays f64

@@ -15,10 +15,14 @@ def get_config():
     c.model = ml_collections.ConfigDict(dict(depth=50, width=64, stem="imagenet", num_classes=1000,
                                              dtype="float32"))  # dtype: compute dtype (bfloat16 on accelerators)
     # split.after: RBk the network is cut after (0 = plain model). unit: BottleNet reduction/restoration.
-    c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2))
-    # codec.name: identity | uint8 | jpeg. Keys a codec does not use are ignored by it.
+    # condition: a channel codec's condition (sigma, p) is fed to the reduction unit (BottleNet++).
+    c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2, condition=True))
+    # codec.name: identity | uint8 | jpeg | jpeg_xla | lightweight | awgn | bec (see bottlenet_jax/codecs).
+    # Keys a codec does not use are ignored by it.
+    # Channel codecs (BottleNet++): sigma / p are the eval condition, *_range the uniform training draw.
     c.codec = ml_collections.ConfigDict(dict(name="jpeg", quality=90, layout="grid", optimize=False,
-                                             threads=0))
+                                             threads=0, sigma=0.0, sigma_range=(0.0, 0.2), p=0.0,
+                                             p_range=(0.0, 0.05), per_sample=False, minmax=False))
 
     # --- data (TFDS)
     c.dataset = "imagenet2012"

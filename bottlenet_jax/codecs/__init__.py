@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 
 from bottlenet_jax.codecs.base import STAT_KEYS, Codec, ConfigError, IdentityCodec, Uint8Codec
+from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
 from bottlenet_jax.codecs.jpeg import JpegCodec
 from bottlenet_jax.codecs.jpeg_xla import JpegXlaCodec
 from bottlenet_jax.codecs.lightweight import LightweightCodec
 
-REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, JpegXlaCodec, LightweightCodec)}
+REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, JpegXlaCodec, LightweightCodec,
+                                                    AwgnCodec, BecCodec)}
 
 
 def make_codec(cfg=None, **overrides) -> Codec:
@@ -24,4 +26,4 @@ def make_codec(cfg=None, **overrides) -> Codec:
 
 
 __all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec", "JpegXlaCodec", "LightweightCodec",
-           "REGISTRY", "make_codec"]
+           "AwgnCodec", "BecCodec", "REGISTRY", "make_codec"]

@@ -114,10 +114,21 @@ class Codec:
     name: ClassVar[str] = "base"
     #: True when training may differ from eval (noise, emulation): informs the evaluator only.
     stochastic: ClassVar[bool] = False
+    #: the field `eval.py --sweep` varies with the same weights ("" = nothing to sweep)
+    sweep_field: ClassVar[str] = ""
 
-    def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None):
-        del train, rng
+    def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None, condition: Any = None):
+        del train, rng, condition
         return straight_through(self.roundtrip)(x)
+
+    def condition(self, batch_shape, *, train: bool, rng: Any = None):
+        """Per-sample channel condition the encoder may see (channel codecs); None for source codecs."""
+        del batch_shape, train, rng
+        return None
+
+    def signal_power(self, x: jax.Array) -> jax.Array:
+        """Per-sample mean square of what the codec puts on the link (channel codecs: the P of the SNR)."""
+        return jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(-3, -2, -1))
 
     def roundtrip(self, x: jax.Array) -> tuple[jax.Array, dict]:
         raise NotImplementedError
@@ -139,7 +150,7 @@ class IdentityCodec(Codec):
 
     name: ClassVar[str] = "identity"
 
-    def __call__(self, x, *, train=False, rng=None):
+    def __call__(self, x, *, train=False, rng=None, condition=None):
         h, w, c = x.shape[-3:]
         return x, per_sample(4 * h * w * c, x)
 

@@ -185,6 +185,7 @@ class JpegCodec(Codec):
     """Host JPEG with a straight-through gradient; see the module docstring."""
 
     name: ClassVar[str] = "jpeg"
+    sweep_field: ClassVar[str] = "quality"
     quality: int = 90
     layout: str = "grid"
     optimize: bool = False

@@ -104,7 +104,7 @@ class JpegXlaCodec(JpegCodec):
         if self.rate_samples < 0:
             raise ConfigError(f"codec.rate_samples={self.rate_samples}: must be >= 0")
 
-    def __call__(self, x, *, train=False, rng=None):
+    def __call__(self, x, *, train=False, rng=None, condition=None):
         if not train:
             return super().__call__(x, train=False, rng=rng)
         return straight_through(self.emulate)(x)

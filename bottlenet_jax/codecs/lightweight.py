@@ -203,7 +203,7 @@ class LightweightCodec(Codec):
         x_hat, full, payload = jax.pure_callback(self.host_fn, out, x.astype(jnp.float32), vmap_method="expand_dims")
         return x_hat.astype(x.dtype), {"bytes_full": full, "bytes_payload": payload}
 
-    def __call__(self, x, *, train=False, rng=None):
+    def __call__(self, x, *, train=False, rng=None, condition=None):
         return straight_through(self.roundtrip)(x)
 
     def encode(self, x):

@@ -106,7 +106,10 @@ def _preprocess(example, index, cfg, train, encoded):
             image = tf.image.resize(image, [cfg.image_size, cfg.image_size])
     if train:
         image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
-    return {"image": _normalize(image, cfg), "label": tf.cast(example["label"], tf.int32)}
+    out = {"image": _normalize(image, cfg), "label": tf.cast(example["label"], tf.int32)}
+    if not train:
+        out["index"] = tf.cast(index, tf.int32)  # eval: seeds per-batch channel noise
+    return out
 
 
 def _read(builder, split, encoded):

@@ -2,8 +2,12 @@
 
 ``part`` selects what runs (the same parameters serve all three):
   ``full``  x -> (logits, stats)   training / evaluation, the codec in the loop
-  ``edge``  x -> z                 on the device: backbone up to RBk (+ reduction unit)
+  ``edge``  x -> z                 on the device: backbone up to RBk (+ reduction unit); a channel
+                                   codec's condition comes from ``condition=`` or its eval setting
   ``cloud`` z_hat -> logits        on the server: (restoration unit +) RB(k+1).. + head
+  ``trunk`` x -> RBk features      the edge without its reduction unit
+  ``encoder`` RBk features -> z     the reduction unit alone (edge = encoder . trunk): lets a sweep
+                                   over channel conditions run the backbone once
 With ``split_after == 0`` the model is the plain backbone and stats is empty.
 """
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from bottlenet_jax.codecs import Codec, ConfigError, IdentityCodec, make_codec
@@ -18,6 +23,7 @@ from bottlenet_jax.models.resnet import (STAGE_SIZES, STEMS, ResNet, channels_af
                                          size_after_block, stride_after_block)
 from bottlenet_jax.units import Reduction, Restoration
 
+PARTS = ("full", "edge", "cloud", "trunk", "encoder")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}  # f64: tests/debugging (needs x64)
 
 
@@ -28,25 +34,34 @@ class SplitModel(nn.Module):
     unit_kernel: int = 2
     unit_stride: int = 2
     codec: Codec = IdentityCodec()
+    condition_encoder: bool = True  # BottleNet++: the encoder sees the codec's channel condition, if any
 
     @nn.compact
-    def __call__(self, x, train: bool = False, part: str = "full"):
+    def __call__(self, x, train: bool = False, part: str = "full", condition=None):
         k, bb = self.split_after, self.backbone
         if not k:
             return bb(x, train), {}
+        rng = self.make_rng("codec") if part == "full" and self.has_rng("codec") else None
+        if condition is None and part != "cloud":
+            k_cond = None if rng is None else jax.random.fold_in(rng, 1)
+            condition = self.codec.condition(x.shape[:-3], train=train and part == "full", rng=k_cond)
+        if part not in PARTS:
+            raise ValueError(f"part={part!r}: must be one of {', '.join(PARTS)}")
         if part == "cloud":
             z = x
         else:
-            z = bb(x, train, stop=k)
+            z = x if part == "encoder" else bb(x, train, stop=k)
+            if part == "trunk":
+                return z
             if self.unit_channels:
                 z = Reduction(self.unit_channels, self.unit_kernel, self.unit_stride, bb.dtype,
-                              bb.bn_axis_name, name="reduce")(z, train)
-            if part == "edge":
+                              bb.bn_axis_name, name="reduce")(
+                    z, train, condition if self.condition_encoder else None)
+            if part in ("edge", "encoder"):
                 return z
         stats = {}
         if part == "full":
-            rng = self.make_rng("codec") if self.has_rng("codec") else None
-            z, stats = self.codec(z, train=train, rng=rng)
+            z, stats = self.codec(z, train=train, rng=rng, condition=condition)
         if self.unit_channels:
             c = channels_after_block(bb.depth, bb.width, k)
             z = Restoration(c, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name,
@@ -90,7 +105,8 @@ def build_model(cfg, bn_axis_name: Optional[str] = "data", codec: Optional[Codec
     backbone = ResNet(depth=m.depth, num_classes=m.num_classes, width=m.width, stem=m.stem,
                       dtype=DTYPES[m.dtype], bn_axis_name=bn_axis_name)
     codec = codec if codec is not None else make_codec(cfg.codec.to_dict() if hasattr(cfg.codec, "to_dict") else cfg.codec)
-    return SplitModel(backbone, s.after, s.channels if (s.after and s.unit) else 0, s.kernel, s.stride, codec)
+    return SplitModel(backbone, s.after, s.channels if (s.after and s.unit) else 0, s.kernel, s.stride, codec,
+                      bool(s.get("condition", True)))
 
 
 def feature_shape(cfg) -> tuple[int, int, int]:
