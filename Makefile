@@ -37,16 +37,18 @@ test: $(VENV)/.test-installed data
 
 # CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
 smoke: $(VENV)/.test-installed data
-	rm -rf workdir/repro_quick workdir/lightweight_quick
+	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick
 	$(PY) -m bottlenet_jax.experiments.fashion_mnist --quick
 	$(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline
+	$(PY) -m bottlenet_jax.experiments.bottlenetpp --quick --baseline workdir/repro_quick/baseline
 	$(PY) benchmarks/codec_throughput.py --smoke
 	$(PY) benchmarks/train_throughput.py --smoke
 
-# The committed results (2 CPU cores: ~45 + ~10 min).
+# The committed results (2 CPU cores: ~70 + ~16 + ~35 min); the last two reuse the first's baseline.
 repro: $(VENV)/.test-installed data
 	$(PY) -m bottlenet_jax.experiments.fashion_mnist
 	$(PY) -m bottlenet_jax.experiments.lightweight
+	$(PY) -m bottlenet_jax.experiments.bottlenetpp
 
 clean:
 	rm -rf workdir build *.egg-info

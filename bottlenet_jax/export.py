@@ -40,6 +40,9 @@ def export_workdir(workdir: str, out: str) -> dict:
     from bottlenet_jax.evaluation import load_config
     from bottlenet_jax.checkpoint import Checkpoints
     from bottlenet_jax.models import build_model, feature_shape
+    taken = [n for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport") if os.path.exists(os.path.join(out, n))]
+    if taken:
+        raise CheckpointError(f"{out}: already holds an export ({taken[0]}); choose another --out or delete it first")
     cfg = load_config(workdir)
     if not cfg.split.after:
         raise CheckpointError(f"{workdir}: model has no split point (split.after=0); nothing to export")

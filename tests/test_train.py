@@ -82,6 +82,11 @@ def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path)
     full, stats = jax.jit(build_model(cfg, bn_axis_name=None).apply)({"params": raw["params"], "batch_stats": raw["batch_stats"]}, x)
     np.testing.assert_array_equal(logits, np.asarray(full))
     assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
+    from bottlenet_jax.checkpoint import CheckpointError
+    before = (tmp_path / "export" / "manifest.json").read_bytes()
+    with pytest.raises(CheckpointError, match="already holds an export"):  # never overwritten
+        export_workdir(str(wd), str(tmp_path / "export"))
+    assert (tmp_path / "export" / "manifest.json").read_bytes() == before
 
 
 def _free_port():

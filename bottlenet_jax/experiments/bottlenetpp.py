@@ -39,6 +39,7 @@ import numpy as np
 from bottlenet_jax import cli
 from bottlenet_jax.codecs import IdentityCodec, make_codec
 from bottlenet_jax.codecs.channel import snr_db
+from bottlenet_jax.models import feature_shape
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 PS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
@@ -159,7 +160,6 @@ def main(argv=None):
                 cli.guarded(train_lib.train_and_evaluate, cfg, os.path.join(a.workdir, name))
                 print(f"### {name}: {time.time() - t:.0f} s", flush=True)
                 variables, codec = load_variables(os.path.join(a.workdir, name)), make_codec(cfg.codec.to_dict())
-            from bottlenet_jax.models import feature_shape
             info[(ch, method)] = feature_shape(cfg)
             for val, r in zip(values, channel_sweep(cfg, variables, codec, values, a.seed, n_eval)):
                 rows.append({"channel": ch, "field": field, "value": val, "method": method, "top1": round(r["top1"], 5),
