@@ -94,11 +94,12 @@ class Half:
         with open(os.path.join(export_dir, f"{part}.jaxexport"), "rb") as f:
             self.exported = jax.export.deserialize(bytearray(f.read()))
         self.variables = read_tree(os.path.join(export_dir, f"{part}_params"))
+        self.conditioned = part == "edge" and load_manifest(export_dir).get("edge_condition") is not None
 
     def __call__(self, x, condition=None):
         """`condition`: float[batch] channel condition, for a BottleNet++ edge (manifest 'edge_condition')."""
         x = jnp.asarray(x, jnp.float32)
-        if len(self.exported.in_avals) > 2:
+        if self.conditioned:
             if condition is None:
                 raise ValueError("this edge half is channel-conditioned: pass condition=[sigma or p per sample]")
             return self.exported.call(self.variables, x, jnp.broadcast_to(jnp.asarray(condition, jnp.float32), x.shape[:1]))
