@@ -1,4 +1,7 @@
 """Reproduction runs that write results/ (each table names its command, commit, machine and date)."""
+import csv
+import os
+import platform
 import subprocess
 
 
@@ -6,3 +9,19 @@ def git_state():
     """(short commit, True if tracked files differ from it)."""
     run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
     return run("rev-parse", "--short", "HEAD") or "unknown", bool(run("status", "--porcelain", "--untracked-files=no"))
+
+
+def write_csv(path, rows):
+    """rows (dicts with the same keys) -> CSV at path, creating its directory."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def machine():
+    """The machine line of a results header."""
+    import jax
+    return (f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} "
+            f"on {jax.devices()[0].platform})")

@@ -22,14 +22,12 @@ Writes OUT/results.{csv,md} (header: command, commit, machine, date) and OUT/acc
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
-import platform
 import sys
 import time
 
-from bottlenet_jax.experiments import git_state
+from bottlenet_jax.experiments import git_state, machine, write_csv
 
 import jax
 import jax.numpy as jnp
@@ -174,20 +172,15 @@ def main(argv=None):
 
 
 def write_outputs(rows, base, info, a, wall, argv):
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(os.path.join(a.out, "results.csv"), rows)
     commit, dirty = a.commit
     full, coded = info[("awgn", "no channel coding")], info[("awgn", "conditioned")]
     nf, nc = int(np.prod(full)), int(np.prod(coded))
-    machine = f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} on {jax.devices()[0].platform})"
     b = 100 * base["top1"]
     lines = [f"# BottleNet++ on Fashion-MNIST ({'quick smoke run' if a.quick else 'full run'})", "",
              f"- command: `python -m bottlenet_jax.experiments.bottlenetpp {' '.join(argv)}`".rstrip(),
              f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-             f"- machine: {machine}",
+             f"- machine: {machine()}",
              f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min (baseline reused from "
              f"`{a.baseline}` when present); seed {a.seed}, one seed",
              f"- split after RB{a.split_after}: features {'x'.join(map(str, full))} = {nf} values -> encoder output "

@@ -19,14 +19,12 @@ Writes OUT/results.csv, OUT/results.md (header: command, commit, machine, date),
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
-import platform
 import sys
 import time
 
-from bottlenet_jax.experiments import git_state
+from bottlenet_jax.experiments import git_state, machine, write_csv
 
 import cv2
 import jax
@@ -139,17 +137,12 @@ def input_jpeg_rows(a, cfg, workdir, qualities, rows):
 
 
 def write_outputs(rows, a, wall, argv):
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(os.path.join(a.out, "results.csv"), rows)
     commit, dirty = a.commit
-    machine = f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} on {jax.devices()[0].platform})"
     head = [f"# Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})", "",
             f"- command: `python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}`".rstrip() + "",
             f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-            f"- machine: {machine}",
+            f"- machine: {machine()}",
             f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min; seed {a.seed} (one seed: "
             f"a second did not fit the time budget)",
             f"- model: ResNet-50 layout, small stem, base width {a.width}; bottleneck C'={a.channels}, "

@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 
-from bottlenet_jax.experiments import git_state
+from bottlenet_jax.experiments import git_state, write_csv
 
 import jax
 import ml_collections
@@ -98,11 +98,7 @@ def main(argv=None):
 
 
 def write(rows, a, top_base, shape, p0, b, wall, argv):
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(os.path.join(a.out, "results.csv"), rows)
     commit, dirty = a.commit
     cols = list(rows[0])
     md = [f"# Lightweight codec (no retraining) on the Fashion-MNIST baseline, split after RB{a.split_after}", "",
