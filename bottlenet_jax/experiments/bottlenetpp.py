@@ -4,6 +4,9 @@ without the channel condition fed to the encoder, against sending the features u
     python -m bottlenet_jax.experiments.bottlenetpp            # full run, ~35 min on 2 CPU cores
     python -m bottlenet_jax.experiments.bottlenetpp --quick    # smoke test of the whole script (CI)
 
+--quick reuses (or trains) experiments.fashion_mnist's quick baseline, a ResNet-18 layout, and so
+splits after its RB8.
+
 Split after the last block (RB16) of the Fashion-MNIST ResNet (configs/fashion_mnist_bottlenetpp.py):
 4x4x256 features -> encoder (k3 s1, 256 -> 4 channels: 64x fewer values) -> channel -> decoder.
 Four models, each fine-tuned from the baseline (--baseline; trained first if missing) with the
@@ -49,7 +52,7 @@ def model_config(a, base, channel, condition):
     from configs import fashion_mnist_bottlenetpp
     from bottlenet_jax.models.resnet import channels_after_block
     c = fashion_mnist_bottlenetpp.get_config()
-    c.model.width = base.model.width
+    c.model.update(width=base.model.width, depth=base.model.depth)
     c.split.after = a.split_after
     c.split.channels = max(1, channels_after_block(c.model.depth, c.model.width, a.split_after) // a.reduction)
     c.split.condition = condition
@@ -73,7 +76,8 @@ def ensure_baseline(a):
         print(f"baseline: reusing {a.baseline}", flush=True)
         return
     from bottlenet_jax.experiments import fashion_mnist as fm
-    base = fm.base_config(argparse.Namespace(width=8, q_train=30, seed=a.seed, quick=a.quick))
+    base = fm.base_config(argparse.Namespace(width=8, depth=fm.QUICK_DEPTH if a.quick else 50, q_train=30,
+                                             seed=a.seed, quick=a.quick))
     base.num_epochs = 2.0
     if a.quick:
         base.num_train_steps = 6
@@ -123,7 +127,8 @@ def main(argv=None):
     p.add_argument("--baseline", default=None, help="baseline workdir (default: experiments.fashion_mnist's)")
     p.add_argument("--out", default=None)
     p.add_argument("--workdir", default=None)
-    p.add_argument("--split_after", type=int, default=16)
+    p.add_argument("--split_after", type=int, default=None,
+                   help="split after this block (default: the baseline's last, RB16 for ResNet-50)")
     p.add_argument("--reduction", type=int, default=64, help="channel reduction factor C/C'")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--stage1", type=float, default=0.3, help="fraction of steps with the backbone frozen")
@@ -141,6 +146,9 @@ def main(argv=None):
     t0 = time.time()
     ensure_baseline(a)
     base = load_config(a.baseline)
+    if a.split_after is None:
+        from bottlenet_jax.models.resnet import STAGE_SIZES
+        a.split_after = sum(STAGE_SIZES[base.model.depth])
     n_eval = 500 if a.quick else -1
     grid = {ch: (f, (v[0], v[2]) if a.quick else v) for ch, (f, v) in CHANNELS.items()}
     rows, info = [], {}
