@@ -89,6 +89,35 @@ def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path)
     assert (tmp_path / "export" / "manifest.json").read_bytes() == before
 
 
+def test_channel_conditioned_edge_exports_with_the_condition_as_input(tmp_path):
+    """BottleNet++: the exported edge takes sigma per sample and equals the model's own edge."""
+    import jax
+    from bottlenet_jax.checkpoint import Checkpoints
+    from bottlenet_jax.evaluation import load_config
+    from bottlenet_jax.export import Half, export_workdir, load_codec, load_manifest
+    from bottlenet_jax.models import build_model
+    run_mock(tmp_path / "wd", tmp_path / "out.json", "codec.name=awgn", "split.condition=True", "num_train_steps=1",
+             "checkpoint_every_steps=1", "eval_every_steps=1")
+    m = export_workdir(str(tmp_path / "wd"), str(tmp_path / "export"))
+    assert m["edge_condition"] == "sigma"
+    edge, cloud = Half(str(tmp_path / "export"), "edge"), Half(str(tmp_path / "export"), "cloud")
+    x = np.random.default_rng(0).normal(size=(3, 64, 64, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="channel-conditioned"):
+        edge(x)
+    cfg = load_config(str(tmp_path / "wd"))
+    raw = Checkpoints(str(tmp_path / "wd")).restore_raw()
+    v = {"params": raw["params"], "batch_stats": raw["batch_stats"]}
+    model = build_model(cfg, bn_axis_name=None)
+    sigma = np.array([0.0, 0.1, 0.3], np.float32)
+    z = np.asarray(edge(x, condition=sigma))
+    own = jax.jit(lambda v, x, c: model.apply(v, x, part="edge", condition=c))  # v as an argument, as exported
+    np.testing.assert_array_equal(z, np.asarray(own(v, x, sigma)))
+    assert not np.array_equal(z, np.asarray(edge(x, condition=0.2)))  # the condition reaches the encoder
+    codec = load_codec(load_manifest(str(tmp_path / "export")))
+    logits = np.asarray(cloud(codec.decode(codec.encode(z), z.shape)))
+    np.testing.assert_array_equal(logits, np.asarray(jax.jit(lambda v, z: model.apply(v, z, part="cloud"))(v, z)))
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
