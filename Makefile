@@ -38,9 +38,12 @@ test: $(VENV)/.test-installed data
 # CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
 smoke: $(VENV)/.test-installed data
 	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick
-	$(PY) -m bottlenet_jax.experiments.fashion_mnist --quick
-	$(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline
-	$(PY) -m bottlenet_jax.experiments.bottlenetpp --quick --baseline workdir/repro_quick/baseline
+	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.fashion_mnist --quick && \
+	  echo "smoke: fashion_mnist --quick took $$(( $$(date +%s) - t )) s wall"
+	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline && \
+	  echo "smoke: lightweight --quick took $$(( $$(date +%s) - t )) s wall"
+	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.bottlenetpp --quick --baseline workdir/repro_quick/baseline && \
+	  echo "smoke: bottlenetpp --quick took $$(( $$(date +%s) - t )) s wall"
 	$(PY) benchmarks/codec_throughput.py --smoke
 	$(PY) benchmarks/train_throughput.py --smoke
 
