@@ -193,5 +193,4 @@ def train(cfg, workdir: str):
     ckpt.close()
     if writer:
         writer.close()
-    print("about to return", time.perf_counter(), flush=True)
     return state, summary
