@@ -4,7 +4,7 @@
     python -m bottlenet_jax.experiments.fashion_mnist --quick    # smoke test of the whole script (CI, ~1 min)
 
 --quick trains each model a few steps, evaluates 500 test images and uses the ResNet-18 layout
-(QUICK_DEPTH below); add --depth 50 to smoke-test the full run's layout (~3 min).
+(QUICK_DEPTH below); add --depth 50 to smoke-test the full run's layout (~2.5 min).
 
 Runs, on the train/test split, with a CPU-sized ResNet-50 layout (small stem, base width 8):
   1. baseline (no bottleneck) from scratch;
@@ -39,8 +39,8 @@ from bottlenet_jax.codecs import jpeg
 
 QUALITIES = (10, 30, 50, 70, 90)
 # --quick's default depth. A few-step run is nearly all tracing and XLA compiling, which grow with the
-# number of blocks: the quick run took 3.0 min with ResNet-50's 16 bottleneck blocks and 1.15 min with
-# ResNet-18's 8 basic blocks (2 CPU cores). Every stage of the script runs the same either way.
+# number of blocks: the quick run took 2.0-2.3 min with ResNet-50's 16 bottleneck blocks and 1.15 min
+# with ResNet-18's 8 basic blocks (2 CPU cores, idle). Every stage of the script runs either way.
 QUICK_DEPTH = 18
 
 
