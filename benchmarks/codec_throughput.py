@@ -5,9 +5,10 @@
     python benchmarks/codec_throughput.py --smoke               # seconds, for CI
 
 For each (batch, map size, C'): median wall time of `jit(codec)(x)` (quantize on device, ONE
-pure_callback, chunked thread pool, back to device) and of a single-threaded bare
+pure_callback, chunked pool of threads or of spawned processes, back to device), of the host
+function alone on numpy (the thread pool, no device round trip), and of a single-threaded bare
 `cv2.imencode`+`cv2.imdecode` loop over the same tiled uint8 images; ratio = jit / bare (< 1 means
-the thread pool more than pays for the callback). Then thread-pool scaling 1..cores for one size.
+the pool more than pays for the callback). Then pool scaling 1..cores for one size.
 All numbers come from one run of this script: compare ratios, not absolute times across machines.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np  # noqa: E402
 
 from bottlenet_jax.codecs import JpegCodec  # noqa: E402
 from bottlenet_jax.codecs.base import quantize_u8_np  # noqa: E402
-from bottlenet_jax.codecs.jpeg import host_threads, tile  # noqa: E402
+from bottlenet_jax.codecs.jpeg import POOLS, host_threads, jpeg_roundtrip_np, tile  # noqa: E402
 
 
 def maps(rng, b, s, c):
@@ -62,14 +63,20 @@ def bare_loop(u8, quality, layout):
     return run
 
 
-def measure(b, s, c, quality, runs, threads=0, layout="grid"):
+def measure(b, s, c, quality, runs, threads=0, layout="grid", pools=POOLS, host=True):
+    """{pool: jit seconds}, host-function seconds (threads) or None, bare-loop seconds or None."""
     x = maps(np.random.default_rng(0), b, s, c)
     xd = jax.device_put(x)
-    codec = JpegCodec(quality=quality, layout=layout, threads=threads)
-    f = jax.jit(lambda x: codec(x)[0])
-    t_jit = median_time(lambda: f(xd).block_until_ready(), runs)
-    t_bare = median_time(bare_loop(quantize_u8_np(x), quality, layout), runs)
-    return t_jit, t_bare
+    t_jit = {}
+    for pool in pools:
+        codec = JpegCodec(quality=quality, layout=layout, threads=threads, pool=pool)
+        f = jax.jit(lambda x, codec=codec: codec(x)[0])
+        t_jit[pool] = median_time(lambda: f(xd).block_until_ready(), runs)
+    if not host:
+        return t_jit, None, None
+    u8 = quantize_u8_np(x)
+    t_host = median_time(lambda: jpeg_roundtrip_np(u8, quality, layout, threads=threads), runs)
+    return t_jit, t_host, median_time(bare_loop(u8, quality, layout), runs)
 
 
 def main():
@@ -85,20 +92,24 @@ def main():
         a.batch, a.size, a.channels, a.runs = [32], [28], [4], 3
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {host_threads()} host threads | "
           f"jax {jax.__version__} on {jax.devices()[0].platform} | cv2 {cv2.__version__} | q={a.quality} | median of {a.runs}")
-    print(f"{'batch':>5} {'map':>5} {'C':>3} {'jit ms':>9} {'bare cv2 ms':>12} {'jit/bare':>9} {'us/sample jit':>14}")
+    print(f"{'batch':>5} {'map':>5} {'C':>3} {'jit thr ms':>11} {'jit proc ms':>12} {'host thr ms':>12} "
+          f"{'bare cv2 ms':>12} {'thr/bare':>9} {'proc/bare':>10}")
     for b in a.batch:
         for s in a.size:
             for c in a.channels:
-                tj, tb = measure(b, s, c, a.quality, a.runs)
-                print(f"{b:>5} {s:>4}² {c:>3} {1e3 * tj:>9.2f} {1e3 * tb:>12.2f} {tj / tb:>9.2f} {1e6 * tj / b:>14.1f}")
+                tj, th, tb = measure(b, s, c, a.quality, a.runs)
+                print(f"{b:>5} {s:>4}² {c:>3} {1e3 * tj['threads']:>11.2f} {1e3 * tj['processes']:>12.2f} "
+                      f"{1e3 * th:>12.2f} {1e3 * tb:>12.2f} {tj['threads'] / tb:>9.2f} {tj['processes'] / tb:>10.2f}",
+                      flush=True)
     b, s, c = a.batch[-1], a.size[0], a.channels[-1]
-    print(f"\n# thread-pool scaling, batch {b}, {s}x{s}x{c}")
-    print(f"{'threads':>7} {'jit ms':>9} {'speed-up vs 1':>14}")
+    print(f"\n# pool scaling, batch {b}, {s}x{s}x{c}: jit ms")
+    print(f"{'workers':>7} {'threads':>9} {'processes':>10} {'thr speed-up':>13} {'proc speed-up':>14}")
     base = None
     for t in range(1, host_threads() + 1):
-        tj, _ = measure(b, s, c, a.quality, a.runs, threads=t)
-        base = base or tj
-        print(f"{t:>7} {1e3 * tj:>9.2f} {base / tj:>14.2f}")
+        tj, _, _ = measure(b, s, c, a.quality, a.runs, threads=t, host=False)
+        base = base or tj["threads"]
+        print(f"{t:>7} {1e3 * tj['threads']:>9.2f} {1e3 * tj['processes']:>10.2f} {base / tj['threads']:>13.2f} "
+              f"{base / tj['processes']:>14.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
     python benchmarks/train_throughput.py --batch 256 --res 224 --dtype bfloat16        # GPU: the issue's setting
     python benchmarks/train_throughput.py --smoke                                        # CPU, < 1 min (CI)
 
-Variants: plain ResNet-50; BottleNet RB1 (C'=8, stride 2) with the identity codec, host JPEG
-(`jpeg`) and on-device JPEG emulation (`jpeg_xla`). The jitted data-parallel train step
-(jit + shard_map, exactly the trainer's) runs on synthetic on-device batches (input pipeline
-excluded). Rounds alternate the variants so machine noise hits all alike; img/s is the median
-over all timed steps (each blocked on its result), and the ratio is to the plain model's.
+Variants (default: the first four): plain ResNet-50; BottleNet RB1 (C'=8, stride 2) with the
+identity codec, host JPEG (`jpeg`, thread pool), on-device JPEG emulation (`jpeg_xla`, real-codec
+rate on 8 samples per step); `--variants` adds `rb1_jpeg_host_proc` (host JPEG, process pool) and
+`rb1_jpeg_xla_norate` (emulation with `rate_samples=0`: no host callback in the step). The jitted
+data-parallel train step (jit + shard_map, exactly the trainer's) runs on synthetic on-device
+batches (input pipeline excluded). Rounds alternate the variants so machine noise hits all alike; img/s is the median
+over all timed steps (each blocked on its result), and the ratio is to the plain model's. The mean
+columns count occasional slow steps too.
 """
 from __future__ import annotations
 
@@ -30,7 +33,11 @@ from bottlenet_jax.train_lib import compile_steps, create_train_state  # noqa: E
 from configs import default  # noqa: E402
 
 VARIANTS = {"plain": dict(after=0, codec="identity"), "rb1_identity": dict(after=1, codec="identity"),
-            "rb1_jpeg_host": dict(after=1, codec="jpeg"), "rb1_jpeg_xla": dict(after=1, codec="jpeg_xla")}
+            "rb1_jpeg_host": dict(after=1, codec="jpeg"),
+            "rb1_jpeg_host_proc": dict(after=1, codec="jpeg", pool="processes"),
+            "rb1_jpeg_xla": dict(after=1, codec="jpeg_xla"),
+            "rb1_jpeg_xla_norate": dict(after=1, codec="jpeg_xla", rate_samples=0)}
+DEFAULT_VARIANTS = ["plain", "rb1_identity", "rb1_jpeg_host", "rb1_jpeg_xla"]
 
 
 def make_variant(name, a, mesh):
@@ -40,6 +47,8 @@ def make_variant(name, a, mesh):
     c.model.stem = "imagenet" if a.res >= 64 else "small"
     c.split.update(after=v["after"], unit=True, channels=a.channels, kernel=2, stride=2)
     c.codec.name = v["codec"]
+    c.codec.pool = v.get("pool", "threads")
+    c.codec.rate_samples = v.get("rate_samples", 8)
     c.codec.quality = a.quality
     c.image_size = a.res
     c.batch_size = a.batch * mesh.size
@@ -77,7 +86,7 @@ def main():
     p.add_argument("--steps", type=int, default=24, help="timed steps per variant (>= 20)")
     p.add_argument("--rounds", type=int, default=4, help="alternations; steps are split across rounds")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--smoke", action="store_true", help="CPU smoke: 32 px, batch 4, width 8, 20 steps")
     a = p.parse_args()
     if a.smoke:
@@ -99,13 +108,13 @@ def main():
     for _ in range(a.rounds):
         for n in vs:
             times[n] += run_steps(vs[n], per_round)
-    print(f"\n{'variant':<16} {'img/s':>10} {'ms/step':>9} {'vs plain':>9}")
+    print(f"\n{'variant':<20} {'img/s':>9} {'ms/step':>8} {'vs plain':>9} {'mean ms':>8} {'mean vs plain':>14}")
     ref = None
     for n in vs:
-        med = statistics.median(times[n])
-        ips = vs[n]["global_batch"] / med
-        ref = ref or (ips if n == "plain" else None)
-        print(f"{n:<16} {ips:>10.1f} {1e3 * med:>9.2f} {ips / ref if ref else float('nan'):>9.3f}")
+        med, mean = statistics.median(times[n]), statistics.fmean(times[n])
+        ref = ref or ((med, mean) if n == "plain" else None)
+        r_med, r_mean = (ref[0] / med, ref[1] / mean) if ref else (float("nan"), float("nan"))
+        print(f"{n:<20} {vs[n]['global_batch'] / med:>9.1f} {1e3 * med:>8.2f} {r_med:>9.3f} {1e3 * mean:>8.2f} {r_mean:>14.3f}")
 
 
 if __name__ == "__main__":

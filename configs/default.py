@@ -21,8 +21,9 @@ def get_config():
     # Keys a codec does not use are ignored by it.
     # Channel codecs (BottleNet++): sigma / p are the eval condition, *_range the uniform training draw.
     c.codec = ml_collections.ConfigDict(dict(name="jpeg", quality=90, layout="grid", optimize=False,
-                                             threads=0, sigma=0.0, sigma_range=(0.0, 0.2), p=0.0,
-                                             p_range=(0.0, 0.05), per_sample=False, minmax=False))
+                                             threads=0, pool="threads", sigma=0.0, sigma_range=(0.0, 0.2), p=0.0,
+                                             p_range=(0.0, 0.05), per_sample=False, minmax=False,
+                                             rate_samples=8))  # rate_samples: jpeg_xla, 0 = no rate callback
 
     # --- data (TFDS)
     c.dataset = "imagenet2012"

@@ -93,8 +93,20 @@ def test_vmap_makes_one_callback_call(rng):
     np.testing.assert_array_equal(x_hat[1], jax.jit(lambda x: codec(x)[0])(xs[1]))
 
 
+def test_process_pool_codes_exactly_like_the_thread_pool(rng):
+    """Same pixels and byte counts whichever pool codes the chunks (3 workers, 7 uneven chunks' worth)."""
+    x = feature_maps(rng, 7, 12, 12, 3)
+    outs = {pool: jax.jit(lambda x, c=JpegCodec(quality=35, threads=3, pool=pool): c(x))(x) for pool in jpeg.POOLS}
+    (xt, st), (xp, sp) = outs["threads"], outs["processes"]
+    np.testing.assert_array_equal(xt, xp)
+    for k in st:
+        np.testing.assert_array_equal(st[k], sp[k])
+    assert 0 < int(sp["bytes_payload"][0]) < int(sp["bytes_full"][0])
+
+
 @pytest.mark.parametrize("bad, match", [({"quality": 0}, "1..100"), ({"quality": 101}, "1..100"),
-                                        ({"layout": "spiral"}, "grid, rows"), ({"threads": -1}, ">= 0")])
+                                        ({"layout": "spiral"}, "grid, rows"), ({"threads": -1}, ">= 0"),
+                                        ({"pool": "gpu"}, "threads, processes")])
 def test_bad_jpeg_settings_fail_at_build(bad, match):
     with pytest.raises(ConfigError, match=match):
         make_codec({"name": "jpeg", **bad})

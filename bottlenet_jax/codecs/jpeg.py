@@ -16,15 +16,18 @@ Byte counts, both per sample:
   the receiver, knowing q, re-inserts them (`rebuild_full`) and gets the identical file back.
   With ``optimize=True`` Huffman tables are image-specific, so DHT stays in the payload.
 
-Work inside the callback is split into one contiguous chunk per thread (cv2 releases the GIL);
-per-image tasks cost more in scheduling than they save (see benchmarks/codec_throughput.py).
+Work inside the callback is split into one contiguous chunk per worker (threads or spawned
+processes, `pool`); per-image tasks cost more in scheduling than they save
+(see benchmarks/codec_throughput.py).
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import dataclasses
 import functools
 import math
+import multiprocessing
 import os
 import threading
 from typing import ClassVar
@@ -88,12 +91,6 @@ def _dropped(optimize: bool) -> tuple[int, ...]:
     return (_APP0, _DQT) if optimize else (_APP0, _DQT, _DHT)
 
 
-def header_overhead(buf: bytes, optimize: bool) -> int:
-    """Bytes of `buf` that the abbreviated stream leaves out."""
-    drop = _dropped(optimize)
-    return sum(e - s for m, s, e in segments(buf) if m in drop)
-
-
 def abbreviate(buf: bytes, optimize: bool) -> bytes:
     drop = _dropped(optimize)
     keep, last = [_SOI], 2
@@ -132,8 +129,9 @@ def _params(quality: int, optimize: bool) -> list[int]:
     return [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize)]
 
 
-# ----------------------------------------------------------------------------- thread pool
-_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
+# ----------------------------------------------------------------------------- host pools
+POOLS = ("threads", "processes")
+_POOLS: dict[tuple[str, int], concurrent.futures.Executor] = {}
 _POOL_LOCK = threading.Lock()
 
 
@@ -141,41 +139,74 @@ def host_threads(requested: int = 0) -> int:
     return requested if requested > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _pool(n: int) -> concurrent.futures.ThreadPoolExecutor:
+@atexit.register
+def _shutdown_pools():
+    """Join the workers while the interpreter is whole (a process pool left to its weakref
+    callback at teardown prints a spurious traceback)."""
     with _POOL_LOCK:
-        if n not in _POOLS:
-            _POOLS[n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="bottlenet-jpeg")
-        return _POOLS[n]
+        for p in _POOLS.values():
+            p.shutdown(wait=True, cancel_futures=True)
+        _POOLS.clear()
+
+
+def _pool(kind: str, n: int) -> concurrent.futures.Executor:
+    with _POOL_LOCK:
+        if (kind, n) not in _POOLS:
+            if kind == "threads":
+                _POOLS[kind, n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="bottlenet-jpeg")
+            else:  # spawn, not fork: the parent runs XLA threads, which a fork would copy half-alive
+                ctx = multiprocessing.get_context("spawn")
+                _POOLS[kind, n] = concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx)
+        return _POOLS[kind, n]
+
+
+def header_bytes(quality: int, optimize: bool) -> int:
+    """Bytes the abbreviated stream leaves out: fixed by (q, optimize), so one count per batch."""
+    return sum(len(seg) for seg in _tables(quality, optimize))
+
+
+def code_images(imgs: np.ndarray, params: list[int], out: np.ndarray | None = None):
+    """Encode and decode each grey image: (decoded [n, H, W] uint8, full JFIF sizes [n] int32)."""
+    out = np.empty_like(imgs) if out is None else out
+    full = np.empty((len(imgs),), np.int32)
+    for i, img in enumerate(imgs):
+        ok, enc = cv2.imencode(".jpg", img, params)
+        if not ok:
+            raise RuntimeError("cv2.imencode failed")
+        out[i] = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+        full[i] = enc.size
+    return out, full
 
 
 def jpeg_roundtrip_np(u8: np.ndarray, quality: int, layout: str = "grid", optimize: bool = False,
-                      threads: int = 0):
-    """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload)."""
+                      threads: int = 0, pool: str = "threads"):
+    """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload).
+
+    One contiguous chunk per worker. ``threads``: cv2 releases the GIL inside the codec, but each
+    call's Python glue takes it back, so small images stop scaling at a few threads (see
+    benchmarks/codec_throughput.py). ``processes``: spawned workers, no shared GIL; each chunk is
+    pickled across, which pays off on many-core hosts (GPU machines), not on 2 cores.
+    """
     lead, (h, w, c) = u8.shape[:-3], u8.shape[-3:]
-    flat = np.ascontiguousarray(u8.reshape((-1, h, w, c)))
-    imgs = tile(flat, layout)
+    imgs = tile(np.ascontiguousarray(u8.reshape((-1, h, w, c))), layout)
     n = imgs.shape[0]
-    out = np.empty_like(imgs)
-    full = np.empty((n,), np.int32)
-    payload = np.empty((n,), np.int32)
     params = _params(quality, optimize)
-
-    def work(lo, hi):
-        for i in range(lo, hi):
-            ok, enc = cv2.imencode(".jpg", imgs[i], params)
-            if not ok:
-                raise RuntimeError("cv2.imencode failed")
-            out[i] = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
-            full[i] = enc.size
-            payload[i] = enc.size - header_overhead(enc[:4096].tobytes(), optimize)
-
     k = min(host_threads(threads), n)
+    bounds = np.linspace(0, n, k + 1).astype(int)
     if k <= 1:
-        work(0, n)
-    else:
-        bounds = np.linspace(0, n, k + 1).astype(int)
-        for f in [_pool(k).submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
+        out, full = code_images(imgs, params)
+    elif pool == "threads":
+        out, full = np.empty_like(imgs), np.empty((n,), np.int32)
+
+        def work(lo, hi):
+            full[lo:hi] = code_images(imgs[lo:hi], params, out[lo:hi])[1]
+        for f in [_pool(pool, k).submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
             f.result()
+    else:
+        parts = list(_pool(pool, k).map(code_images, [imgs[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])],
+                                        [params] * k))
+        out, full = np.concatenate([o for o, _ in parts]), np.concatenate([f for _, f in parts])
+    payload = full - header_bytes(quality, optimize)
     dec = untile(out, h, w, c, layout).reshape(u8.shape)
     return dec, full.reshape(lead), payload.reshape(lead)
 
@@ -189,7 +220,8 @@ class JpegCodec(Codec):
     quality: int = 90
     layout: str = "grid"
     optimize: bool = False
-    threads: int = 0  # 0: one per host core
+    threads: int = 0  # workers; 0: one per host core
+    pool: str = "threads"  # threads | processes (many-core hosts; see jpeg_roundtrip_np)
     # Scale each sample by its own (min, max) before 8-bit: for features not already in [0, 1]
     # (raw RBk features, no reduction unit). The two float32s are side information: 8 bytes,
     # counted in both byte counts and prepended to each payload.
@@ -200,11 +232,13 @@ class JpegCodec(Codec):
             raise ConfigError(f"codec.quality={self.quality!r}: JPEG quality must be an integer in 1..100")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"codec.layout={self.layout!r}: must be one of {', '.join(LAYOUTS)}")
+        if self.pool not in POOLS:
+            raise ConfigError(f"codec.pool={self.pool!r}: must be one of {', '.join(POOLS)}")
         if self.threads < 0:
             raise ConfigError(f"codec.threads={self.threads}: must be >= 0 (0 = one per core)")
 
     def host_fn(self, u8):
-        return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.threads)
+        return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.threads, self.pool)
 
     def roundtrip(self, x):
         lead = x.shape[:-3]
