@@ -50,3 +50,21 @@ def test_codec_trains_on_emulation_and_evaluates_with_real_jpeg(rng):
     np.testing.assert_array_equal(sv["bytes_payload"], sh["bytes_payload"])
     w = rng.normal(size=x.shape).astype(np.float32)
     np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(w * emu(x, train=True)[0]))(x), w)
+
+
+def test_unmeasured_skips_the_rate_callback_and_keeps_the_output(rng):
+    """The trainer's non-logging steps: same x_hat and gradient, NaN bytes, no host callback."""
+    x = feature_maps(rng, 4, 8, 8, 4)
+    emu = make_codec({"name": "jpeg_xla", "quality": 40, "rate_samples": 2})
+    quiet = emu.unmeasured()
+    calls, inner = [], quiet.host_fn
+    object.__setattr__(quiet, "host_fn", lambda u8: (calls.append(u8.shape), inner(u8))[1])
+    (xe, se), (xq, sq) = jax.jit(lambda x: emu(x, train=True))(x), jax.jit(lambda x: quiet(x, train=True))(x)
+    np.testing.assert_array_equal(xq, xe)
+    assert np.isfinite(np.asarray(se["bytes_full"])).all() and np.isnan(np.asarray(sq["bytes_full"])).all()
+    assert calls == []
+    w = rng.normal(size=x.shape).astype(np.float32)
+    np.testing.assert_array_equal(jax.grad(lambda x: jnp.sum(w * quiet(x, train=True)[0]))(x), w)
+    np.testing.assert_array_equal(quiet(x, train=False)[0], emu(x, train=False)[0])  # eval: the real codec
+    host = make_codec({"name": "jpeg"})
+    assert host.unmeasured() is host and make_codec({"name": "jpeg_xla", "rate_samples": 0}).unmeasured().measure_rate
