@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import time
+
 import cv2
 import jax
 import jax.numpy as jnp
@@ -112,3 +117,34 @@ def test_bad_jpeg_settings_fail_at_build(bad, match):
         make_codec({"name": "jpeg", **bad})
     with pytest.raises(ConfigError, match="unknown codec"):
         make_codec({"name": "webp"})
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc")
+def test_process_pool_workers_exit_when_the_trainer_is_killed(tmp_path):
+    """SIGKILL (preemption) gives the pool no chance to shut down; its workers must still go."""
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, signal, numpy as np\n"
+        "from bottlenet_jax.codecs import jpeg\n"
+        "if __name__ == '__main__':\n"
+        "    jpeg.jpeg_roundtrip_np(np.zeros((4, 8, 8, 2), np.uint8), 50, threads=2, pool='processes')\n"
+        "    print(*jpeg._POOLS['processes', 2]._processes, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+    assert p.returncode == -9, p.stderr[-2000:]
+    pids = [int(x) for x in p.stdout.split()]
+    assert len(pids) == 2
+    deadline = time.time() + 15
+    while any(_alive(pid) for pid in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in pids), f"orphaned JPEG workers still running: {pids}"

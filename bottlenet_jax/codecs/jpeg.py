@@ -30,6 +30,7 @@ import math
 import multiprocessing
 import os
 import threading
+import time
 from typing import ClassVar
 
 import cv2
@@ -139,6 +140,16 @@ def host_threads(requested: int = 0) -> int:
     return requested if requested > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def _exit_with_parent(parent: int):
+    """Worker initializer: a killed trainer (SIGKILL, preemption) leaves its spawned workers
+    blocked on their queue forever (seen); each watches its parent and exits when it is gone."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+    threading.Thread(target=watch, daemon=True, name="bottlenet-jpeg-parent-watch").start()
+
+
 @atexit.register
 def _shutdown_pools():
     """Join the workers while the interpreter is whole (a process pool left to its weakref
@@ -156,7 +167,8 @@ def _pool(kind: str, n: int) -> concurrent.futures.Executor:
                 _POOLS[kind, n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="bottlenet-jpeg")
             else:  # spawn, not fork: the parent runs XLA threads, which a fork would copy half-alive
                 ctx = multiprocessing.get_context("spawn")
-                _POOLS[kind, n] = concurrent.futures.ProcessPoolExecutor(n, mp_context=ctx)
+                _POOLS[kind, n] = concurrent.futures.ProcessPoolExecutor(
+                    n, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),))
         return _POOLS[kind, n]
 
 
