@@ -12,8 +12,8 @@ Rate: the emulation makes no bitstream, so in training the real host codec codes
 samples of each device batch (one small callback) and every sample reports their mean; with
 `rate_samples=0` training reports no rate (zeros). The callback stops the accelerator for ~6 ms
 of a 58 ms ResNet-50 step on an H100 (benchmarks/README.md), so the trainer runs `unmeasured()`
-(NaN bytes, no callback, same x_hat) on all steps but the logging ones. In eval (`train=False`) this codec *is* the host
-codec: real JPEG output and real per-sample bytes.
+(NaN bytes, no callback, same x_hat) on all steps but the logging ones. In eval (`train=False`)
+this codec *is* the host codec: real JPEG output and real per-sample bytes.
 """
 from __future__ import annotations
 
