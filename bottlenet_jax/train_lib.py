@@ -97,14 +97,8 @@ def evaluate(p_eval, state, builder, cfg, mesh) -> dict:
 
 
 def window_mean(window: list[dict]) -> dict:
-    """Mean of each train metric over a logging window. NaN (not measured on that step: an
-    `unmeasured()` codec) is skipped; a metric measured on no step is left out."""
-    out = {}
-    for k in window[0]:
-        v = np.asarray([jax.device_get(w[k]) for w in window], np.float64)
-        if not np.isnan(v).all():
-            out[k] = float(np.nanmean(v))
-    return out
+    """Mean of each train metric over a logging window."""
+    return {k: float(np.mean([jax.device_get(w[k]) for w in window], dtype=np.float64)) for k in window[0]}
 
 
 def check_batch(cfg, mesh):
@@ -159,9 +153,6 @@ def train(cfg, workdir: str):
         print(f"resumed from {ckpt.root}/checkpoints/{start} (examples consumed: {meta['examples_seen']})")
     state = parallel.replicate(state, mesh)
     p_train, p_eval = compile_steps(model, tx, mesh)
-    # Steps whose metrics are not logged skip the codec's measuring-only work (same update).
-    quiet = model.codec.unmeasured()
-    p_quiet = p_train if quiet is model.codec else compile_steps(model.clone(codec=quiet), tx, mesh)[0]
     writer = _writer(workdir)
     train_it = ip.train_iterator(builder, cfg, start)
     summary, window, t0 = {}, [], time.perf_counter()
@@ -171,11 +162,10 @@ def train(cfg, workdir: str):
             epoch = (step - 1) // steps_per_epoch
             bar = tqdm(total=min(steps_per_epoch, total - epoch * steps_per_epoch), initial=(step - 1) % steps_per_epoch,
                        desc=f"epoch {epoch + 1}", unit="step", disable=jax.process_index() != 0, dynamic_ncols=True)
-        logged = step % cfg.log_every_steps == 0 or step == total
-        state, metrics = (p_train if logged else p_quiet)(state, parallel.shard_batch(next(train_it), mesh))
+        state, metrics = p_train(state, parallel.shard_batch(next(train_it), mesh))
         window.append(metrics)
         bar.update(1)
-        if logged:
+        if step % cfg.log_every_steps == 0 or step == total:
             m = window_mean(window)
             dt = time.perf_counter() - t0
             m["img_per_s"] = len(window) * cfg.batch_size / dt

@@ -17,13 +17,13 @@ def get_config():
     # split.after: RBk the network is cut after (0 = plain model). unit: BottleNet reduction/restoration.
     # condition: a channel codec's condition (sigma, p) is fed to the reduction unit (BottleNet++).
     c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2, condition=True))
-    # codec.name: identity | uint8 | jpeg | jpeg_xla | lightweight | awgn | bec (see bottlenet_jax/codecs).
-    # Keys a codec does not use are ignored by it.
+    # codec.name: identity | uint8 | jpeg | lightweight | awgn | bec (see bottlenet_jax/codecs).
+    # Keys a codec does not use are ignored by it. jpeg's backend: host (cv2 in a callback, the
+    # faster one on CPU) | device (the same bits computed in XLA: no host round trip on accelerators).
     # Channel codecs (BottleNet++): sigma / p are the eval condition, *_range the uniform training draw.
-    c.codec = ml_collections.ConfigDict(dict(name="jpeg", quality=90, layout="grid", optimize=False,
+    c.codec = ml_collections.ConfigDict(dict(name="jpeg", quality=90, layout="grid", optimize=False, backend="host",
                                              threads=0, pool="threads", sigma=0.0, sigma_range=(0.0, 0.2), p=0.0,
-                                             p_range=(0.0, 0.05), per_sample=False, minmax=False,
-                                             rate_samples=8))  # rate_samples: jpeg_xla, 0 = no rate callback
+                                             p_range=(0.0, 0.05), per_sample=False, minmax=False))
 
     # --- data (TFDS)
     c.dataset = "imagenet2012"

@@ -60,7 +60,8 @@ def test_tiling_matches_reference_and_inverts(rng):
 
 @pytest.mark.parametrize("cfg", [{"name": "identity"}, {"name": "uint8"},
                                  {"name": "jpeg", "quality": 25}, {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True},
-                                 {"name": "jpeg", "quality": 50, "minmax": True}])
+                                 {"name": "jpeg", "quality": 50, "minmax": True}, {"name": "jpeg", "quality": 25, "backend": "device"},
+                                 {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True, "backend": "device"}])
 def test_transport_path_equals_graph(rng, cfg):
     codec = make_codec(cfg)
     x = feature_maps(rng, 4, 8, 8, 3)
@@ -73,7 +74,8 @@ def test_transport_path_equals_graph(rng, cfg):
     assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
 
 
-@pytest.mark.parametrize("cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10}])
+@pytest.mark.parametrize("cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10},
+                                 {"name": "jpeg", "quality": 10, "backend": "device"}])
 def test_gradient_is_identity_under_jit_and_vmap(rng, cfg):
     codec = make_codec(cfg)
     x = feature_maps(rng, 4, 8, 8, 2)

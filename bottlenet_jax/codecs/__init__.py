@@ -6,11 +6,10 @@ import dataclasses
 from bottlenet_jax.codecs.base import STAT_KEYS, Codec, ConfigError, IdentityCodec, Uint8Codec
 from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
 from bottlenet_jax.codecs.jpeg import JpegCodec
-from bottlenet_jax.codecs.jpeg_xla import JpegXlaCodec
 from bottlenet_jax.codecs.lightweight import LightweightCodec
 
-REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, JpegXlaCodec, LightweightCodec,
-                                                    AwgnCodec, BecCodec)}
+REGISTRY: dict[str, type[Codec]] = {c.name: c for c in (IdentityCodec, Uint8Codec, JpegCodec, LightweightCodec, AwgnCodec,
+                                                    BecCodec)}
 
 
 def make_codec(cfg=None, **overrides) -> Codec:
@@ -18,6 +17,9 @@ def make_codec(cfg=None, **overrides) -> Codec:
     cfg = dict(cfg or {"name": "identity"})
     cfg.update(overrides)
     name = cfg.pop("name", "identity")
+    if name == "jpeg_xla":  # configs and exports from before the exact device codec
+        raise ConfigError("codec.name='jpeg_xla' (a float emulation of JPEG) is gone: use codec.name='jpeg' with "
+                          "codec.backend='device', which is libjpeg bit for bit")
     if name not in REGISTRY:
         raise ConfigError(f"codec.name={name!r}: unknown codec; valid: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name]
@@ -25,5 +27,5 @@ def make_codec(cfg=None, **overrides) -> Codec:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in fields})
 
 
-__all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec", "JpegXlaCodec", "LightweightCodec",
+__all__ = ["STAT_KEYS", "Codec", "ConfigError", "IdentityCodec", "Uint8Codec", "JpegCodec", "LightweightCodec",
            "AwgnCodec", "BecCodec", "REGISTRY", "make_codec"]

@@ -126,12 +126,6 @@ class Codec:
         del batch_shape, train, rng
         return None
 
-    def unmeasured(self) -> "Codec":
-        """This codec for training steps whose metrics nobody reads. It may skip work that only
-        measures (jpeg_xla's rate callback: a host round trip that stops the accelerator) and
-        report NaN bytes; the output x_hat must not change. Most codecs return themselves."""
-        return self
-
     def signal_power(self, x: jax.Array) -> jax.Array:
         """Per-sample mean square of what the codec puts on the link (channel codecs: the P of the SNR)."""
         return jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(-3, -2, -1))

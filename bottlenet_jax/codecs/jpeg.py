@@ -1,24 +1,28 @@
-"""Real JPEG (OpenCV / libjpeg-turbo) on the host, called from inside the compiled step.
+"""Real JPEG (libjpeg-turbo, as OpenCV writes it) in the training step, on the host or on the device.
 
-Data path per device batch (one `jax.pure_callback`, never one per sample):
-  features in [0, 1] -> round(x*255) uint8 on device (1 byte/element crosses the host boundary)
-  -> host: tile each sample's C' channels into one grayscale image -> cv2.imencode at quality q
-  -> cv2.imdecode -> un-tile -> back to device -> /255. Straight-through gradient.
+Per sample: features in [0, 1] -> round(x*255) uint8 -> its C' channels tiled into one grey image
+-> baseline JPEG at `quality` -> decoded -> un-tiled -> /255, with a straight-through gradient.
+Two backends compute it, with the same pixels and byte counts bit for bit (tests/test_jpeg_device.py):
+
+  ``host``    one `jax.pure_callback` per device batch runs cv2.imencode/imdecode on the host, in one
+              contiguous chunk per worker (`pool`: threads or spawned processes, `threads` of them;
+              per-image tasks cost more in scheduling than they save). The product's first design;
+              on an accelerator the step waits for the device->host->device round trip.
+  ``device``  `jpeg_xla.jpeg_device`: libjpeg's integer DCT/quantiser/IDCT and the exact file size
+              in XLA, so no host round trip: the codec runs at the accelerator's speed.
+
+Transport (`encode` / `decode`) is always cv2: real bitstreams that decode to the graph's x_hat.
 
 Layouts ([OPEN] in the papers, so a config value):
   ``grid``: a near-square grid of H x W tiles (ceil(sqrt(C')) columns; spare tiles are zero),
   ``rows``: the authors' layout, channels stacked vertically: (C'.H) x W per sample.
 
 Byte counts, both per sample:
-  ``bytes_full``: the complete JFIF file cv2 wrote.
+  ``bytes_full``: the complete JFIF file cv2 writes.
   ``bytes_payload``: the *abbreviated* stream (ITU T.81 B.4): the tables that are fixed by q
   (DQT, and DHT when the default Huffman tables are used) and the JFIF APP0 header are dropped;
   the receiver, knowing q, re-inserts them (`rebuild_full`) and gets the identical file back.
   With ``optimize=True`` Huffman tables are image-specific, so DHT stays in the payload.
-
-Work inside the callback is split into one contiguous chunk per worker (threads or spawned
-processes, `pool`); per-image tasks cost more in scheduling than they save
-(see benchmarks/codec_throughput.py).
 """
 from __future__ import annotations
 
@@ -40,35 +44,44 @@ import numpy as np
 
 from bottlenet_jax.codecs.base import (Codec, ConfigError, dequantize_u8, dequantize_u8_np,
                                        quantize_u8, quantize_u8_np)
+from bottlenet_jax.codecs.jpeg_xla import jpeg_device, omitted_bytes
 
 LAYOUTS = ("grid", "rows")
+BACKENDS = ("host", "device")
 _SOI, _EOI, _SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
 _APP0, _DQT, _DHT = 0xE0, 0xDB, 0xC4
 
 
-# ----------------------------------------------------------------------------- tiling (numpy)
+# ----------------------------------------------------------------------------- tiling
 def grid_shape(c: int) -> tuple[int, int]:
     cols = math.ceil(math.sqrt(c))
     return math.ceil(c / cols), cols
 
 
-def tile(u8: np.ndarray, layout: str) -> np.ndarray:
-    """[n, h, w, c] -> [n, H', W'] grayscale images (vectorised over the batch)."""
-    n, h, w, c = u8.shape
+def _xp(a):
+    """The array module of `a`: the same tiling and scaling code runs on the host and in the graph."""
+    return jnp if isinstance(a, jax.Array) else np
+
+
+def tile(u8, layout: str):
+    """[..., h, w, c] -> [..., H', W'] grey images (numpy or jax arrays)."""
+    xp, (*lead, h, w, c), n = _xp(u8), u8.shape, u8.ndim - 3
     if layout == "rows":
-        return u8.transpose(0, 3, 1, 2).reshape(n, c * h, w)
+        return xp.moveaxis(u8, -1, -3).reshape(*lead, c * h, w)
     rows, cols = grid_shape(c)
     if rows * cols != c:
-        u8 = np.concatenate([u8, np.zeros((n, h, w, rows * cols - c), u8.dtype)], axis=-1)
-    return u8.reshape(n, h, w, rows, cols).transpose(0, 3, 1, 4, 2).reshape(n, rows * h, cols * w)
+        u8 = xp.pad(u8, [(0, 0)] * (n + 2) + [(0, rows * cols - c)])
+    x = u8.reshape(*lead, h, w, rows, cols).transpose(*range(n), n + 2, n, n + 3, n + 1)
+    return x.reshape(*lead, rows * h, cols * w)
 
 
-def untile(img: np.ndarray, h: int, w: int, c: int, layout: str) -> np.ndarray:
-    n = img.shape[0]
+def untile(img, h: int, w: int, c: int, layout: str):
+    xp, lead, n = _xp(img), img.shape[:-2], img.ndim - 2
     if layout == "rows":
-        return img.reshape(n, c, h, w).transpose(0, 2, 3, 1)
+        return xp.moveaxis(img.reshape(*lead, c, h, w), -3, -1)
     rows, cols = grid_shape(c)
-    return img.reshape(n, rows, h, cols, w).transpose(0, 2, 4, 1, 3).reshape(n, h, w, rows * cols)[..., :c]
+    x = img.reshape(*lead, rows, h, cols, w).transpose(*range(n), n + 1, n + 3, n, n + 2)
+    return x.reshape(*lead, h, w, rows * cols)[..., :c]
 
 
 # ----------------------------------------------------------------------------- JPEG segments
@@ -172,11 +185,6 @@ def _pool(kind: str, n: int) -> concurrent.futures.Executor:
         return _POOLS[kind, n]
 
 
-def header_bytes(quality: int, optimize: bool) -> int:
-    """Bytes the abbreviated stream leaves out: fixed by (q, optimize), so one count per batch."""
-    return sum(len(seg) for seg in _tables(quality, optimize))
-
-
 def code_images(imgs: np.ndarray, params: list[int], out: np.ndarray | None = None):
     """Encode and decode each grey image: (decoded [n, H, W] uint8, full JFIF sizes [n] int32)."""
     out = np.empty_like(imgs) if out is None else out
@@ -218,22 +226,23 @@ def jpeg_roundtrip_np(u8: np.ndarray, quality: int, layout: str = "grid", optimi
         parts = list(_pool(pool, k).map(code_images, [imgs[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])],
                                         [params] * k))
         out, full = np.concatenate([o for o, _ in parts]), np.concatenate([f for _, f in parts])
-    payload = full - header_bytes(quality, optimize)
+    payload = full - omitted_bytes(optimize)
     dec = untile(out, h, w, c, layout).reshape(u8.shape)
     return dec, full.reshape(lead), payload.reshape(lead)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class JpegCodec(Codec):
-    """Host JPEG with a straight-through gradient; see the module docstring."""
+    """Real JPEG with a straight-through gradient, coded on the host or on the device (module docstring)."""
 
     name: ClassVar[str] = "jpeg"
     sweep_field: ClassVar[str] = "quality"
     quality: int = 90
     layout: str = "grid"
     optimize: bool = False
-    threads: int = 0  # workers; 0: one per host core
-    pool: str = "threads"  # threads | processes (many-core hosts; see jpeg_roundtrip_np)
+    backend: str = "host"  # host: cv2 in a callback | device: jpeg_xla in the graph (same bits, no round trip)
+    threads: int = 0  # host backend: workers; 0: one per host core
+    pool: str = "threads"  # host backend: threads | processes (many-core hosts; see jpeg_roundtrip_np)
     # Scale each sample by its own (min, max) before 8-bit: for features not already in [0, 1]
     # (raw RBk features, no reduction unit). The two float32s are side information: 8 bytes,
     # counted in both byte counts and prepended to each payload.
@@ -244,6 +253,13 @@ class JpegCodec(Codec):
             raise ConfigError(f"codec.quality={self.quality!r}: JPEG quality must be an integer in 1..100")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"codec.layout={self.layout!r}: must be one of {', '.join(LAYOUTS)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"codec.backend={self.backend!r}: must be one of {', '.join(BACKENDS)}")
+        if self.minmax and self.backend == "device":
+            # XLA rewrites x / s into x * (1 / s) and contracts a * b + c into an FMA, so a float
+            # rescale in the graph cannot promise numpy's rounding; the host path does it in numpy.
+            raise ConfigError("codec.minmax=True: per-sample scaling needs codec.backend='host' (in XLA "
+                              "it would not be bit-identical to the receiver's decode)")
         if self.pool not in POOLS:
             raise ConfigError(f"codec.pool={self.pool!r}: must be one of {', '.join(POOLS)}")
         if self.threads < 0:
@@ -253,6 +269,8 @@ class JpegCodec(Codec):
         return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.threads, self.pool)
 
     def roundtrip(self, x):
+        if self.backend == "device":
+            return self.device_roundtrip(x)
         lead = x.shape[:-3]
         counts = (jax.ShapeDtypeStruct(lead, jnp.int32), jax.ShapeDtypeStruct(lead, jnp.int32))
         if self.minmax:  # scaling on the host too, so `decode` reproduces it bit for bit
@@ -271,6 +289,14 @@ class JpegCodec(Codec):
         lo, hi = _range(x)
         dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / (hi - lo)))
         return _unscale(dec, lo, hi), full + 8, payload + 8
+
+    def device_roundtrip(self, x):
+        """The same computation as the host path, in XLA: no callback."""
+        h, w, c = x.shape[-3:]
+        dec, full = jpeg_device(tile(quantize_u8(x), self.layout), self.quality, self.optimize)
+        x_hat = dequantize_u8(untile(dec, h, w, c, self.layout), x.dtype)
+        payload = full - omitted_bytes(self.optimize)
+        return x_hat, {"bytes_full": full, "bytes_payload": payload}
 
     # ------------------------------------------------------------------ transport (off the graph)
     def encode(self, x):

@@ -1,136 +1,157 @@
-"""On-device JPEG emulation (`jpeg_xla`): the lossy path of baseline grayscale JPEG in XLA.
+"""Baseline grayscale JPEG on the accelerator, bit for bit what OpenCV's libjpeg-turbo writes and reads.
 
-For training only: no host round trip in the step. Per sample, the same tiling as the host codec,
-then: edge-replicate padding to multiples of 8 (as libjpeg), level shift -128, 8x8 DCT-II
-(orthonormal, which is JPEG's definition) rounded to 1/8 units like libjpeg's integer DCT, quantisation by the IJG luminance table scaled with
-libjpeg's quality formula (q<50: 5000/q %, else 200-2q %; entries clamped to 1..255), rounding
-half away from zero, dequantisation, IDCT, +128, round and clamp to 0..255. Straight-through
-gradient. Float DCTs against libjpeg-turbo's integer ones differ by a fraction of a grey level
-(tests/test_jpeg_xla.py measures it on realistic maps).
+    decoded, bytes_full = jpeg_device(images, quality)     # uint8 [..., H, W] -> same, int32 [...]
 
-Rate: the emulation makes no bitstream, so in training the real host codec codes `rate_samples`
-samples of each device batch (one small callback) and every sample reports their mean; with
-`rate_samples=0` training reports no rate (zeros). The callback stops the accelerator for ~6 ms
-of a 58 ms ResNet-50 step on an H100 (benchmarks/README.md), so the trainer runs `unmeasured()`
-(NaN bytes, no callback, same x_hat) on all steps but the logging ones. In eval (`train=False`)
-this codec *is* the host codec: real JPEG output and real per-sample bytes.
+For every image, ``decoded == cv2.imdecode(cv2.imencode(".jpg", img, [IMWRITE_JPEG_QUALITY, q]))``
+and ``bytes_full == len(that file)`` (tests/test_jpeg_device.py checks both on >10,000 images).
+Why: the host codec stops the accelerator for a device->host->device round trip on every step,
+while an emulation in floating point is not JPEG (its pixels differed from libjpeg's in about half
+of all 8x8 blocks). Every step of baseline JPEG as libjpeg does it is integer arithmetic, so XLA
+can do exactly the same, in int32 only: the same on CPU, GPU and TPU, under jit, vmap and shard_map.
+
+The pipeline, each step as libjpeg-turbo 3.x implements it (reimplemented from its sources):
+  1. pad to multiples of 8 by replicating the last row and column (jcprepct.c, jcsample.c), level
+     shift by -128 (jcdctmgr.c, convsamp);
+  2. the ISLOW forward DCT (jfdctint.c, Loeffler-Ligtenberg-Moschytz): rows then columns, constants
+     with CONST_BITS = 13, pass-1 outputs scaled by 2^PASS1_BITS (2), each output rounded once by
+     DESCALE (add half, arithmetic shift); results are 8x the orthonormal DCT;
+  3. quantisation by divisors 8*Q (jcdctmgr.c). libjpeg-turbo multiplies by a reciprocal built so
+     that the result is exactly sign(c) * floor((|c| + 4Q) / 8Q) (checked for every Q and |c|);
+  4. the quality scaling of the Annex K luminance table (jcparam.c, baseline: entries 1..255);
+  5. decoding: dequantise c*Q, the ISLOW inverse DCT (jidctint.c): columns then rows, DESCALE by
+     11 and 18 bits, +128 and clamp to 0..255. The clamp is what the SIMD IDCT that OpenCV's build
+     runs does (a saturating pack); libjpeg's C code instead wraps results beyond +-512 through
+     its range-limit table, which is unreachable from real pixels in practice (see the test);
+  6. the file size: fixed segments (SOI, JFIF APP0, DQT, SOF0, DHT, SOS, EOI) plus the
+     entropy-coded scan, whose exact length `jpeg_entropy.scan_bytes` computes, Huffman codes,
+     padding and 0xFF stuffing included, with the default tables or (``optimize``) per-image ones.
+Intermediate int32 values stay below 2^31 by libjpeg's own scaling rule (8 + CONST_BITS +
+PASS1_BITS <= 26 bits).
 """
 from __future__ import annotations
-
-import dataclasses
-import math
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import ConfigError, straight_through
-from bottlenet_jax.codecs.jpeg import JpegCodec, grid_shape
+from bottlenet_jax.codecs.jpeg_entropy import DEFAULT_DHT_BYTES, ZIGZAG, scan_bytes
+
+CONST_BITS, PASS1_BITS = 13, 2
+
+# Segment sizes libjpeg writes for one grey baseline image (jcmarker.c), in bytes with markers.
+SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3,
+                 "EOI": 2}
 
 # ITU T.81 Annex K.1, luminance, natural (row-major) order.
 IJG_LUMA = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float32).reshape(8, 8)
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.int32).reshape(8, 8)
 
 
-def quant_table(quality: int) -> np.ndarray:
-    """libjpeg's jpeg_quality_scaling + jpeg_add_quant_table with force_baseline."""
-    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
-    return np.clip((IJG_LUMA.astype(np.int64) * scale + 50) // 100, 1, 255).astype(np.float32)
+def omitted_bytes(optimize: bool) -> int:
+    """Bytes an abbreviated stream leaves out (JFIF APP0, DQT, and the DHT unless optimize)."""
+    return SEGMENT_BYTES["APP0"] + SEGMENT_BYTES["DQT"] + (0 if optimize else DEFAULT_DHT_BYTES)
 
 
-def dct_matrix() -> np.ndarray:
-    k, n = np.meshgrid(np.arange(8), np.arange(8), indexing="ij")
-    d = np.cos((2 * n + 1) * k * np.pi / 16) * np.sqrt(2 / 8)
-    d[0] /= np.sqrt(2)
-    return d.astype(np.float32)
+def _fix(x: float) -> int:
+    return int(x * (1 << CONST_BITS) + 0.5)
 
 
-def tile_jnp(x, layout):
-    """[..., h, w, c] -> [..., H', W'] exactly as the host codec's `tile`."""
-    *lead, h, w, c = x.shape
-    if layout == "rows":
-        return jnp.moveaxis(x, -1, -3).reshape(*lead, c * h, w)
-    rows, cols = grid_shape(c)
-    if rows * cols != c:
-        x = jnp.concatenate([x, jnp.zeros((*lead, h, w, rows * cols - c), x.dtype)], axis=-1)
-    x = x.reshape(*lead, h, w, rows, cols)
-    n = len(lead)
-    x = jnp.transpose(x, (*range(n), n + 2, n, n + 3, n + 1))
-    return x.reshape(*lead, rows * h, cols * w)
+C0298, C0390, C0541, C0765, C0899, C1175 = map(_fix, (0.298631336, 0.390180644, 0.541196100, 0.765366865,
+                                                     0.899976223, 1.175875602))
+C1501, C1847, C1961, C2053, C2562, C3072 = map(_fix, (1.501321110, 1.847759065, 1.961570560, 2.053119869,
+                                                     2.562915447, 3.072711026))
 
 
-def untile_jnp(img, h, w, c, layout):
-    *lead, _, _ = img.shape
-    n = len(lead)
-    if layout == "rows":
-        return jnp.moveaxis(img.reshape(*lead, c, h, w), -3, -1)
-    rows, cols = grid_shape(c)
-    x = img.reshape(*lead, rows, h, cols, w)
-    x = jnp.transpose(x, (*range(n), n + 1, n + 3, n, n + 2)).reshape(*lead, h, w, rows * cols)
-    return x[..., :c]
+def quant_table(quality) -> jax.Array:
+    """libjpeg's jpeg_quality_scaling + jpeg_add_quant_table (force_baseline): int32 [8, 8].
+
+    ``quality`` may be a Python int or a traced int32 (one compiled program for every quality).
+    """
+    q = jnp.clip(jnp.asarray(quality, jnp.int32), 1, 100)
+    scale = jnp.where(q < 50, 5000 // q, 200 - 2 * q)
+    return jnp.clip((jnp.asarray(IJG_LUMA) * scale + 50) // 100, 1, 255)
 
 
-def jpeg_lossy(pixels, quality: int):
-    """Grey images [..., H, W] (values 0..255 as float32) -> JPEG-decoded values, emulated."""
-    *lead, H, W = pixels.shape
-    ph, pw = -H % 8, -W % 8
-    x = jnp.pad(pixels, [(0, 0)] * len(lead) + [(0, ph), (0, pw)], mode="edge") - 128.0
-    bh, bw = (H + ph) // 8, (W + pw) // 8
-    blocks = x.reshape(*lead, bh, 8, bw, 8)
-    d, q = jnp.asarray(dct_matrix()), jnp.asarray(quant_table(quality))
-    hi = jax.lax.Precision.HIGHEST
-    coef = jnp.einsum("ui,...aibj,vj->...aubv", d, blocks, d, precision=hi)
-    # libjpeg's ISLOW forward DCT emits integers in units of 1/8 (output scaled by 8): rounding
-    # there first cuts the mismatch vs libjpeg-turbo 3-5x (q=90: 0.29 -> 0.08 grey levels, measured).
-    coef = jnp.round(coef * 8.0) / 8.0
-    qcoef = jnp.sign(coef) * jnp.floor(jnp.abs(coef) / q[:, None, :] + 0.5) * q[:, None, :]
-    rec = jnp.einsum("ui,...aubv,vj->...aibj", d, qcoef, d, precision=hi)
-    rec = jnp.clip(jnp.round(rec + 128.0), 0, 255).reshape(*lead, H + ph, W + pw)
-    return rec[..., :H, :W]
+def _descale(x, n: int):
+    return (x + (1 << (n - 1))) >> n
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class JpegXlaCodec(JpegCodec):
-    """JPEG emulated on the accelerator for training; the real host codec in eval and for the rate."""
+def _odd_part(a0, a1, a2, a3):
+    """The shared rotation of both DCTs' odd part (a0..a3 = jfdctint's tmp4..tmp7, jidctint's tmp0..tmp3)."""
+    z1, z2, z3, z4 = a0 + a3, a1 + a2, a0 + a2, a1 + a3
+    z5 = (z3 + z4) * C1175
+    z1, z2 = z1 * -C0899, z2 * -C2562
+    z3, z4 = z3 * -C1961 + z5, z4 * -C0390 + z5
+    return a0 * C0298 + z1 + z3, a1 * C2053 + z2 + z4, a2 * C3072 + z2 + z3, a3 * C1501 + z1 + z4
 
-    name: ClassVar[str] = "jpeg_xla"
-    rate_samples: int = 8
-    measure_rate: bool = True  # False: no rate callback, NaN bytes (see `unmeasured`)
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.minmax:
-            raise ConfigError("codec.minmax: not supported by jpeg_xla (use jpeg)")
-        if self.rate_samples < 0:
-            raise ConfigError(f"codec.rate_samples={self.rate_samples}: must be >= 0")
+def fdct_1d(x, first_pass: bool):
+    """jfdctint.c, one pass along the last axis of an int32 [..., 8] array."""
+    d = [x[..., i] for i in range(8)]
+    t0, t1, t2, t3 = d[0] + d[7], d[1] + d[6], d[2] + d[5], d[3] + d[4]
+    t7, t6, t5, t4 = d[0] - d[7], d[1] - d[6], d[2] - d[5], d[3] - d[4]
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    n = CONST_BITS - PASS1_BITS if first_pass else CONST_BITS + PASS1_BITS
+    if first_pass:
+        o0, o4 = (t10 + t11) << PASS1_BITS, (t10 - t11) << PASS1_BITS
+    else:
+        o0, o4 = _descale(t10 + t11, PASS1_BITS), _descale(t10 - t11, PASS1_BITS)
+    z1 = (t12 + t13) * C0541
+    o2, o6 = _descale(z1 + t13 * C0765, n), _descale(z1 - t12 * C1847, n)
+    o7, o5, o3, o1 = (_descale(v, n) for v in _odd_part(t4, t5, t6, t7))
+    return jnp.stack([o0, o1, o2, o3, o4, o5, o6, o7], -1)
 
-    def __call__(self, x, *, train=False, rng=None, condition=None):
-        if not train:
-            return super().__call__(x, train=False, rng=rng)
-        return straight_through(self.emulate)(x)
 
-    def unmeasured(self):
-        return dataclasses.replace(self, measure_rate=False) if self.rate_samples and self.measure_rate else self
+def idct_1d(x, first_pass: bool):
+    """jidctint.c, one pass along the last axis of dequantised int32 [..., 8] coefficients."""
+    c = [x[..., i] for i in range(8)]
+    z1 = (c[2] + c[6]) * C0541
+    t2, t3 = z1 - c[6] * C1847, z1 + c[2] * C0765
+    t0, t1 = (c[0] + c[4]) << CONST_BITS, (c[0] - c[4]) << CONST_BITS
+    t10, t13, t11, t12 = t0 + t3, t0 - t3, t1 + t2, t1 - t2
+    o0, o1, o2, o3 = _odd_part(c[7], c[5], c[3], c[1])
+    n = CONST_BITS - PASS1_BITS if first_pass else CONST_BITS + PASS1_BITS + 3
+    out = (t10 + o3, t11 + o2, t12 + o1, t13 + o0, t13 - o0, t12 - o1, t11 - o2, t10 - o3)
+    return jnp.stack([_descale(v, n) for v in out], -1)
 
-    def emulate(self, x):
-        h, w, c = x.shape[-3:]
-        pixels = jnp.clip(jnp.round(x.astype(jnp.float32) * 255.0), 0, 255)
-        rec = jpeg_lossy(tile_jnp(pixels, self.layout), self.quality)
-        x_hat = (untile_jnp(rec, h, w, c, self.layout) * np.float32(1 / 255)).astype(x.dtype)
-        return x_hat, self.sampled_rate(x)
 
-    def sampled_rate(self, x):
-        lead = x.shape[:-3]
-        k = min(self.rate_samples, lead[-1] if lead else 1)
-        if k == 0:
-            z = jnp.zeros(lead, jnp.int32)
-            return {"bytes_full": z, "bytes_payload": z}
-        if not self.measure_rate:
-            nan = jnp.full(lead, jnp.nan, jnp.float32)
-            return {"bytes_full": nan, "bytes_payload": nan}
-        _, stats = JpegCodec.roundtrip(self, jax.lax.stop_gradient(x[..., :k, :, :, :]))
-        return {key: jnp.broadcast_to(jnp.round(jnp.mean(v.astype(jnp.float32), -1, keepdims=True)).astype(jnp.int32), lead)
-                for key, v in stats.items()}
+def _transposed(f, x, first_pass):
+    return jnp.swapaxes(f(jnp.swapaxes(x, -1, -2), first_pass), -1, -2)
+
+
+def forward(blocks, qtable):
+    """Level-shifted int32 [..., 8, 8] blocks -> quantised coefficients (natural order)."""
+    coef = _transposed(fdct_1d, fdct_1d(blocks, True), False)  # rows, then columns
+    div = 8 * qtable
+    return jnp.sign(coef) * ((jnp.abs(coef) + div // 2) // div)
+
+
+def inverse(qcoef, qtable):
+    """Quantised coefficients [..., 8, 8] -> decoded pixels int32 0..255."""
+    rows = _transposed(idct_1d, qcoef * qtable, True)  # columns, then rows
+    return jnp.clip(idct_1d(rows, False) + 128, 0, 255)
+
+
+def jpeg_device(images, quality, optimize: bool = False):
+    """JPEG-code grey images exactly as cv2.imencode / cv2.imdecode do; see the module docstring.
+
+    ``images`` uint8 [..., H, W]; ``quality`` 1..100 (int or traced int32); ``optimize``: cv2's
+    IMWRITE_JPEG_OPTIMIZE (per-image Huffman tables). Returns (decoded uint8 [..., H, W],
+    bytes_full int32 [...]: the length of the complete JFIF file).
+    """
+    images = jnp.asarray(images)
+    if images.dtype != jnp.uint8 or images.ndim < 2 or 0 in images.shape[-2:]:
+        raise ValueError(f"jpeg_device: images must be uint8 [..., H, W] with H, W >= 1; got "
+                         f"{images.dtype}{list(images.shape)}")
+    *lead, h, w = images.shape
+    hp, wp = h + (-h % 8), w + (-w % 8)
+    padded = jnp.pad(images, [(0, 0)] * len(lead) + [(0, hp - h), (0, wp - w)], mode="edge")
+    blocks = (padded.astype(jnp.int32) - 128).reshape(*lead, hp // 8, 8, wp // 8, 8).swapaxes(-3, -2)
+    qtable = quant_table(quality)
+    qcoef = forward(blocks, qtable)  # [..., bh, bw, 8, 8]
+    pixels = inverse(qcoef, qtable).swapaxes(-3, -2).reshape(*lead, hp, wp)[..., :h, :w]
+    zz = qcoef.reshape(*lead, (hp // 8) * (wp // 8), 64)[..., ZIGZAG]  # scan order, zig-zag
+    entropy, dht = scan_bytes(zz, optimize)
+    return pixels.astype(jnp.uint8), sum(SEGMENT_BYTES.values()) + dht + entropy

@@ -62,6 +62,7 @@ class SplitModel(nn.Module):
         stats = {}
         if part == "full":
             z, stats = self.codec(z, train=train, rng=rng, condition=condition)
+            self.sow("intermediates", "x_hat", z)  # what the cloud half received (apply(..., mutable="intermediates"))
         if self.unit_channels:
             c = channels_after_block(bb.depth, bb.width, k)
             z = Restoration(c, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name,

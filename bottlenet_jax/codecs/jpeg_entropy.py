@@ -1,0 +1,270 @@
+"""Exact size of libjpeg's Huffman-coded scan, computed on the accelerator from quantised coefficients.
+
+A baseline grayscale scan (ITU T.81 F.1.2, as libjpeg-turbo's jchuff.c writes it) is a sequence of
+bit fields: per 8x8 block, the DC difference's size category (Huffman code) and magnitude bits, then
+for each nonzero AC coefficient in zig-zag order its (run, size) symbol and magnitude bits, a ZRL
+(0xF0) for every 16 zeros before it, and an EOB (0x00) when the block ends in zeros. After the last
+block the bits are padded with ones to a byte, and every 0xFF byte of the result is followed by a
+stuffed 0x00. So the byte count needs the actual bits, not only their number.
+
+How it is computed without writing a stream: each of a block's 64 zig-zag positions owns at most
+one field (its coefficient's code + magnitude, a ZRL charged to the 16th, 32nd, 48th zero of a run
+that a nonzero follows, or the EOB charged to position 63), at most 16 + 11 = 27 bits, so a uint32.
+Prefix sums give each field's bit offset, and a running maximum of "position of the last 0 bit so
+far" tells, for each byte that ends inside a field, whether all its 8 bits are ones. All of it is
+elementwise work, prefix sums and gathers over [..., blocks, 64]: it vectorises over images.
+
+Huffman tables: the default ones are Annex K's (K.3 luminance DC, K.5 luminance AC). With
+``optimize`` libjpeg builds per-image tables from the symbol histogram (jpeg_gen_optimal_table:
+Huffman's procedure with ties to the larger symbol, the reserved pseudo-symbol 256, then the K.2
+adjustment to 16-bit codes); `optimal_tables` runs the same procedure, vectorised over images.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MAX_CODE_LEN = 16
+DHT_SEGMENT = 2 + 2 + 1 + MAX_CODE_LEN  # marker, length, class/id, BITS; then one byte per symbol
+
+
+def zigzag_order() -> np.ndarray:
+    """Natural (row-major) index of each zig-zag position (libjpeg's jpeg_natural_order)."""
+    order = []
+    for s in range(15):  # anti-diagonals r + c = s, alternating direction
+        rows = range(max(0, s - 7), min(s, 7) + 1)
+        order += [r * 8 + (s - r) for r in (rows if s % 2 else reversed(rows))]
+    return np.asarray(order)
+
+
+ZIGZAG = zigzag_order()
+
+
+def _annex_k_lengths() -> tuple[np.ndarray, np.ndarray]:
+    """Code length of every symbol in the Annex K luminance tables (0 = symbol not in the table).
+
+    K.3 (DC) gives lengths per size category; in K.5 (AC) the symbols with codes shorter than 16
+    bits are listed per length, and the other valid symbols, run 0..15 x size 1..10, get 16 bits.
+    """
+    dc = np.zeros(256, np.int32)
+    dc[:12] = [2, 3, 3, 3, 3, 3, 4, 5, 6, 7, 8, 9]
+    ac = np.zeros(256, np.int32)
+    ac[[(run << 4) | size for run in range(16) for size in range(1, 11)]] = 16
+    short = {2: [0x01, 0x02], 3: [0x03], 4: [0x00, 0x04, 0x11], 5: [0x05, 0x12, 0x21], 6: [0x31, 0x41],
+             7: [0x06, 0x13, 0x51, 0x61], 8: [0x07, 0x22, 0x71], 9: [0x14, 0x32, 0x81, 0x91, 0xA1],
+             10: [0x08, 0x23, 0x42, 0xB1, 0xC1], 11: [0x15, 0x52, 0xD1, 0xF0], 12: [0x24, 0x33, 0x62, 0x72],
+             15: [0x82]}
+    for length, symbols in short.items():
+        ac[symbols] = length
+    return dc, ac
+
+
+def length_counts(lengths, max_len: int = MAX_CODE_LEN, xp=np):
+    """BITS (T.81 B.2.4.2): how many symbols have each code length, [..., max_len + 1], index = length."""
+    lens = xp.arange(max_len + 1)
+    return ((lengths[..., None] == lens) & (lens > 0)).sum(-2).astype(xp.int32)
+
+
+def canonical_codes(order_key, bits, xp=np):
+    """Codes and lengths per symbol, given the order of HUFFVAL and BITS (T.81 Annex C).
+
+    ``order_key`` [..., 256]: symbols sorted by it form HUFFVAL (a negative key = not coded);
+    ``bits`` [..., 17]. The i-th symbol of HUFFVAL gets the i-th code length of BITS, and codes are
+    assigned canonically (C.2): consecutive within a length, doubled when the length grows.
+    """
+    n_coded = (order_key >= 0).sum(-1, keepdims=True)
+    big = xp.iinfo(xp.int32).max
+    rank = xp.argsort(xp.argsort(xp.where(order_key >= 0, order_key, big), axis=-1), axis=-1)
+    ends = xp.cumsum(bits[..., 1:], axis=-1)  # [..., 16]: codes of length <= l
+    length = 1 + (ends[..., None, :] <= rank[..., :, None]).sum(-1)
+    first, code = [], xp.zeros(bits.shape[:-1], xp.int32)
+    for l in range(1, MAX_CODE_LEN + 1):
+        first.append(code)
+        code = (code + bits[..., l]) << 1
+    first = xp.stack(first, -1)  # [..., 16]: first code of each length
+    starts = ends - bits[..., 1:]  # rank of the first symbol of each length
+    li = xp.clip(length - 1, 0, MAX_CODE_LEN - 1)
+    take = lambda a: xp.take_along_axis(a, li, axis=-1)
+    codes = take(first) + rank - take(starts)
+    coded = rank < n_coded
+    return xp.where(coded, codes, 0).astype(xp.uint32), xp.where(coded, length, 0).astype(xp.int32)
+
+
+def _default_tables():
+    """Annex K tables as flat [512] (DC symbols at 0..255, AC at 256..511) code / length arrays."""
+    codes, lengths = [], []
+    for lens in _annex_k_lengths():
+        key = np.where(lens > 0, lens * 256 + np.arange(256), -1)
+        c, l = canonical_codes(key, length_counts(lens))
+        codes.append(c)
+        lengths.append(l)
+    return np.concatenate(codes), np.concatenate(lengths)
+
+
+DEFAULT_CODES, DEFAULT_LENGTHS = _default_tables()
+DEFAULT_DHT_BYTES = 2 * DHT_SEGMENT + int((DEFAULT_LENGTHS > 0).sum())  # Annex K DC and AC tables
+
+
+def bit_length(v):
+    """Bits needed for |v| (T.81's SSSS category): 0 for 0."""
+    return 32 - jax.lax.clz(jnp.abs(v))
+
+
+def _trailing_ones(w):
+    return jax.lax.population_count(w ^ (w + 1)).astype(jnp.int32) - 1
+
+
+def _exclusive(op, x, axis: int, init):
+    """Exclusive prefix sum (op="sum") or maximum ("max") along `axis`, starting from `init`."""
+    inc = jnp.cumsum(x, axis=axis) if op == "sum" else jax.lax.cummax(x, axis=axis)
+    pad = jnp.full_like(jax.lax.index_in_dim(inc, 0, axis, keepdims=True), init)
+    return jnp.concatenate([pad, jax.lax.slice_in_dim(inc, 0, inc.shape[axis] - 1, axis=axis)], axis=axis)
+
+
+def _fields_symbols(zz):
+    """Per zig-zag position of each block: (table index into the flat tables, extra bits, their value, emitted).
+
+    ``zz`` int32 [..., n_blocks, 64] in scan order. Index = 256 * (AC) + symbol.
+    """
+    dc = zz[..., 0]
+    diff = dc - jnp.concatenate([jnp.zeros_like(dc[..., :1]), dc[..., :-1]], axis=-1)
+    ac = zz[..., 1:]
+    k = jnp.arange(1, 64, dtype=jnp.int32)
+    nz = ac != 0
+    at = jnp.where(nz, k, 0)
+    last = jnp.max(at, axis=-1, keepdims=True)  # last nonzero AC position (0: none)
+    prev = _exclusive("max", at, at.ndim - 1, 0)  # last nonzero before k (0: the DC)
+    zeros_so_far = k - prev  # for a zero: its rank in the current run; for a nonzero: run + 1
+    zrl = ~nz & (zeros_so_far % 16 == 0) & (k < last)
+    eob = ~nz & (k == 63)
+    size = jnp.concatenate([bit_length(diff)[..., None], bit_length(ac)], axis=-1)
+    value = jnp.concatenate([diff[..., None], ac], axis=-1)
+    ac_sym = jnp.where(nz, (((zeros_so_far - 1) & 15) << 4) | size[..., 1:], jnp.where(zrl, 0xF0, 0x00))
+    index = jnp.concatenate([size[..., :1], 256 + ac_sym], axis=-1)
+    emitted = jnp.concatenate([jnp.ones_like(nz[..., :1]), nz | zrl | eob], axis=-1)
+    size = jnp.where(emitted, size, 0)
+    mag = jnp.where(value < 0, value - 1, value) & ((1 << size) - 1)  # T.81 F.1.2.1: negatives as v - 1
+    return index, size, mag.astype(jnp.uint32), emitted
+
+
+def stream_bytes(value, length):
+    """Bytes of the entropy-coded segment made of these bit fields, padding and 0xFF stuffing included.
+
+    ``value`` uint32 / ``length`` int32, [..., n_blocks, 64]: fields in stream order (MSB first).
+    A byte is attributed to the field holding its last bit. Bytes wholly inside a field are all
+    ones where the field has 8 ones in a row ending on a byte boundary; the one byte a field's
+    start may cut also needs the bits before the field, so the position of the last 0 bit before
+    each field is carried along by a prefix maximum.
+    """
+    nd = length.ndim
+    # bit offset of every field: within its block, plus the block's own offset
+    pos = _exclusive("sum", length, nd - 1, 0) + _exclusive("sum", length.sum(-1), nd - 2, 0)[..., None]
+    total = length.sum((-2, -1))
+    t = _trailing_ones(value)
+    last_zero = jnp.where(t < length, pos + length - 1 - t, -1)  # of this field; -1: none
+    before = jnp.maximum(_exclusive("max", last_zero, nd - 1, -1),
+                         _exclusive("max", last_zero.max(-1), nd - 2, -1)[..., None])
+    # bit i (from the LSB) of `run8` is set iff field bits i..i+7 are all ones; a byte boundary
+    # falls after LSB index i when (pos + length - i) % 8 == 0
+    run8 = value & (value >> 1)
+    run8 = run8 & (run8 >> 2)
+    run8 = run8 & (run8 >> 4)
+    aligned = jnp.uint32(0x01010101) << ((pos + length) & 7).astype(jnp.uint32)
+    whole = jax.lax.population_count(run8 & aligned).astype(jnp.int32)
+    # the byte that began before the field and ends inside it: its m bits here must be ones, and
+    # the 8 - m bits before the field too
+    m = 8 - (pos & 7)
+    top = value >> jnp.clip(length - m, 0, 31).astype(jnp.uint32)
+    cut = (m < 8) & (m <= length) & (top == (jnp.uint32(1) << m.astype(jnp.uint32)) - 1) & (before < pos - (8 - m))
+    stuffed = whole.sum((-2, -1)) + cut.sum((-2, -1))
+    # the last partial byte is padded with 1 bits; it is stuffed too if it becomes 0xFF
+    pad_ff = (total % 8 != 0) & (last_zero.max((-2, -1)) < (total // 8) * 8)
+    return (total + 7) // 8 + stuffed + pad_ff.astype(jnp.int32)
+
+
+def _huffman_code_sizes(freq):
+    """libjpeg's jpeg_gen_optimal_table, Huffman part: code size per symbol, [..., 257] -> [..., 257].
+
+    Repeatedly merge the two least frequent trees (ties: the larger symbol number) and lengthen
+    every code in both; runs until every row has one tree left.
+    """
+    idx = jnp.arange(freq.shape[-1], dtype=jnp.int32)
+    big = jnp.iinfo(jnp.int32).max
+
+    def smallest(f, excluded):
+        key = jnp.where((f > 0) & ~excluded, f, big)
+        low = key.min(-1, keepdims=True)
+        return jnp.max(jnp.where(key == low, idx, -1), -1), low[..., 0] < big
+
+    def body(state):
+        f, group, size, _ = state
+        c1, _ = smallest(f, jnp.zeros_like(f, bool))
+        c2, merge = smallest(f, idx == c1[..., None])
+        c1, c2 = c1[..., None], c2[..., None]
+        in_tree = merge[..., None] & ((group == c1) | (group == c2))
+        f2 = jnp.take_along_axis(f, jnp.maximum(c2, 0), -1)
+        f = jnp.where(merge[..., None] & (idx == c1), f + f2, jnp.where(merge[..., None] & (idx == c2), 0, f))
+        group = jnp.where(merge[..., None] & (group == c2), c1, group)
+        return f, group, size + in_tree, merge
+
+    zero = freq * 0  # carries derived from freq share its type (varying inside shard_map)
+    init = (freq, zero + idx, zero, zero[..., 0] == 0)
+    return jax.lax.while_loop(lambda s: jnp.any(s[3]), body, init)[2]
+
+
+def _limit_lengths(bits):
+    """T.81 K.2 (libjpeg's adjustment): no code longer than 16 bits, then drop the pseudo-symbol."""
+    lens = jnp.arange(bits.shape[-1], dtype=jnp.int32)
+
+    def highest(b, allowed):
+        return jnp.max(jnp.where((b > 0) & allowed, lens, -1), -1, keepdims=True)
+
+    def body(b):
+        i = highest(b, lens > MAX_CODE_LEN)
+        j = highest(b, lens <= i - 2)
+        act = i > MAX_CODE_LEN
+        delta = -2 * (lens == i) + (lens == i - 1) + 2 * (lens == j + 1) - (lens == j)
+        return b + jnp.where(act, delta, 0)
+
+    bits = jax.lax.while_loop(lambda b: jnp.any(b[..., MAX_CODE_LEN + 1:] > 0), body, bits)
+    bits = bits - (lens == highest(bits, lens >= 0))  # the pseudo-symbol held one longest code
+    return bits[..., :MAX_CODE_LEN + 1]
+
+
+def optimal_tables(freq):
+    """Per-image optimal Huffman tables, as libjpeg builds them for ``optimize_coding``.
+
+    ``freq`` int32 [..., 256] symbol counts -> (codes uint32 [..., 256], lengths int32 [..., 256],
+    BITS [..., 17]); unused symbols get length 0.
+    """
+    f = jnp.concatenate([freq, jnp.ones_like(freq[..., :1])], -1)  # pseudo-symbol 256, count 1
+    size = _huffman_code_sizes(f)
+    bits = _limit_lengths(length_counts(size, 32, jnp))  # libjpeg's MAX_CLEN
+    key = jnp.where(size[..., :256] > 0, size[..., :256] * 256 + jnp.arange(256), -1)
+    codes, lengths = canonical_codes(key, bits, jnp)
+    return codes, lengths, bits
+
+
+def scan_bytes(zz, optimize: bool = False):
+    """(entropy-coded bytes, DHT segment bytes) per image from quantised zig-zag blocks.
+
+    ``zz`` int32 [..., n_blocks, 64] in scan order (row-major over the block grid).
+    """
+    index, size, mag, emitted = _fields_symbols(zz)
+    if optimize:
+        lead = zz.shape[:-2]
+        n = int(np.prod(lead, dtype=np.int64))
+        flat = jnp.where(emitted, index, 512).reshape(n, -1)
+        hist = jax.vmap(lambda ix: jnp.zeros(513, jnp.int32).at[ix].add(1))(flat)[:, :512].reshape(*lead, 2, 256)
+        codes, lengths, bits = optimal_tables(hist)
+        codes, lengths = codes.reshape(*lead, 512), lengths.reshape(*lead, 512)
+        take = lambda t: jnp.take_along_axis(t, index.reshape(*lead, -1), -1).reshape(index.shape)
+        code, code_len = take(codes), take(lengths)
+        dht = 2 * DHT_SEGMENT + bits[..., 1:].sum((-2, -1))
+    else:
+        code, code_len = jnp.asarray(DEFAULT_CODES)[index], jnp.asarray(DEFAULT_LENGTHS)[index]
+        dht = jnp.full(zz.shape[:-2], DEFAULT_DHT_BYTES, jnp.int32)
+    length = jnp.where(emitted, code_len + size, 0)
+    value = jnp.where(emitted, (code << size.astype(jnp.uint32)) | mag, 0).astype(jnp.uint32)
+    return stream_bytes(value, length), dht
