@@ -1,4 +1,4 @@
-"""Per-batch host-JPEG time inside a jitted function vs a bare cv2 loop over the same uint8 maps.
+"""Per-batch JPEG time inside a jitted function (host and device backends) vs a bare cv2 loop.
 
     python benchmarks/codec_throughput.py                       # the grid below, ratios printed
     python benchmarks/codec_throughput.py --batch 128 --size 28 --channels 8 --runs 30
@@ -8,7 +8,8 @@ For each (batch, map size, C'): median wall time of `jit(codec)(x)` (quantize on
 pure_callback, chunked pool of threads or of spawned processes, back to device), of the host
 function alone on numpy (the thread pool, no device round trip), and of a single-threaded bare
 `cv2.imencode`+`cv2.imdecode` loop over the same tiled uint8 images; ratio = jit / bare (< 1 means
-the pool more than pays for the callback). Then pool scaling 1..cores for one size.
+the pool more than pays for the callback). The device backend (`jpeg_xla.jpeg_device`, the same
+bits computed in XLA) is timed the same way, `jit dev ms`. Then pool scaling 1..cores for one size.
 All numbers come from one run of this script: compare ratios, not absolute times across machines.
 """
 from __future__ import annotations
@@ -64,14 +65,16 @@ def bare_loop(u8, quality, layout):
 
 
 def measure(b, s, c, quality, runs, threads=0, layout="grid", pools=POOLS, host=True):
-    """{pool: jit seconds}, host-function seconds (threads) or None, bare-loop seconds or None."""
+    """{pool | "device": jit seconds}, host-function seconds (threads) or None, bare-loop seconds or None."""
     x = maps(np.random.default_rng(0), b, s, c)
     xd = jax.device_put(x)
     t_jit = {}
-    for pool in pools:
-        codec = JpegCodec(quality=quality, layout=layout, threads=threads, pool=pool)
-        f = jax.jit(lambda x, codec=codec: codec(x)[0])
-        t_jit[pool] = median_time(lambda: f(xd).block_until_ready(), runs)
+    codecs = {pool: JpegCodec(quality=quality, layout=layout, threads=threads, pool=pool) for pool in pools}
+    if host:
+        codecs["device"] = JpegCodec(quality=quality, layout=layout, backend="device")
+    for name, codec in codecs.items():
+        f = jax.jit(lambda x, codec=codec: codec(x))  # x_hat and the byte counts, as training uses them
+        t_jit[name] = median_time(lambda: jax.block_until_ready(f(xd)), runs)
     if not host:
         return t_jit, None, None
     u8 = quantize_u8_np(x)
@@ -92,15 +95,15 @@ def main():
         a.batch, a.size, a.channels, a.runs = [32], [28], [4], 3
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {host_threads()} host threads | "
           f"jax {jax.__version__} on {jax.devices()[0].platform} | cv2 {cv2.__version__} | q={a.quality} | median of {a.runs}")
-    print(f"{'batch':>5} {'map':>5} {'C':>3} {'jit thr ms':>11} {'jit proc ms':>12} {'host thr ms':>12} "
-          f"{'bare cv2 ms':>12} {'thr/bare':>9} {'proc/bare':>10}")
+    print(f"{'batch':>5} {'map':>5} {'C':>3} {'jit thr ms':>11} {'jit proc ms':>12} {'jit dev ms':>11} "
+          f"{'host thr ms':>12} {'bare cv2 ms':>12} {'thr/bare':>9} {'proc/bare':>10} {'dev/bare':>9}")
     for b in a.batch:
         for s in a.size:
             for c in a.channels:
                 tj, th, tb = measure(b, s, c, a.quality, a.runs)
                 print(f"{b:>5} {s:>4}² {c:>3} {1e3 * tj['threads']:>11.2f} {1e3 * tj['processes']:>12.2f} "
-                      f"{1e3 * th:>12.2f} {1e3 * tb:>12.2f} {tj['threads'] / tb:>9.2f} {tj['processes'] / tb:>10.2f}",
-                      flush=True)
+                      f"{1e3 * tj['device']:>11.2f} {1e3 * th:>12.2f} {1e3 * tb:>12.2f} {tj['threads'] / tb:>9.2f} "
+                      f"{tj['processes'] / tb:>10.2f} {tj['device'] / tb:>9.2f}", flush=True)
     b, s, c = a.batch[-1], a.size[0], a.channels[-1]
     print(f"\n# pool scaling, batch {b}, {s}x{s}x{c}: jit ms")
     print(f"{'workers':>7} {'threads':>9} {'processes':>10} {'thr speed-up':>13} {'proc speed-up':>14}")

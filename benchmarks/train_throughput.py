@@ -4,13 +4,15 @@
     python benchmarks/train_throughput.py --smoke                                        # CPU, < 1 min (CI)
 
 Variants (default: the first four): plain ResNet-50; BottleNet RB1 (C'=8, stride 2) with the
-identity codec, host JPEG (`jpeg`, thread pool), on-device JPEG emulation (`jpeg_xla`, real-codec
-rate on 8 samples per step); `--variants` adds `rb1_jpeg_host_proc` (host JPEG, process pool) and
-`rb1_jpeg_xla_norate` (emulation with `rate_samples=0`: no host callback in the step). The jitted
-data-parallel train step (jit + shard_map, exactly the trainer's) runs on synthetic on-device
-batches (input pipeline excluded). Rounds alternate the variants so machine noise hits all alike; img/s is the median
-over all timed steps (each blocked on its result), and the ratio is to the plain model's. The mean
-columns count occasional slow steps too.
+identity codec, host JPEG (`jpeg`, backend host, thread pool), device JPEG (`jpeg`, backend device:
+libjpeg's integer pipeline in XLA, bit-identical to the host codec, per-sample bytes on every step);
+`--variants` adds `rb1_jpeg_host_proc` (host JPEG, process pool) and `rb1_jpeg_device_opt` (device
+JPEG with optimized Huffman tables). The jitted data-parallel train step (jit + shard_map, exactly
+the trainer's) runs on synthetic on-device batches (input pipeline excluded). `--profile DIR`
+writes a `jax.profiler` trace of a few steps of each variant (open in TensorBoard / Perfetto).
+Rounds alternate the variants so machine noise hits all alike; img/s is the median over all timed
+steps (each blocked on its result), and the ratio is to the plain model's. The mean columns count
+occasional slow steps too.
 """
 from __future__ import annotations
 
@@ -35,9 +37,9 @@ from configs import default  # noqa: E402
 VARIANTS = {"plain": dict(after=0, codec="identity"), "rb1_identity": dict(after=1, codec="identity"),
             "rb1_jpeg_host": dict(after=1, codec="jpeg"),
             "rb1_jpeg_host_proc": dict(after=1, codec="jpeg", pool="processes"),
-            "rb1_jpeg_xla": dict(after=1, codec="jpeg_xla"),
-            "rb1_jpeg_xla_norate": dict(after=1, codec="jpeg_xla", rate_samples=0)}
-DEFAULT_VARIANTS = ["plain", "rb1_identity", "rb1_jpeg_host", "rb1_jpeg_xla"]
+            "rb1_jpeg_device": dict(after=1, codec="jpeg", backend="device"),
+            "rb1_jpeg_device_opt": dict(after=1, codec="jpeg", backend="device", optimize=True)}
+DEFAULT_VARIANTS = ["plain", "rb1_identity", "rb1_jpeg_host", "rb1_jpeg_device"]
 
 
 def make_variant(name, a, mesh):
@@ -48,7 +50,8 @@ def make_variant(name, a, mesh):
     c.split.update(after=v["after"], unit=True, channels=a.channels, kernel=2, stride=2)
     c.codec.name = v["codec"]
     c.codec.pool = v.get("pool", "threads")
-    c.codec.rate_samples = v.get("rate_samples", 8)
+    c.codec.backend = v.get("backend", "host")
+    c.codec.optimize = v.get("optimize", False)
     c.codec.quality = a.quality
     c.image_size = a.res
     c.batch_size = a.batch * mesh.size
@@ -87,6 +90,7 @@ def main():
     p.add_argument("--rounds", type=int, default=4, help="alternations; steps are split across rounds")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
+    p.add_argument("--profile", default="", help="write a jax.profiler trace of 5 steps per variant here")
     p.add_argument("--smoke", action="store_true", help="CPU smoke: 32 px, batch 4, width 8, 20 steps")
     a = p.parse_args()
     if a.smoke:
@@ -103,6 +107,12 @@ def main():
         vs[name] = make_variant(name, a, mesh)
         run_steps(vs[name], a.warmup)
         print(f"compiled + warmed {name} in {time.perf_counter() - t:.1f} s", flush=True)
+    if a.profile:
+        with jax.profiler.trace(a.profile):
+            for n in vs:
+                with jax.profiler.TraceAnnotation(f"variant {n}"):
+                    run_steps(vs[n], 5)
+        print(f"profile written to {a.profile}")
     times = {n: [] for n in vs}
     per_round = max(1, -(-a.steps // a.rounds))
     for _ in range(a.rounds):
