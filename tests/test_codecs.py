@@ -56,6 +56,10 @@ def test_tiling_matches_reference_and_inverts(rng):
         t = jpeg.tile(u8, layout)
         np.testing.assert_array_equal(t, reference_tile(u8, layout))
         np.testing.assert_array_equal(jpeg.untile(t, 7, 9, 6, layout), u8)
+        # the same function on jax arrays inside jit (the device backend), with extra leading axes
+        tj = jax.jit(lambda x: jpeg.tile(x, layout))(u8.reshape(3, 1, 7, 9, 6))
+        np.testing.assert_array_equal(tj, t.reshape(3, 1, *t.shape[1:]))
+        np.testing.assert_array_equal(jax.jit(lambda t: jpeg.untile(t, 7, 9, 6, layout))(tj), u8.reshape(3, 1, 7, 9, 6))
 
 
 @pytest.mark.parametrize("cfg", [{"name": "identity"}, {"name": "uint8"},

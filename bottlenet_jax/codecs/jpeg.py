@@ -59,7 +59,7 @@ def grid_shape(c: int) -> tuple[int, int]:
 
 
 def _xp(a):
-    """The array module of `a`: the same tiling and scaling code runs on the host and in the graph."""
+    """The array module of `a`: one tiling implementation serves the host path and the graph."""
     return jnp if isinstance(a, jax.Array) else np
 
 
