@@ -8,7 +8,6 @@ reduction unit, eval mode); its [0, 1] outputs are quantised to uint8 exactly as
 does. tests/test_jpeg_device.py codes these maps, which have the texture real training sends.
 """
 import argparse
-import gzip
 import os
 import sys
 
@@ -32,8 +31,11 @@ def main():
 
     cfg = load_config(a.workdir)
     raw = Checkpoints(a.workdir).restore_raw()
-    with gzip.open("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)[: a.n]
+    from bottlenet_jax.data.fashion_mnist import FILES, HOW_TO_GET, local_dir, read_idx
+    folder = local_dir()
+    if folder is None:
+        sys.exit(f"error: {HOW_TO_GET}")
+    images = read_idx(os.path.join(folder, FILES["test"][0]))[: a.n, :, :, None]
     x = (images.astype(np.float32) / 255 - np.float32(cfg.mean[0])) / np.float32(cfg.std[0])
     model = build_model(cfg, bn_axis_name=None)
     z = jax.jit(lambda v, x: model.apply(v, x, part="edge"))(
