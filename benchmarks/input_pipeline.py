@@ -1,62 +1,143 @@
-"""img/s of the tf.data ImageNet-style train pipeline on JPEG inputs (is input or codec the limit?).
+"""img/s of the training input pipeline (grain + OpenCV over prepared records) vs a bare decode.
 
-    python benchmarks/input_pipeline.py [--batch 256] [--res 224] [--batches 30] [--examples 512]
+    python benchmarks/input_pipeline.py                      # 1, 2 workers; 2 threads in-process (2 cores)
+    python benchmarks/input_pipeline.py --workers 1,2,4,8,16 # a GPU host
+    python benchmarks/input_pipeline.py --train              # + end to end: loader -> jitted train step
+    python benchmarks/input_pipeline.py --smoke              # CI: seconds, figures meaningless
 
-Generates `--examples` random-content JPEGs of ImageNet-like size (500x375, q=90) once, feeds them
-through the same preprocessing as training (stateless random-resized crop via
-`decode_and_crop_jpeg`, flip, normalise, batch) and reports images/s after one warm-up batch,
-next to the raw `tf.io.decode_jpeg` rate on the same files for scale.
+Generates `--examples` ImageNet-like JPEGs (500x375, q=90, ~95 KiB: smooth colour fields + noise)
+and writes them as prepared records (no TensorFlow needed), then measures, in one process:
+* bare: `cv2.imdecode` of each full file, one thread of calls, no crop/resize/batching;
+* loader: `data.loader.train_iterator` (random-resized crop, flip, `--res` px, batch `--batch`) with
+  W worker processes x T decode threads each (W=0: in this process), after warm-up batches, so
+  worker start-up is excluded.
+Bare and loader rounds alternate (`--rounds`), and each ratio uses the median of all bare rounds:
+the machines are shared and noisy. `--train` adds the end-to-end figure: the trainer's jitted step
+(BottleNet RB1, `--codec`) fed from the loader vs the same step on one synthetic on-device batch.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
+import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--res", type=int, default=224)
-    p.add_argument("--batches", type=int, default=30)
-    p.add_argument("--examples", type=int, default=512)
-    a = p.parse_args()
-    import tensorflow as tf
-    from bottlenet_jax.data import input_pipeline as ip
-    from configs import default
-    rng = np.random.default_rng(0)
+def make_jpegs(n, seed=0):
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:375, 0:500] / 100.0
-    jpegs = []
-    for i in range(a.examples):  # smooth content + noise: realistic JPEG sizes and decode cost
+    out = []
+    for _ in range(n):
         img = np.stack([np.sin(xx * rng.uniform(0.5, 3) + yy * rng.uniform(0.5, 3) + c) for c in range(3)], -1)
-        img = np.clip(127 + 90 * img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
-        jpegs.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-    cfg = default.get_config()
-    cfg.image_size = a.res
-    ds = tf.data.Dataset.from_tensor_slices({"image": jpegs, "label": np.arange(a.examples) % 1000})
-    ds = ds.cache().repeat().enumerate()
-    ds = ds.map(lambda i, ex: ip._preprocess(ex, i, cfg, True, True), num_parallel_calls=tf.data.AUTOTUNE)
-    it = ds.batch(a.batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-    next(it)
-    t = time.perf_counter()
-    for _ in range(a.batches):
-        next(it)
-    pipe = a.batches * a.batch / (time.perf_counter() - t)
+        img = np.clip(127 + 90 * img + rng.normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+        out.append(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+    return out
+
+
+def bare_rate(jpegs):
     t = time.perf_counter()
     for j in jpegs:
-        tf.io.decode_jpeg(j)
-    dec = len(jpegs) / (time.perf_counter() - t)
-    print(f"# {os.cpu_count()} host cores | tf {tf.__version__} | {a.examples} JPEGs 500x375 q90, mean "
-          f"{np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB")
-    print(f"train pipeline (crop+flip+normalise, {a.res}px, batch {a.batch}): {pipe:.0f} img/s")
-    print(f"bare tf.io.decode_jpeg, one thread of calls:            {dec:.0f} img/s")
+        cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)
+    return len(jpegs) / (time.perf_counter() - t)
+
+
+def loader_rate(data, cfg, batches, warmup=2):
+    from bottlenet_jax.data import loader
+    it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
+    for _ in range(warmup):
+        next(it)
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    rate = batches * cfg.batch_size / (time.perf_counter() - t)
+    it.close()
+    return rate
+
+
+def end_to_end(data, cfg, a):
+    """(loader-fed img/s, synthetic img/s) of the trainer's step; alternating blocks of steps."""
+    import jax
+    from bottlenet_jax import parallel
+    from bottlenet_jax.data import loader
+    from train_throughput import make_variant  # noqa: E402  (same folder)
+    mesh = parallel.make_mesh()
+    v = make_variant(a.variant, argparse.Namespace(depth=50, width=64, dtype=a.dtype, res=a.res, batch=a.batch // mesh.size,
+                                                   channels=8, quality=50), mesh)
+    it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
+    fed, synth = [], []
+    for block in range(2 * a.rounds + 1):
+        use_loader = block % 2 == 0
+        t = time.perf_counter()
+        for _ in range(a.steps):
+            batch = parallel.shard_batch({k: b for k, b in next(it).items() if k in ("image", "label")}, mesh) \
+                if use_loader else v["batch"]
+            v["state"], m = v["step"](v["state"], batch)
+        jax.block_until_ready(m)
+        if block:  # the first block compiles and fills the pipeline
+            (fed if use_loader else synth).append(a.steps * v["global_batch"] / (time.perf_counter() - t))
+    it.close()
+    return statistics.median(fed), statistics.median(synth)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--examples", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--res", type=int, default=224)
+    p.add_argument("--batches", type=int, default=12, help="timed batches per loader round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--workers", default="1,2,0x2", help="comma-separated worker-process counts W, or WxT for T "
+                   "decode threads each (default 1 thread; W=0: in this process)")
+    p.add_argument("--train", action="store_true", help="also the end-to-end step rate (GPU host)")
+    p.add_argument("--variant", default="rb1_jpeg_device", help="train_throughput.py variant for --train")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--steps", type=int, default=20, help="steps per block for --train")
+    p.add_argument("--smoke", action="store_true")
+    a = p.parse_args()
+    if a.smoke:
+        a.examples, a.batch, a.res, a.batches, a.rounds, a.workers, a.steps = 64, 16, 64, 2, 1, "0,1x2", 2
+        a.dtype = "float32"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bottlenet_jax.data import records
+    from configs import default
+    jpegs = make_jpegs(a.examples)
+    tmp = tempfile.mkdtemp(prefix="bench_records_")
+    root = records.write_prepared(os.path.join(tmp, "bench"), "bench", 3, [str(i) for i in range(1000)],
+                                  {"train": (((i % 1000, 375, 500, j) for i, j in enumerate(jpegs)), len(jpegs))})
+    data = records.Prepared(root)
+    cfg = default.get_config()
+    cfg.update(image_size=a.res, batch_size=a.batch, train_split="train")
+    counts = [tuple(int(x) for x in (w + "x1").split("x")[:2]) for w in a.workers.split(",")]
+    bare, rates = [], {w: [] for w in counts}
+    for _ in range(a.rounds):
+        for w in counts:
+            bare.append(bare_rate(jpegs))
+            cfg.data_workers, cfg.data_threads = w
+            rates[w].append(loader_rate(data, cfg, a.batches))
+    b = statistics.median(bare)
+    print(f"# {platform.node()} | {os.cpu_count()} host cores | opencv {cv2.__version__} | {a.examples} JPEGs 500x375 q90, "
+          f"mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB | {a.res} px, batch {a.batch} | median of {a.rounds} rounds")
+    print(f"{'pipeline':34s} {'img/s':>8s} {'x bare':>7s}")
+    print(f"{'bare cv2.imdecode, 1 thread':34s} {b:8.0f} {1:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in bare)})")
+    for w, t in counts:
+        r = statistics.median(rates[w, t])
+        name = (f"loader, {w} worker process{'es' if w != 1 else ''}" if w else "loader, in-process") + f" x {t} thr"
+        print(f"{name:34s} {r:8.0f} {r / b:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in rates[w, t])})")
+    if a.train:
+        cfg.data_workers, cfg.data_threads = counts[-1]
+        fed, synth = end_to_end(data, cfg, a)
+        print(f"end to end ({a.variant}, {a.dtype}, loader {counts[-1][0]}x{counts[-1][1]}): loader-fed {fed:.0f} img/s, synthetic "
+              f"{synth:.0f} img/s, ratio {fed / synth:.3f}")
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

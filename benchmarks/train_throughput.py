@@ -59,9 +59,9 @@ def make_variant(name, a, mesh):
     model = build_model(c)
     state, tx = create_train_state(c, model, 3, 1000, 10_000)
     state = parallel.replicate(state, mesh)
-    p_train, _ = compile_steps(model, tx, mesh)
+    p_train, _ = compile_steps(model, tx, mesh, c)
     rng = np.random.default_rng(0)
-    batch = parallel.shard_batch({"image": rng.normal(size=(c.batch_size, a.res, a.res, 3)).astype(np.float32),
+    batch = parallel.shard_batch({"image": rng.integers(0, 256, (c.batch_size, a.res, a.res, 3), np.uint8),
                                   "label": rng.integers(0, 1000, c.batch_size).astype(np.int32)}, mesh)
     return {"state": state, "step": p_train, "batch": batch, "global_batch": c.batch_size}
 

@@ -10,13 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def _known():
     from bottlenet_jax.checkpoint import CheckpointError
     from bottlenet_jax.codecs import ConfigError
-    known = [ConfigError, CheckpointError]
-    try:
-        from bottlenet_jax.data.input_pipeline import DataError
-        known.append(DataError)
-    except ImportError:
-        pass
-    return tuple(known)
+    from bottlenet_jax.data.records import DataError
+    return ConfigError, CheckpointError, DataError
 
 
 def guarded(fn, *args, **kwargs):

@@ -18,17 +18,17 @@ from bottlenet_jax import cli
 from bottlenet_jax.codecs import jpeg
 
 
-def input_jpeg_bytes(builder, split: str, quality: int, limit: int = -1):
-    """Mean bytes of each test image JPEG-compressed by cv2 at `quality` (full file, abbreviated)."""
-    import tensorflow_datasets as tfds
+def input_jpeg_bytes(data, cfg, quality: int):
+    """Mean bytes of each eval image (as the model sees it) JPEG-compressed by cv2 at `quality`
+    (full file, abbreviated stream), and its raw size."""
+    from bottlenet_jax.data import loader
     full, abbr = [], []
-    for i, ex in enumerate(tfds.as_numpy(builder.as_dataset(split=split))):
-        if i == limit:
-            break
-        ok, enc = cv2.imencode(".jpg", ex["image"][..., 0], [cv2.IMWRITE_JPEG_QUALITY, quality])
-        full.append(enc.size)
-        abbr.append(len(jpeg.abbreviate(enc.tobytes(), optimize=False)))
-    return float(np.mean(full)), float(np.mean(abbr)), int(ex["image"].size)
+    for batch in loader.eval_iterator(data, cfg):
+        for img in batch["image"][batch["mask"]]:
+            ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            full.append(enc.size)
+            abbr.append(len(jpeg.abbreviate(enc.tobytes(), optimize=False)))
+    return float(np.mean(full)), float(np.mean(abbr)), int(img.size)
 
 
 def main(argv=None):
@@ -40,14 +40,14 @@ def main(argv=None):
     logging.set_verbosity(logging.WARNING)
     from configs import fashion_mnist
     from bottlenet_jax import train_lib
-    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.data import records
 
     cfg = fashion_mnist.get_config()
     cfg.num_train_steps = a.steps
     t0 = time.time()
     s = cli.guarded(train_lib.train_and_evaluate, cfg, a.workdir)
     q = cfg.codec.quality
-    img_full, img_abbr, raw = input_jpeg_bytes(cli.guarded(ip.get_builder, cfg.dataset, cfg.data_dir), cfg.eval_split, q)
+    img_full, img_abbr, raw = input_jpeg_bytes(cli.guarded(records.open_prepared, cfg.dataset, cfg.data_dir), cfg, q)
     print(f"\n=== BottleNet demo: Fashion-MNIST test split ({s['examples']} images), split after RB{cfg.split.after}, "
           f"C'={cfg.split.channels}, stride {cfg.split.stride}, JPEG q={q}; {time.time() - t0:.0f} s ===")
     print(f"test top-1 accuracy         : {100 * s['top1']:.2f} %")

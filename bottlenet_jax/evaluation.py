@@ -46,7 +46,7 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
     """Summaries for the trained codec settings (unless include_trained=False), then one per swept
     value of the codec's `sweep_field` (`qualities`: JPEG q, AWGN sigma, BEC p); writes CSV + PNG
     when sweeping."""
-    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.data import records
     from bottlenet_jax.train_lib import check_batch, compile_steps, evaluate
 
     cfg = cfg or load_config(workdir)
@@ -54,7 +54,7 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
         cfg.eval_split = split
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
-    builder = ip.get_builder(cfg.dataset, cfg.data_dir)
+    data = records.open_prepared(cfg.dataset, cfg.data_dir)
     state = load_eval_state(workdir, mesh)
     field = sweep_field(cfg) if qualities else "quality"
     rows = []
@@ -63,8 +63,8 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
         if q is not None:
             c.codec[field] = type(c.codec[field])(q) if field in c.codec else q
         model = build_model(c)
-        _, p_eval = compile_steps(model, None, mesh)
-        s = evaluate(p_eval, state, builder, c, mesh)
+        _, p_eval = compile_steps(model, None, mesh, c)
+        s = evaluate(p_eval, state, data, c, mesh)
         rows.append({field: c.codec.get(field), "codec": c.codec.name, "trained": q is None, **s})
         print(("trained  " if q is None else f"{field}={q:<5g}    ") + " ".join(
             f"{k}={v:.4g}" for k, v in s.items() if isinstance(v, float)))

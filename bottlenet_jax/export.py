@@ -73,9 +73,9 @@ def export_workdir(workdir: str, out: str) -> dict:
             f.write(exp.serialize())
         write_tree(os.path.join(out, f"{part}_params"), jax.tree.map(np.asarray, sub))
     try:
-        from bottlenet_jax.data import input_pipeline as ip
-        labels = ip.label_names(ip.get_builder(cfg.dataset, cfg.data_dir))
-    except Exception:  # TF/tfds absent on this host: labels are optional
+        from bottlenet_jax.data import records
+        labels = records.open_prepared(cfg.dataset, cfg.data_dir, prepare_if_missing=False).label_names
+    except records.DataError:  # the dataset is not on this host: labels are optional
         labels = [str(i) for i in range(cfg.model.num_classes)]
     manifest = {"split_after": cfg.split.after, "unit": bool(cfg.split.unit), "channels": cfg.split.channels,
                 "stride": cfg.split.stride, "kernel": cfg.split.kernel, "codec": model.codec.settings(),

@@ -65,20 +65,28 @@ def cross_entropy(logits, labels, num_classes):
     return optax.softmax_cross_entropy(logits, jax.nn.one_hot(labels, num_classes))
 
 
+def normalize(images, mean, std):
+    """uint8 pixels from the loader -> the model's standardised float32 input (done on the device,
+    so batches cross from the host as uint8)."""
+    images = jnp.asarray(images)
+    return (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
 def _device_rng(state, salt: int):
     key = jax.random.wrap_key_data(state.rng)
     key = jax.random.fold_in(jax.random.fold_in(key, state.step), salt)
     return jax.random.fold_in(key, lax.axis_index(AXIS))
 
 
-def train_step(state: TrainState, batch, *, model, tx):
+def train_step(state: TrainState, batch, *, model, tx, mean, std):
     """One SGD step on this device's slice; the loss is the pmean over the mesh, so its gradient
     w.r.t. the replicated params is the global-batch gradient (and BN uses global statistics)."""
     num_classes = model.backbone.num_classes
+    images = normalize(batch["image"], mean, std)
 
     def loss_fn(params):
         (logits, stats), new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
             rngs={"codec": _device_rng(state, 0)}, mutable=["batch_stats"])
         loss = lax.pmean(jnp.mean(cross_entropy(logits, batch["label"], num_classes)), AXIS)
         return loss, (logits, stats, new_vars["batch_stats"])
@@ -93,13 +101,13 @@ def train_step(state: TrainState, batch, *, model, tx):
     return new, metrics
 
 
-def eval_step(state: TrainState, batch, *, model):
+def eval_step(state: TrainState, batch, *, model, mean, std):
     """Per-sample results (sharded like the batch): correct@1, correct@5, byte counts, mask."""
     rng = _device_rng(state, 1)
     if "index" in batch:  # a fresh channel-noise draw per eval batch, reproducible run to run
         rng = jax.random.fold_in(rng, batch["index"][0])
     logits, stats = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                                batch["image"], train=False, rngs={"codec": rng})
+                                normalize(batch["image"], mean, std), train=False, rngs={"codec": rng})
     top5 = lax.top_k(logits, min(5, logits.shape[-1]))[1]
     label = batch["label"]
     out = {"top1": (top5[:, 0] == label), "top5": jnp.any(top5 == label[:, None], axis=-1),

@@ -87,10 +87,10 @@ def summarize_eval(parts: list[dict]) -> dict:
     return out
 
 
-def evaluate(p_eval, state, builder, cfg, mesh) -> dict:
-    from bottlenet_jax.data import input_pipeline as ip
+def evaluate(p_eval, state, data, cfg, mesh) -> dict:
+    from bottlenet_jax.data import loader
     parts = [{k: parallel.to_host(v) for k, v in p_eval(state, parallel.shard_batch(b, mesh)).items()}
-             for b in ip.eval_iterator(builder, cfg)]
+             for b in loader.eval_iterator(data, cfg)]
     if not parts:
         raise ConfigError(f"eval_split={cfg.eval_split!r} gave no examples")
     return summarize_eval(parts)
@@ -108,10 +108,13 @@ def check_batch(cfg, mesh):
             raise ConfigError(f"{name}={b}: must be a positive multiple of the device count ({mesh.size})")
 
 
-def compile_steps(model, tx, mesh):
-    p_train = parallel.data_parallel(functools.partial(train_step, model=model, tx=tx), mesh,
+def compile_steps(model, tx, mesh, cfg):
+    """The data-parallel train and eval steps; they take uint8 batches and normalise with cfg.mean/std."""
+    norm = dict(mean=tuple(cfg.mean), std=tuple(cfg.std))
+    p_train = parallel.data_parallel(functools.partial(train_step, model=model, tx=tx, **norm), mesh,
                                      (REPLICATED, BATCH), (REPLICATED, REPLICATED), donate_argnums=(0,))
-    p_eval = parallel.data_parallel(functools.partial(eval_step, model=model), mesh, (REPLICATED, BATCH), BATCH)
+    p_eval = parallel.data_parallel(functools.partial(eval_step, model=model, **norm), mesh,
+                                    (REPLICATED, BATCH), BATCH)
     return p_train, p_eval
 
 
@@ -134,13 +137,12 @@ def train(cfg, workdir: str):
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
     ckpt = Checkpoints(workdir, cfg.keep_checkpoints)
-    from bottlenet_jax.data import input_pipeline as ip
-    builder = ip.get_builder(cfg.dataset, cfg.data_dir)
-    n_train = ip.num_examples(builder, cfg.train_split)
-    steps_per_epoch = max(1, n_train // cfg.batch_size) if n_train else max(1, cfg.num_train_steps)
+    from bottlenet_jax.data import loader, records
+    data = records.open_prepared(cfg.dataset, cfg.data_dir)
+    steps_per_epoch = max(1, data.num_examples(cfg.train_split) // cfg.batch_size)
     total = cfg.num_train_steps if cfg.num_train_steps > 0 else int(cfg.num_epochs * steps_per_epoch)
     eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch
-    channels = builder.info.features["image"].shape[-1]
+    channels = data.channels
 
     fresh, tx = create_train_state(cfg, model, channels, steps_per_epoch, total)
     state, meta = ckpt.restore(fresh)
@@ -152,9 +154,9 @@ def train(cfg, workdir: str):
     if start:
         print(f"resumed from {ckpt.root}/checkpoints/{start} (examples consumed: {meta['examples_seen']})")
     state = parallel.replicate(state, mesh)
-    p_train, p_eval = compile_steps(model, tx, mesh)
+    p_train, p_eval = compile_steps(model, tx, mesh, cfg)
     writer = _writer(workdir)
-    train_it = ip.train_iterator(builder, cfg, start)
+    train_it = loader.train_iterator(data, cfg, start)
     summary, window, t0 = {}, [], time.perf_counter()
     bar = None
     for step in range(start + 1, total + 1):
@@ -177,7 +179,7 @@ def train(cfg, workdir: str):
             window, t0 = [], time.perf_counter()
         meta = {"step": step, "examples_seen": step * cfg.batch_size, "config": cfg.to_dict()}
         if step % eval_every == 0 or step == total:
-            summary = {"step": step, **evaluate(p_eval, state, builder, cfg, mesh)}
+            summary = {"step": step, **evaluate(p_eval, state, data, cfg, mesh)}
             bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
             if writer:
                 for k, v in summary.items():
@@ -195,6 +197,7 @@ def train(cfg, workdir: str):
             bar = None
     if bar is not None:
         bar.close()
+    train_it.close()
     ckpt.close()
     if writer:
         writer.close()

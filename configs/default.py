@@ -25,17 +25,19 @@ def get_config():
                                              threads=0, pool="threads", sigma=0.0, sigma_range=(0.0, 0.2), p=0.0,
                                              p_range=(0.0, 0.05), per_sample=False, minmax=False))
 
-    # --- data (TFDS)
+    # --- data: a TFDS dataset, prepared once as records (python -m bottlenet_jax.data.prepare NAME)
     c.dataset = "imagenet2012"
-    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: TFDS default (~/tensorflow_datasets)
+    c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.train_split = "train"
     c.eval_split = "validation"
     c.image_size = 224
     c.preprocess = "imagenet"  # imagenet: random-resized-crop + flip / centre crop; small: flip only
     c.mean = (0.485, 0.456, 0.406)
     c.std = (0.229, 0.224, 0.225)
-    c.cache = False
-    c.shuffle_buffer = 16 * 1024
+    # Loader parallelism (data/loader.py): worker processes (-1: one per host core; 0: in this
+    # process) x decode threads each. With the host JPEG codec, leave it codec.threads cores.
+    c.data_workers = -1
+    c.data_threads = 1
     c.eval_examples = -1  # -1: the whole eval split
 
     # --- optimisation

@@ -17,7 +17,8 @@ def get_config():
     c.eval_batch_size = 8
     c.num_train_steps = 4
     c.eval_examples = 16
-    c.shuffle_buffer = 64
+    c.data_workers = 0
+    c.data_threads = 2
     c.warmup_epochs = 0.0
     c.checkpoint_every_steps = 2
     c.eval_every_steps = 4

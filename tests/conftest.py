@@ -26,6 +26,17 @@ def feature_maps(rng, n, h, w, c, kind="mixed"):
     return np.clip(out, 0, 1)
 
 
+@pytest.fixture(scope="session")
+def mock_imagenet(tmp_path_factory):
+    """A data_dir holding imagenet2012 records prepared from tfds.testing.mock_data (64 per split)."""
+    import tensorflow_datasets as tfds
+    from bottlenet_jax.data.prepare import prepare
+    d = tmp_path_factory.mktemp("mock_tfds")
+    with tfds.testing.mock_data(num_examples=64):
+        prepare("imagenet2012", str(d), splits=("train", "validation"))
+    return d
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

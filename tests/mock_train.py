@@ -1,7 +1,9 @@
-"""Run train_and_evaluate on tfds.testing.mock_data ImageNet in a fresh process (used by tests).
+"""Run train_and_evaluate on mock ImageNet records in a fresh process (used by tests).
 
-    python tests/mock_train.py WORKDIR OUT_JSON [config.key=value ...]
-Writes OUT_JSON: the final eval summary and a digest of the final params.
+    python tests/mock_train.py DATA_DIR WORKDIR OUT_JSON [config.key=value ...]
+DATA_DIR holds imagenet2012 prepared from tfds.testing.mock_data (conftest's `mock_imagenet`).
+Writes OUT_JSON: the final eval summary, a digest of the final params, and whether TensorFlow was
+imported (training must not need it).
 """
 import hashlib
 import json
@@ -22,13 +24,13 @@ def params_digest(params) -> str:
 
 
 def main():
-    workdir, out, *overrides = sys.argv[1:]
-    import tensorflow_datasets as tfds
+    data_dir, workdir, out, *overrides = sys.argv[1:]
     from absl import logging
     logging.set_verbosity(logging.WARNING)
     from bottlenet_jax import train_lib
     from configs import mock
     cfg = mock.get_config()
+    cfg.data_dir = data_dir
     for kv in overrides:
         key, value = kv.split("=", 1)
         node = cfg
@@ -36,13 +38,13 @@ def main():
         for p in parents:
             node = node[p]
         node[leaf] = type(node[leaf])(value)
-    with tfds.testing.mock_data(num_examples=64):
-        state, summary = train_lib.train(cfg, workdir)
+    state, summary = train_lib.train(cfg, workdir)
     import jax
     local = jax.tree.map(lambda a: a.addressable_data(0), state.params)  # this process's own replica
     with open(out, "w") as f:
         json.dump({"summary": summary, "process": jax.process_index(), "step": int(state.step.addressable_data(0)),
-                   "digest": params_digest(local)}, f)
+                   "digest": params_digest(local),
+                   "tensorflow_imported": "tensorflow" in sys.modules}, f)
 
 
 if __name__ == "__main__":

@@ -218,15 +218,17 @@ def _step_runner(cfg, backend, mesh):
     """The trainer's own train step for this config, plus a forward that returns the step's x_hat."""
     from bottlenet_jax.models import build_model
     from bottlenet_jax.parallel import REPLICATED
+    from bottlenet_jax.steps import normalize
     from bottlenet_jax.train_lib import compile_steps, create_train_state
     cfg = cfg.copy_and_resolve_references()
     cfg.codec.backend = backend
     model = build_model(cfg)
     state, tx = create_train_state(cfg, model, 3, 10, 10)
-    p_train, _ = compile_steps(model, tx, mesh)
+    p_train, _ = compile_steps(model, tx, mesh, cfg)
 
     def x_hat(state, batch):
-        _, v = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+        _, v = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                           normalize(batch["image"], cfg.mean, cfg.std), train=True,
                            mutable=["batch_stats", "intermediates"])
         return v["intermediates"]["x_hat"][0]
     return parallel.replicate(state, mesh), p_train, parallel.data_parallel(x_hat, mesh, (REPLICATED, BATCH), BATCH)
@@ -245,7 +247,7 @@ def test_training_with_either_backend_is_bit_identical(dtype):
     rng = np.random.default_rng(0)
     states = {b: r[0] for b, r in runs.items()}
     for step in range(4):
-        batch = parallel.shard_batch({"image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+        batch = parallel.shard_batch({"image": rng.integers(0, 256, (8, 32, 32, 3), np.uint8),
                                       "label": rng.integers(0, 10, 8).astype(np.int32)}, mesh)
         seen = {b: np.asarray(runs[b][2](states[b], batch)) for b in runs}
         np.testing.assert_array_equal(seen["device"], seen["host"], err_msg=f"x_hat differs at step {step}")

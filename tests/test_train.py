@@ -1,4 +1,4 @@
-"""The training system end to end on tfds.testing.mock_data ImageNet over 4 forced CPU devices.
+"""The training system end to end on mock ImageNet records over 4 forced CPU devices.
 
 Runs go through tests/mock_train.py in fresh processes, as a user's would (and so SIGKILL is real).
 """
@@ -16,8 +16,14 @@ ROOT = os.path.dirname(HERE)
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _data(mock_imagenet):
+    global DATA
+    DATA = str(mock_imagenet)
+
+
 def run_mock(workdir, out, *overrides, env=None, check=True):
-    p = subprocess.run([sys.executable, os.path.join(HERE, "mock_train.py"), str(workdir), str(out), *overrides],
+    p = subprocess.run([sys.executable, os.path.join(HERE, "mock_train.py"), DATA, str(workdir), str(out), *overrides],
                        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=600)
     if check and p.returncode != 0:
         raise AssertionError(f"rc={p.returncode}\n{p.stderr[-3000:]}")
@@ -45,6 +51,7 @@ def test_trains_evaluates_and_saves(uninterrupted):
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "4", "6"]
     assert os.listdir(wd / "best") == ["6"] and (wd / "eval_step_6.json").exists()
     assert any(f.startswith("events") for f in os.listdir(wd / "tensorboard"))
+    assert not out["tensorflow_imported"]  # the grain/OpenCV loader: TensorFlow only prepares datasets
 
 
 def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
@@ -128,7 +135,7 @@ def test_two_processes_via_jax_distributed_hold_identical_params(tmp_path):
     port = _free_port()
     base = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PLATFORMS": "cpu",
             "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "mock_train.py"), str(tmp_path / "wd"),
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "mock_train.py"), DATA, str(tmp_path / "wd"),
                                str(tmp_path / f"p{i}.json"), "num_train_steps=2", "eval_every_steps=2", "eval_examples=16",
                                "checkpoint_every_steps=2"],
                               env={**os.environ, **base, "JAX_PROCESS_ID": str(i)}, cwd=ROOT,

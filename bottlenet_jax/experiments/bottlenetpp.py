@@ -94,12 +94,13 @@ def load_variables(workdir):
 
 def channel_sweep(cfg, variables, codec, values, seed, n_examples):
     """Top-1 and mean channel-input power at each condition value, over the eval split."""
-    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.data import loader, records
     from bottlenet_jax.models import build_model
+    from bottlenet_jax.steps import normalize
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.eval_examples = n_examples
     model = build_model(c, bn_axis_name=None, codec=codec)
-    trunk = jax.jit(lambda v, x: model.apply(v, x, part="trunk"))
+    trunk = jax.jit(lambda v, x: model.apply(v, normalize(x, c.mean, c.std), part="trunk"))
 
     @jax.jit
     def tail(v, feats, cond, key):
@@ -109,7 +110,7 @@ def channel_sweep(cfg, variables, codec, values, seed, n_examples):
         return jnp.argmax(model.apply(v, z_hat, part="cloud"), -1), power
 
     correct, power, n = np.zeros(len(values)), np.zeros(len(values)), 0
-    for i, batch in enumerate(ip.eval_iterator(ip.get_builder(c.dataset, c.data_dir), c)):
+    for i, batch in enumerate(loader.eval_iterator(records.open_prepared(c.dataset, c.data_dir), c)):
         feats, mask = trunk(variables, batch["image"]), batch["mask"]
         for j, val in enumerate(values):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), j)

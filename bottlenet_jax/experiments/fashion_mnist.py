@@ -58,7 +58,6 @@ def base_config(a):
     c.log_every_steps = 50
     if a.quick:
         c.eval_examples = 500
-        c.shuffle_buffer = 1024  # filling the full 60k buffer costs ~4 s per training
     return c
 
 
@@ -115,19 +114,18 @@ def _pick(r):
 
 def input_jpeg_rows(a, cfg, workdir, qualities, rows):
     """The baseline on JPEG'd input images: bytes of each image and the accuracy it still gives."""
-    import tensorflow_datasets as tfds
-    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.data import loader, records
     from bottlenet_jax.evaluation import load_eval_state
     from bottlenet_jax.models import build_model
+    from bottlenet_jax.steps import normalize
     from bottlenet_jax import parallel
-    b = ip.get_builder(cfg.dataset, cfg.data_dir)
-    data = list(tfds.as_numpy(b.as_dataset(split=cfg.eval_split).take(cfg.eval_examples if cfg.eval_examples > 0 else -1)))
-    imgs = np.stack([d["image"][..., 0] for d in data])
-    labels = np.array([d["label"] for d in data])
+    batches = list(loader.eval_iterator(records.open_prepared(cfg.dataset, cfg.data_dir), cfg))
+    imgs = np.concatenate([b["image"][b["mask"]][..., 0] for b in batches])
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
     state = load_eval_state(workdir, parallel.make_mesh(jax.devices()[:1]))
     model = build_model(cfg, bn_axis_name=None)
     f = jax.jit(lambda x: model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)[0])
-    norm = lambda u8: ((u8.astype(np.float32) / 255.0 - cfg.mean[0]) / cfg.std[0])[..., None]
+    norm = lambda u8: normalize(u8[..., None], cfg.mean, cfg.std)
     for q in (None, *qualities):
         full, abbr, dec = [], [], imgs
         if q is not None:

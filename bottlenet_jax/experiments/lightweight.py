@@ -30,15 +30,18 @@ from bottlenet_jax.codecs import lightweight as lw, make_codec
 
 
 def calibration_features(cfg, workdir, n):
-    from bottlenet_jax.data import input_pipeline as ip
+    from bottlenet_jax.data import loader, records
     from bottlenet_jax.evaluation import load_eval_state
     from bottlenet_jax.models import build_model
+    from bottlenet_jax.steps import normalize
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.eval_split, c.eval_examples, c.eval_batch_size = c.train_split, n, 256
     state = load_eval_state(workdir, parallel.make_mesh(jax.devices()[:1]))
     model = build_model(c, bn_axis_name=None)
-    edge = jax.jit(lambda x: model.apply({"params": state.params, "batch_stats": state.batch_stats}, x, part="edge"))
-    feats = [np.asarray(edge(b["image"]))[b["mask"]] for b in ip.eval_iterator(ip.get_builder(c.dataset, c.data_dir), c)]
+    edge = jax.jit(lambda x: model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                         normalize(x, c.mean, c.std), part="edge"))
+    data = records.open_prepared(c.dataset, c.data_dir)
+    feats = [np.asarray(edge(b["image"]))[b["mask"]] for b in loader.eval_iterator(data, c)]
     return np.concatenate(feats)
 
 
