@@ -62,6 +62,38 @@ def loader_rate(data, cfg, batches, warmup=2):
     return rate
 
 
+def stage_profile(data, jpegs, res, n=512):
+    """ms per image of each stage of the loader's per-example work (one thread, in this process)."""
+    from collections import defaultdict
+
+    from bottlenet_jax.data import loader, records
+    source, lo, hi = data.select("train")
+    spent, out = defaultdict(float), np.empty((res, res, 3), np.uint8)
+    t = time.perf_counter()
+    recs = source.__getitems__([k % len(jpegs) for k in range(n)])  # one call per batch, as the loader reads
+    t = _tick(spent, "read record", t)
+    for k, rec in enumerate(recs):
+        label, h, w, enc = records.unpack(rec)
+        rng = np.random.default_rng([0, 0, k])
+        box = loader.random_resized_crop_box(rng, h, w)
+        t = _tick(spent, "seed + crop box", t)
+        img = loader.decode_crop(enc, 3, box, res)
+        t = _tick(spent, "decode (cv2.imdecode)", t)
+        cv2.resize(img, (res, res), dst=out, interpolation=cv2.INTER_CUBIC)
+        t = _tick(spent, "resize (bicubic)", t)
+        cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+        if rng.random() < 0.5:
+            cv2.flip(out, 1, dst=out)
+        t = _tick(spent, "BGR->RGB + flip", t)
+    return {k: 1e3 * v / n for k, v in spent.items()}
+
+
+def _tick(spent, key, t0):
+    t1 = time.perf_counter()
+    spent[key] += t1 - t0
+    return t1
+
+
 def end_to_end(data, cfg, a):
     """(loader-fed img/s, synthetic img/s) of the trainer's step; alternating blocks of steps."""
     import jax
@@ -131,6 +163,9 @@ def main():
         r = statistics.median(rates[w, t])
         name = (f"loader, {w} worker process{'es' if w != 1 else ''}" if w else "loader, in-process") + f" x {t} thr"
         print(f"{name:34s} {r:8.0f} {r / b:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in rates[w, t])})")
+    stages = stage_profile(data, jpegs, a.res)
+    print(f"where one example's time goes (one thread): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+          + f" ms; sum {sum(stages.values()):.3f} ms vs bare decode {1e3 / b:.3f} ms")
     if a.train:
         cfg.data_workers, cfg.data_threads = counts[-1]
         fed, synth = end_to_end(data, cfg, a)
