@@ -7,7 +7,8 @@
 
 Generates `--examples` ImageNet-like JPEGs (500x375, q=90, ~95 KiB: smooth colour fields + noise)
 and writes them as prepared records (no TensorFlow needed), then measures, in one process:
-* bare: `cv2.imdecode` of each full file, one thread of calls, no crop/resize/batching;
+* bare: `cv2.imdecode` of each full file, one thread of calls, no crop/resize/batching (and the
+  same loop in as many processes at once as the largest loader setting uses: the cores' scaling);
 * loader: `data.loader.train_iterator` (random-resized crop, flip, `--res` px, batch `--batch`) with
   W worker processes x T decode threads each (W=0: in this process), after warm-up batches, so
   worker start-up is excluded.
@@ -49,6 +50,27 @@ def bare_rate(jpegs):
     return len(jpegs) / (time.perf_counter() - t)
 
 
+def _bare_worker(jpegs, start, rates):
+    start.wait()
+    rates.put(bare_rate(jpegs))
+
+
+def bare_parallel(jpegs, n):
+    """Summed img/s of n processes running the bare loop at once: what the host's cores allow."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    start, rates = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_bare_worker, args=(jpegs, start, rates)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    time.sleep(2.0)  # all started
+    start.set()
+    total = sum(rates.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total
+
+
 def loader_rate(data, cfg, batches, warmup=2):
     from bottlenet_jax.data import loader
     it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
@@ -59,6 +81,7 @@ def loader_rate(data, cfg, batches, warmup=2):
         next(it)
     rate = batches * cfg.batch_size / (time.perf_counter() - t)
     it.close()
+    time.sleep(1.0)  # let the workers and prefetch threads wind down before the next measurement
     return rate
 
 
@@ -147,9 +170,13 @@ def main():
     data = records.Prepared(root)
     cfg = default.get_config()
     cfg.update(image_size=a.res, batch_size=a.batch, train_split="train")
+    stages = stage_profile(data, jpegs, a.res)  # first, while nothing else runs
     counts = [tuple(int(x) for x in (w + "x1").split("x")[:2]) for w in a.workers.split(",")]
-    bare, rates = [], {w: [] for w in counts}
+    bare, rates, par = [], {w: [] for w in counts}, []
+    n_max = max(w * t for w, t in counts)
     for _ in range(a.rounds):
+        if n_max > 1:
+            par.append(bare_parallel(jpegs, n_max))
         for w in counts:
             bare.append(bare_rate(jpegs))
             cfg.data_workers, cfg.data_threads = w
@@ -159,11 +186,14 @@ def main():
           f"mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB | {a.res} px, batch {a.batch} | median of {a.rounds} rounds")
     print(f"{'pipeline':34s} {'img/s':>8s} {'x bare':>7s}")
     print(f"{'bare cv2.imdecode, 1 thread':34s} {b:8.0f} {1:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in bare)})")
+    if par:
+        m = statistics.median(par)
+        print(f"{f'bare, {n_max} processes at once':34s} {m:8.0f} {m / b:7.2f}   (rounds: "
+              f"{', '.join(f'{x:.0f}' for x in par)}; what the cores allow)")
     for w, t in counts:
         r = statistics.median(rates[w, t])
         name = (f"loader, {w} worker process{'es' if w != 1 else ''}" if w else "loader, in-process") + f" x {t} thr"
         print(f"{name:34s} {r:8.0f} {r / b:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in rates[w, t])})")
-    stages = stage_profile(data, jpegs, a.res)
     print(f"where one example's time goes (one thread): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
           + f" ms; sum {sum(stages.values()):.3f} ms vs bare decode {1e3 / b:.3f} ms")
     if a.train:
