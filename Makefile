@@ -46,6 +46,7 @@ smoke: $(VENV)/.test-installed data
 	  echo "smoke: bottlenetpp --quick took $$(( $$(date +%s) - t )) s wall"
 	$(PY) benchmarks/codec_throughput.py --smoke
 	$(PY) benchmarks/train_throughput.py --smoke
+	$(PY) benchmarks/input_pipeline.py --smoke
 
 # The committed results (2 CPU cores: ~70 + ~16 + ~35 min); the last two reuse the first's baseline.
 repro: $(VENV)/.test-installed data
