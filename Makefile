@@ -47,6 +47,7 @@ smoke: $(VENV)/.test-installed data
 	$(PY) benchmarks/codec_throughput.py --smoke
 	$(PY) benchmarks/train_throughput.py --smoke
 	$(PY) benchmarks/input_pipeline.py --smoke
+	$(PY) benchmarks/serve_load.py --smoke
 
 # The committed results (2 CPU cores: ~70 + ~16 + ~35 min); the last two reuse the first's baseline.
 repro: $(VENV)/.test-installed data

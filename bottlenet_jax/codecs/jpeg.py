@@ -315,9 +315,16 @@ class JpegCodec(Codec):
     def decode(self, payloads, shape):
         _, h, w, c = shape
         side = 8 if self.minmax else 0
-        imgs = np.stack([
-            cv2.imdecode(np.frombuffer(rebuild_full(p[side:], self.quality, self.optimize), np.uint8),
-                         cv2.IMREAD_UNCHANGED) for p in payloads])
+        want = tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:]
+        imgs = []
+        for i, p in enumerate(payloads):  # checked one by one: a bad payload is named, not a shape clash
+            img = cv2.imdecode(np.frombuffer(rebuild_full(p[side:], self.quality, self.optimize), np.uint8),
+                               cv2.IMREAD_UNCHANGED)
+            if img is None or img.shape != want:
+                got = "nothing (not a decodable JPEG stream)" if img is None else f"a {img.shape} image"
+                raise ValueError(f"payload {i} ({len(p)} bytes) decodes to {got}, expected a {want} tile image")
+            imgs.append(img)
+        imgs = np.stack(imgs)
         dec = untile(imgs, h, w, c, self.layout)
         if not self.minmax:
             return dequantize_u8_np(dec)

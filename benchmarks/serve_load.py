@@ -1,0 +1,217 @@
+"""Load test of the split-inference server: dynamic batching vs none, closed loop, loopback only.
+
+    python benchmarks/serve_load.py --export EXPORT_DIR          # e.g. the demo's, exported
+    python benchmarks/serve_load.py --smoke                      # CI: a random-init export, seconds
+
+Starts `python -m bottlenet_jax.serve` twice on this machine, once batching (`--max-batch`,
+`--max-delay-ms`) and once not (max batch 1), and sweeps closed-loop concurrency (C client threads,
+each with its own tritonclient gRPC connection, sending one image's payload per request and the next
+as soon as the answer arrives) for `--seconds` per level. Per level: throughput, p50/p95/p99
+latency, mean batch fill (the server's ModelStatistics: inferences / executions), rejects. Payloads
+are real: the export's edge half and codec on random-content images. Bytes on the wire per request
+are counted by a TCP relay between one client and the server (both directions' TCP payload: HTTP/2,
+gRPC and protobuf framing included), next to the payload itself.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+
+def random_export(out):
+    """An export of a random-init Fashion-MNIST-config model (figures meaningless: for --smoke)."""
+    from bottlenet_jax.checkpoint import Checkpoints, write_json
+    from bottlenet_jax.export import export_workdir
+    from bottlenet_jax.models import build_model
+    from bottlenet_jax.train_lib import create_train_state
+    from configs import fashion_mnist
+    cfg = fashion_mnist.get_config()
+    state, _ = create_train_state(cfg, build_model(cfg), 1, 10, 10)
+    wd = os.path.join(out, "wd")
+    os.makedirs(wd)
+    write_json(os.path.join(wd, "config.json"), cfg.to_dict())
+    ckpt = Checkpoints(wd)
+    ckpt.save(state, {"step": 0})
+    ckpt.close()
+    export_workdir(wd, os.path.join(out, "export"))
+    return os.path.join(out, "export")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(export, port, max_batch, delay_ms, queue):
+    p = subprocess.Popen([sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", str(port),
+                          "--max-batch", str(max_batch), "--max-delay-ms", str(delay_ms), "--queue", str(queue)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = p.stdout.readline()
+    if "serving" not in line:
+        raise RuntimeError(f"server did not start: {line}{p.stdout.read()[-2000:]}")
+    return p
+
+
+def stats(addr):
+    import tritonclient.grpc as tc
+    c = tc.InferenceServerClient(addr)
+    s = c.get_inference_statistics("bottlenet", as_json=True)["model_stats"][0]
+    c.close()
+    return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+
+def closed_loop(addr, payloads, concurrency, seconds):
+    import tritonclient.grpc as tc
+    lat, rejects, errors = [], [0], [0]
+    stop = time.perf_counter() + seconds
+
+    def worker(k):
+        c = tc.InferenceServerClient(addr)
+        i = k
+        while time.perf_counter() < stop:
+            inp = tc.InferInput("PAYLOAD", [1], "BYTES")
+            inp.set_data_from_numpy(np.array([payloads[i % len(payloads)]], dtype=np.object_))
+            t = time.perf_counter()
+            try:
+                c.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("CLASS")])
+                lat.append(time.perf_counter() - t)
+            except tc.InferenceServerException as e:
+                if "RESOURCE_EXHAUSTED" in str(e.status()):
+                    rejects[0] += 1
+                else:
+                    errors[0] += 1
+            i += concurrency
+        c.close()
+    n0, e0 = stats(addr)
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    n1, e1 = stats(addr)
+    ms = np.array(lat) * 1e3
+    return {"rps": len(lat) / wall, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
+            "p99": np.percentile(ms, 99), "fill": (n1 - n0) / max(1, e1 - e0), "rejects": rejects[0],
+            "errors": errors[0], "n": len(lat)}
+
+
+class Relay:
+    """127.0.0.1:listen -> 127.0.0.1:target, counting bytes each way (TCP payload)."""
+
+    def __init__(self, target):
+        self.target, self.up, self.down = target, 0, 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            a, _ = self.sock.accept()
+            b = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(a, b, "up"), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(b, a, "down"), daemon=True).start()
+
+    def _pipe(self, src, dst, way):
+        try:
+            while data := src.recv(65536):
+                setattr(self, way, getattr(self, way) + len(data))
+                dst.sendall(data)
+        except OSError:  # the other side closed
+            pass
+
+
+def wire_bytes(port, payloads, n=200):
+    """Mean bytes per request on the TCP connection, after a warm-up of 20 (HPACK tables warm)."""
+    import tritonclient.grpc as tc
+    relay = Relay(port)
+    c = tc.InferenceServerClient(f"127.0.0.1:{relay.port}")
+
+    def send(k):
+        inp = tc.InferInput("PAYLOAD", [1], "BYTES")
+        inp.set_data_from_numpy(np.array([payloads[k % len(payloads)]], dtype=np.object_))
+        c.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("CLASS")])
+    for k in range(20):
+        send(k)
+    time.sleep(0.2)
+    up0, down0 = relay.up, relay.down
+    for k in range(n):
+        send(k)
+    time.sleep(0.2)
+    c.close()
+    return (relay.up - up0) / n, (relay.down - down0) / n, float(np.mean([len(payloads[k % len(payloads)])
+                                                                             for k in range(n)]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--export", default=None)
+    p.add_argument("--concurrency", default="1,2,4,8,16,32,64")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--max-delay-ms", type=float, default=2.0)
+    p.add_argument("--queue", type=int, default=256)
+    p.add_argument("--smoke", action="store_true")
+    a = p.parse_args()
+    tmp = tempfile.mkdtemp(prefix="serve_load_")
+    if a.smoke:
+        a.concurrency, a.seconds = "1,8", 1.0
+    export = a.export or random_export(tmp)
+    from bottlenet_jax.export import Half, load_codec, load_manifest
+    from bottlenet_jax.serve.runtime import frame
+    m = load_manifest(export)
+    edge, codec = Half(export, "edge"), load_codec(m)
+    imgs = np.random.default_rng(0).normal(size=(64, *m["input_shape"])).astype(np.float32)
+    payloads = [frame(b) for b in codec.encode(np.asarray(edge(imgs)))]
+    levels = [int(c) for c in a.concurrency.split(",")]
+    results = {}
+    for name, mb, delay in (("batched", a.max_batch, a.max_delay_ms), ("unbatched", 1, 0.0)):
+        port = free_port()
+        proc = start_server(export, port, mb, delay, a.queue)
+        try:
+            closed_loop(f"127.0.0.1:{port}", payloads, 4, 0.5)  # warm-up
+            results[name] = {c: closed_loop(f"127.0.0.1:{port}", payloads, c, a.seconds) for c in levels}
+            if name == "batched":
+                up, down, pay = wire_bytes(port, payloads, 40 if a.smoke else 200)
+        finally:
+            proc.terminate()
+            out, _ = proc.communicate(timeout=60)
+        print(f"[{name} server] {out.strip().splitlines()[-1]}")
+    print(f"# {os.cpu_count()} host cores | export {export} (RB{m['split_after']}, {m['codec']['name']}, features "
+          f"{m['feature_shape']}) | closed loop, {a.seconds:g} s per level, loopback | batched: max batch "
+          f"{a.max_batch}, max delay {a.max_delay_ms:g} ms, queue {a.queue}")
+    print(f"{'conc':>4s} | {'batched req/s':>13s} {'p50':>6s} {'p95':>6s} {'p99':>6s} {'fill':>5s} {'rej':>4s} | "
+          f"{'unbatched req/s':>15s} {'p50':>6s} {'p95':>6s} {'p99':>6s} | {'thr x':>5s} {'p95 x':>5s}")
+    for c in levels:
+        b, u = results["batched"][c], results["unbatched"][c]
+        print(f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {b['fill']:5.1f} "
+              f"{b['rejects']:4d} | {u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
+              f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}")
+    best_b = max(results["batched"].values(), key=lambda r: r["rps"])
+    best_u = max(results["unbatched"].values(), key=lambda r: r["rps"])
+    print(f"peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched {best_u['rps']:.0f} req/s "
+          f"(p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x")
+    print(f"wire, per request (TCP payload through a counting relay, {m['codec']['name']} payload {pay:.1f} B incl. "
+          f"4 B CRC): client->server {up:.1f} B (framing {up - pay:.1f} B), server->client {down:.1f} B")
+    errors = sum(r["errors"] for res in results.values() for r in res.values())
+    if errors:
+        print(f"ERRORS: {errors} requests failed with something other than RESOURCE_EXHAUSTED")
+
+
+if __name__ == "__main__":
+    main()

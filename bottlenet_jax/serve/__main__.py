@@ -1,0 +1,3 @@
+from bottlenet_jax.serve.server import main
+
+main()

@@ -1,0 +1,172 @@
+"""The split-inference runtime: KServe v2 gRPC server + dynamic batcher + edge client, on loopback,
+from an export of a mock-trained model (tests/mock_train.py)."""
+import concurrent.futures
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+pytestmark = pytest.mark.slow
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def export_dir(mock_imagenet, tmp_path_factory):
+    from bottlenet_jax.export import export_workdir
+    d = tmp_path_factory.mktemp("serve")
+    p = subprocess.run([sys.executable, os.path.join(HERE, "mock_train.py"), str(mock_imagenet), str(d / "wd"),
+                        str(d / "out.json"), "num_train_steps=2", "eval_every_steps=2", "checkpoint_every_steps=2"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    export_workdir(str(d / "wd"), str(d / "export"))
+    return str(d / "export")
+
+
+@pytest.fixture(scope="module")
+def server(export_dir):
+    from bottlenet_jax.serve import server as srv
+    s, batcher, service, port = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=0.05, queue_size=64)
+    yield service, f"127.0.0.1:{port}"
+    srv.stop(s, batcher, grace=5)
+
+
+def _images(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 64, 64, 3), np.uint8)
+
+
+def _raw_infer(addr, elements, shape=None):
+    """One ModelInfer with hand-built BYTES contents (to send what a good client never would)."""
+    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
+    t = pb.ModelInferRequest.InferInputTensor(name="PAYLOAD", datatype="BYTES", shape=shape or [len(elements)])
+    t.contents.bytes_contents.extend(elements)
+    with grpc.insecure_channel(addr) as ch:
+        return pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(pb.ModelInferRequest(model_name="bottlenet", inputs=[t]),
+                                                                timeout=30)
+
+
+def test_logits_through_the_server_equal_the_full_model_and_clients_get_their_own(server, export_dir):
+    import jax
+    from bottlenet_jax.checkpoint import Checkpoints
+    from bottlenet_jax.evaluation import load_config
+    from bottlenet_jax.models import build_model
+    from bottlenet_jax.serve.client import EdgeClient
+    from bottlenet_jax.steps import normalize
+    service, addr = server
+    wd = os.path.join(os.path.dirname(export_dir), "wd")
+    cfg, raw = load_config(wd), Checkpoints(wd).restore_raw()
+    full = jax.jit(build_model(cfg, bn_axis_name=None).apply)
+    imgs = _images(12)
+    want = np.asarray(full({"params": raw["params"], "batch_stats": raw["batch_stats"]},
+                           normalize(imgs, cfg.mean, cfg.std))[0])
+    client = EdgeClient(export_dir, addr)
+    before = service.batcher.executions
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:  # 12 clients at once: batched together
+        got = list(pool.map(lambda i: client.send(client.encode(imgs[i:i + 1]))[0], range(12)))
+    np.testing.assert_allclose(np.stack(got), want, rtol=1e-5, atol=1e-5)  # each client got its own image's logits
+    assert list(np.argmax(got, -1)) == list(np.argmax(want, -1))
+    assert service.batcher.executions - before < 12  # requests shared batches
+    r = client.classify(imgs[:2])
+    assert [x["label"] for x in r] == list(np.argmax(want[:2], -1)) and all(0 < x["bytes"] < 2000 for x in r)
+    client.close()
+
+
+def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds(server, export_dir):
+    from bottlenet_jax.serve.client import EdgeClient
+    from bottlenet_jax.serve.runtime import frame
+    service, addr = server
+    client = EdgeClient(export_dir, addr)
+    good = client.encode(_images(1, seed=3))[0]
+    body = good[:-4]
+    flipped = bytearray(body)
+    flipped[len(flipped) // 2] ^= 0x10
+    wrong = cv2.imencode(".jpg", np.zeros((5, 7), np.uint8))[1].tobytes()
+    bad = {"truncated": (good[:len(good) // 2], "CRC-32 mismatch"),
+           "truncated, re-framed": (frame(body[:len(body) // 2]), "cannot decode"),
+           "empty": (b"", "empty"),
+           "bit-flipped": (bytes(flipped) + good[-4:], "CRC-32 mismatch"),
+           "oversized": (frame(b"\0" * 10_000_000), "larger than any"),
+           "wrong-shape image": (frame(wrong), "cannot decode")}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futs = {k: pool.submit(_raw_infer, addr, [v]) for k, (v, _) in bad.items()}
+        futs["wrong tensor shape"] = pool.submit(_raw_infer, addr, [good], shape=[1, 1])
+        ok = pool.submit(_raw_infer, addr, [good])
+        for k, f in futs.items():
+            with pytest.raises(grpc.RpcError) as e:
+                f.result()
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, k
+            assert (bad[k][1] if k in bad else "expected [n]") in e.value.details(), (k, e.value.details())
+        assert ok.result().outputs[0].name == "LOGITS"
+    np.testing.assert_array_equal(client.send([good]), client.send([good]))  # and it keeps serving
+    client.close()
+
+
+def test_full_queue_rejects_instead_of_hanging(export_dir):
+    from bottlenet_jax.serve import server as srv
+    s, batcher, service, port = srv.start(export_dir, port=_free_port(), max_batch=1, max_delay=0.0, queue_size=1)
+    slow = service.model.infer
+    service.model.infer = lambda f: (time.sleep(0.5), slow(f))[1]
+    try:
+        from bottlenet_jax.serve.client import EdgeClient
+        client = EdgeClient(export_dir, f"127.0.0.1:{port}")
+        good = client.encode(_images(1))[0]
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: _try(lambda: _raw_infer(f"127.0.0.1:{port}", [good])), range(6)))
+        codes = [r if isinstance(r, grpc.StatusCode) else "OK" for r in results]
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 3 and "OK" in codes, codes
+        assert time.perf_counter() - t < 5  # the rejected ones did not wait
+        client.close()
+    finally:
+        srv.stop(s, batcher, grace=5)
+
+
+def _try(fn):
+    try:
+        return fn()
+    except grpc.RpcError as e:
+        return e.code()
+
+
+def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bottlenet_jax.serve", "--export", export_dir, "--port", str(port),
+                             "--max-delay-ms", "800"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line, line + proc.stdout.read()[-2000:]
+        files = []
+        for i, img in enumerate(_images(2, seed=5)):
+            files.append(str(tmp_path / f"img{i}.png"))
+            cv2.imwrite(files[-1], img[..., ::-1])
+        cli = subprocess.run([sys.executable, "-m", "bottlenet_jax.serve.client", "--export", export_dir, "--server",
+                              f"127.0.0.1:{port}", *files], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert cli.returncode == 0, cli.stderr[-2000:]
+        assert all(f"{f}: " in cli.stdout and "bytes sent" in cli.stdout for f in files), cli.stdout
+        from bottlenet_jax.serve.client import EdgeClient
+        client = EdgeClient(export_dir, f"127.0.0.1:{port}")
+        payload = client.encode(_images(1))[0]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            inflight = [pool.submit(client.send, [payload]) for _ in range(4)]
+            time.sleep(0.3)  # they wait in the batcher's 800 ms window
+            proc.send_signal(15)
+            assert all(f.result().shape == (1, 1000) for f in inflight)  # finished, not dropped
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopping" in out and "compiles after warm-up: 0" in out, out[-2000:]
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
