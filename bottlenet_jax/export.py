@@ -9,6 +9,7 @@ EXPORT_DIR/
   edge_params/         its variables (orbax): stem, RB1..RBk, reduction unit
   cloud.jaxexport      z_hat -> logits
   cloud_params/        restoration unit, RB(k+1)..RBn, head
+  edge.onnx            with --onnx: the edge half for ONNX runtimes (onnxruntime, mobile/embedded)
 
 The codec is not in either graph: the device runs `edge`, then `codec.encode` (real bytes); the
 server runs `codec.decode`, then `cloud`. `Half` / `load_codec` need only jax, orbax and the codec
@@ -36,20 +37,32 @@ def _subtree(variables, used):
     return variables
 
 
-def export_workdir(workdir: str, out: str) -> dict:
+def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
+    """Export the best (else latest) checkpoint of a training workdir; see export_variables."""
     from bottlenet_jax.evaluation import load_config
     from bottlenet_jax.checkpoint import Checkpoints
-    from bottlenet_jax.models import build_model, feature_shape
-    taken = [n for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport") if os.path.exists(os.path.join(out, n))]
-    if taken:
-        raise CheckpointError(f"{out}: already holds an export ({taken[0]}); choose another --out or delete it first")
     cfg = load_config(workdir)
     if not cfg.split.after:
         raise CheckpointError(f"{workdir}: model has no split point (split.after=0); nothing to export")
+    _check_free(out)
     raw = Checkpoints(workdir).restore_raw()
     variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+    return export_variables(cfg, variables, out, int(np.asarray(raw["step"])), onnx)
+
+
+def _check_free(out):
+    taken = [n for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport") if os.path.exists(os.path.join(out, n))]
+    if taken:
+        raise CheckpointError(f"{out}: already holds an export ({taken[0]}); choose another --out or delete it first")
+
+
+def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False) -> dict:
+    """Write the two halves of the model `cfg` with `variables` to `out`; with `onnx`, also the
+    edge half as ONNX (edge.onnx, via jax2onnx: `pip install '.[onnx]'`)."""
+    from bottlenet_jax.models import build_model, feature_shape
+    _check_free(out)
     model = build_model(cfg, bn_axis_name=None)
-    channels = int(np.shape(jax.tree.leaves(raw["params"]["backbone"]["conv1"])[0])[2])
+    channels = int(np.shape(jax.tree.leaves(variables["params"]["backbone"]["conv1"])[0])[2])
     x_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {cfg.image_size}, {cfg.image_size}, {channels}"), jnp.float32)
     fh, fw, fc = feature_shape(cfg)
     z_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {fh}, {fw}, {fc}"), jnp.float32)
@@ -72,6 +85,8 @@ def export_workdir(workdir: str, out: str) -> dict:
         with open(os.path.join(out, f"{part}.jaxexport"), "wb") as f:
             f.write(exp.serialize())
         write_tree(os.path.join(out, f"{part}_params"), jax.tree.map(np.asarray, sub))
+        if part == "edge" and onnx:
+            _write_onnx(model, sub, x_spec.shape[1:], conditioned, os.path.join(out, "edge.onnx"))
     try:
         from bottlenet_jax.data import records
         labels = records.open_prepared(cfg.dataset, cfg.data_dir, prepare_if_missing=False).label_names
@@ -81,10 +96,29 @@ def export_workdir(workdir: str, out: str) -> dict:
                 "stride": cfg.split.stride, "kernel": cfg.split.kernel, "codec": model.codec.settings(),
                 "quality": cfg.codec.get("quality"), "input_shape": [cfg.image_size, cfg.image_size, channels],
                 "feature_shape": [fh, fw, fc], "mean": list(cfg.mean), "std": list(cfg.std),
-                "model": cfg.model.to_dict(), "label_names": labels, "step": int(np.asarray(raw["step"])),
-                "edge_condition": model.codec.sweep_field if conditioned else None}
+                "model": cfg.model.to_dict(), "label_names": labels, "step": int(step),
+                "edge_condition": model.codec.sweep_field if conditioned else None,
+                "edge_onnx": "edge.onnx" if onnx else None}
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
+
+
+def _write_onnx(model, variables, input_hwc, conditioned: bool, path: str) -> None:
+    """The edge half as an ONNX graph (inputs x [B,H,W,C] float32 normalised (, condition [B]);
+    output z), converted from the same Flax apply by jax2onnx."""
+    try:
+        from jax2onnx import to_onnx
+    except ImportError:
+        raise CheckpointError("--onnx needs jax2onnx: pip install '.[onnx]'") from None
+    if conditioned:
+        fn = lambda x, c: model.apply(variables, x, train=False, part="edge", condition=c)  # noqa: E731
+        inputs, names = [("B", *input_hwc), ("B",)], ["x", "condition"]
+    else:
+        fn = lambda x: model.apply(variables, x, train=False, part="edge")  # noqa: E731
+        inputs, names = [("B", *input_hwc)], ["x"]
+    proto = to_onnx(fn, inputs=inputs, model_name="bottlenet_edge", input_names=names, output_names=["z"])
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
 
 
 class Half:
@@ -119,9 +153,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Export a trained workdir as edge + cloud halves.")
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--onnx", action="store_true", help="also write the edge half as ONNX (needs '.[onnx]')")
     a = p.parse_args(argv)
     try:
-        m = export_workdir(a.workdir, a.out)
+        m = export_workdir(a.workdir, a.out, a.onnx)
     except CheckpointError as e:
         sys.exit(f"error: {e}")
     print(f"exported step {m['step']} to {a.out}: split after RB{m['split_after']}, features {m['feature_shape']}, "

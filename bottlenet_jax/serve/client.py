@@ -25,13 +25,22 @@ from bottlenet_jax.serve.server import MODEL
 class EdgeClient:
     """Edge half + codec from an export, and a KServe v2 gRPC connection to the cloud server."""
 
-    def __init__(self, export_dir: str, server: str, timeout: float = 30.0):
+    def __init__(self, export_dir: str, server: str, timeout: float = 30.0, onnx: bool = False):
+        """`onnx`: run the edge half's ONNX graph (export --onnx) in onnxruntime instead of JAX."""
+        import os
+
         import tritonclient.grpc as tc
 
         from bottlenet_jax.export import Half, load_codec, load_manifest
         self.manifest = load_manifest(export_dir)
         self.codec = load_codec(self.manifest)
         self.edge = Half(export_dir, "edge")
+        self.onnx = None
+        if onnx:
+            if not self.manifest.get("edge_onnx"):
+                raise ValueError(f"{export_dir}: has no edge.onnx (export with --onnx)")
+            import onnxruntime
+            self.onnx = onnxruntime.InferenceSession(os.path.join(export_dir, self.manifest["edge_onnx"]))
         self.timeout = timeout
         self._tc = tc
         self.client = tc.InferenceServerClient(server)
@@ -46,8 +55,19 @@ class EdgeClient:
 
     def encode(self, images_u8, condition=None) -> list[bytes]:
         """uint8 [n, H, W, C] -> one framed payload per image (what goes on the wire)."""
-        z = self.edge(self.normalize(images_u8), condition=condition)
+        z = self.run_edge(self.normalize(images_u8), condition)
         return [frame(p) for p in self.codec.encode(np.asarray(z))]
+
+    def run_edge(self, x, condition=None) -> np.ndarray:
+        """Normalised float32 [n, H, W, C] -> features z, in JAX or (onnx=True) onnxruntime."""
+        if self.onnx is None:
+            return np.asarray(self.edge(x, condition=condition))
+        feeds = {"x": np.asarray(x, np.float32)}
+        if self.edge.conditioned:
+            if condition is None:
+                raise ValueError("this edge half is channel-conditioned: pass condition=[sigma or p per sample]")
+            feeds["condition"] = np.broadcast_to(np.asarray(condition, np.float32), (len(x),)).copy()
+        return self.onnx.run(None, feeds)[0]
 
     def send(self, payloads: list[bytes]) -> np.ndarray:
         """Framed payloads -> logits [n, classes] from the server (raises InferenceServerException)."""
@@ -90,10 +110,11 @@ def main(argv=None):
     p.add_argument("--export", required=True)
     p.add_argument("--server", default="127.0.0.1:8001")
     p.add_argument("--condition", type=float, default=None, help="channel condition for a BottleNet++ export")
+    p.add_argument("--onnx", action="store_true", help="run the edge half's ONNX graph in onnxruntime")
     p.add_argument("images", nargs="+")
     a = p.parse_args(argv)
     try:
-        client = EdgeClient(a.export, a.server)
+        client = EdgeClient(a.export, a.server, onnx=a.onnx)
         if client.edge.conditioned and a.condition is None:
             sys.exit(f"error: {a.export} is channel-conditioned: pass --condition "
                      f"({client.manifest['edge_condition']})")
