@@ -4,10 +4,11 @@
 
 CPU-sized ResNet-50 layout (bottleneck blocks, small stem, base width 8): RB1 features 28x28x32
 -> reduction (k2 s2, C'=4) -> 14x14x4 -> JPEG q=50 (tiled 28x28) -> restoration -> RB2..RB16.
-Measured by `make demo` (fresh clone at commit 56a8b99, 2 CPU cores, 2026-11-23, 6.2 min wall including
-set-up): test top-1 86.89 % after 1 epoch; features 276.4 bytes/sample as abbreviated stream (579.4 as full
-JFIF). For comparison the 28x28 input image JPEG'd at q=50 is 223.1 / 526.1 bytes (raw 784): at this
-tiny input size the image itself is cheaper than RB1 features; BottleNet's gain is at ImageNet scale.
+Measured by `make demo` (fresh clone at commit c8ed0ae, 2 CPU cores, 2026-11-23, 8.1 min wall including
+set-up and preparing the dataset; this machine ran slower that afternoon: the previous commit's demo
+was no faster per step in a 60-step A/B run): test top-1 86.75 % after 1 epoch; features 286.0 bytes/sample as
+abbreviated stream (589.0 as full JFIF). For comparison the 28x28 input image JPEG'd at q=50 is 223.1 /
+526.1 bytes (raw 784): at this tiny input size the image itself is cheaper than RB1 features; BottleNet's gain is at ImageNet scale.
 """
 from configs import default
 
