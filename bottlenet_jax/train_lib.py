@@ -138,7 +138,7 @@ def train(cfg, workdir: str):
     check_batch(cfg, mesh)
     ckpt = Checkpoints(workdir, cfg.keep_checkpoints)
     from bottlenet_jax.data import loader, records
-    data = records.open_prepared(cfg.dataset, cfg.data_dir)
+    data = records.open_prepared(cfg.dataset, cfg.data_dir, prepare_if_missing=jax.process_count() == 1)
     steps_per_epoch = max(1, data.num_examples(cfg.train_split) // cfg.batch_size)
     total = cfg.num_train_steps if cfg.num_train_steps > 0 else int(cfg.num_epochs * steps_per_epoch)
     eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch

@@ -170,3 +170,31 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_path):
+    """BottleNet++ (AWGN, condition into the encoder): the client passes sigma to its edge half; the
+    server's answer equals the cloud half run locally on the same received features."""
+    import jax
+    import jax.numpy as jnp
+    from bottlenet_jax.export import Half, export_variables
+    from bottlenet_jax.models import build_model
+    from bottlenet_jax.serve import server as srv
+    from bottlenet_jax.serve.client import EdgeClient
+    from configs import fashion_mnist_bottlenetpp
+    cfg = fashion_mnist_bottlenetpp.get_config()
+    v = build_model(cfg, bn_axis_name=None).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    export_variables(cfg, v, str(tmp_path / "export"))
+    s, batcher, _, port = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    try:
+        client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}")
+        imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
+        with pytest.raises(ValueError, match="channel-conditioned"):
+            client.encode(imgs)
+        payloads = client.encode(imgs, condition=np.float32(0.1))
+        z = client.codec.decode([p[:-4] for p in payloads], (3, 4, 4, 4))
+        np.testing.assert_allclose(client.send(payloads), np.asarray(Half(str(tmp_path / "export"), "cloud")(z)),
+                                   rtol=1e-5, atol=1e-5)
+        client.close()
+    finally:
+        srv.stop(s, batcher, grace=5)

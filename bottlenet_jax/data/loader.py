@@ -195,7 +195,8 @@ def train_iterator(data, cfg, start_step: int = 0, process_index=None, process_c
     a, b = process_range(lo, hi, p, n_proc)
     if b - a < local:
         from bottlenet_jax.data.records import DataError
-        raise DataError(f"train_split={cfg.train_split!r}: {b - a} examples per process, fewer than one batch ({local})")
+        raise DataError(f"train_split={cfg.train_split!r}: {b - a} examples per process, "
+                        f"fewer than one batch ({local})")
     import grain
     ds = grain.MapDataset.range(a, b).shuffle(seed=cfg.seed).repeat().map_with_index(_Position())
     ds = ds.batch(local, drop_remainder=True, batch_fn=_collate)[start_step:]

@@ -94,7 +94,8 @@ def write_prepared(root: str, dataset: str, channels: int, label_names, splits: 
         n_shards = max(1, -(-(total or 0) // examples_per_shard))
         per = -(-(total or 1) // n_shards)
         files, writer, count = [], None, 0
-        for label, h, w, image in tqdm(examples, total=total, desc=f"{dataset} {split}", unit="img", dynamic_ncols=True):
+        bar = tqdm(examples, total=total, desc=f"{dataset} {split}", unit="img", dynamic_ncols=True)
+        for label, h, w, image in bar:
             shard = min(count // per, n_shards - 1)
             if shard == len(files):
                 if writer:
@@ -154,7 +155,8 @@ class Prepared:
 
 
 def open_prepared(name: str, data_dir: str | None = None, prepare_if_missing: bool = True) -> Prepared:
-    """The prepared dataset `name`; prepares it first when missing and TFDS is installed here."""
+    """The prepared dataset `name`; prepares it first when missing and TFDS is installed here (the
+    trainer passes False in a multi-process job: processes must not all write the same files)."""
     root = records_dir(name, data_dir)
     if os.path.exists(os.path.join(root, "meta.json")):
         return Prepared(root)

@@ -108,8 +108,9 @@ class CloudModel:
         try:
             z = self.codec.decode([body], (1, *self.feature_shape))
         except Exception as e:  # the codec's own error, one line
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise PayloadError(f"payload of {len(element)} bytes: the {self.manifest['codec']['name']} codec cannot "
-                               f"decode it to features {list(self.feature_shape)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                               f"decode it to features {list(self.feature_shape)}: {why}") from None
         z = np.asarray(z, np.float32)
         if z.shape != (1, *self.feature_shape) or not np.isfinite(z).all():
             raise PayloadError(f"payload of {len(element)} bytes: decodes to {list(z.shape[1:])} "
