@@ -78,6 +78,13 @@ def test_logits_through_the_server_equal_the_full_model_and_clients_get_their_ow
     np.testing.assert_allclose(np.stack(got), want, rtol=1e-5, atol=1e-5)  # each client got its own image's logits
     assert list(np.argmax(got, -1)) == list(np.argmax(want, -1))
     assert service.batcher.executions - before < 12  # requests shared batches
+    import tritonclient.grpc as tc
+    inp = tc.InferInput("PAYLOAD", [2], "BYTES")
+    inp.set_data_from_numpy(np.array(client.encode(imgs[:2]), dtype=np.object_))
+    res = client.client.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("CLASS")])
+    assert res.as_numpy("LOGITS") is None and list(res.as_numpy("CLASS")) == list(np.argmax(want[:2], -1))
+    with pytest.raises(tc.InferenceServerException, match="requested outputs \\['PROBS'\\]"):
+        client.client.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("PROBS")])
     r = client.classify(imgs[:2])
     assert [x["label"] for x in r] == list(np.argmax(want[:2], -1)) and all(0 < x["bytes"] < 2000 for x in r)
     client.close()

@@ -9,7 +9,7 @@ ModelReady/Metadata/Config/Statistics and ModelInfer. One model, `bottlenet` (ve
 
   input  PAYLOAD  BYTES [n]              one framed payload per sample: the codec's `encode` output
                                          followed by its CRC-32 (runtime.frame)
-  output LOGITS   FP32  [n, classes]
+  output LOGITS   FP32  [n, classes]      (both unless the request names the outputs it wants)
          CLASS    INT32 [n]
 
 Each request's payloads are checked and decoded on the gRPC thread that received it; a bad one
@@ -113,6 +113,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request, context):
         self._check_model(request.model_name, request.model_version, context)
         try:
+            wanted = [o.name for o in request.outputs] or ["LOGITS", "CLASS"]
+            unknown = [n for n in wanted if n not in ("LOGITS", "CLASS")]
+            if unknown:
+                raise PayloadError(f"requested outputs {unknown}: this model has LOGITS and CLASS")
             elements = self._payloads(request)
             features = np.stack([self.model.decode_one(e) for e in elements])
             logits = self.batcher.submit(features).result()
@@ -122,13 +126,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         except QueueFull as e:
             self.failures += 1
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-        out = pb.ModelInferResponse.InferOutputTensor
-        n = len(logits)
-        return pb.ModelInferResponse(
-            model_name=MODEL, model_version=VERSION, id=request.id,
-            outputs=[out(name="LOGITS", datatype="FP32", shape=[n, logits.shape[1]]),
-                     out(name="CLASS", datatype="INT32", shape=[n])],
-            raw_output_contents=[logits.astype("<f4").tobytes(), np.argmax(logits, -1).astype("<i4").tobytes()])
+        out, n = pb.ModelInferResponse.InferOutputTensor, len(logits)
+        tensors = {"LOGITS": (out(name="LOGITS", datatype="FP32", shape=[n, logits.shape[1]]),
+                              logits.astype("<f4").tobytes()),
+                   "CLASS": (out(name="CLASS", datatype="INT32", shape=[n]),
+                             np.argmax(logits, -1).astype("<i4").tobytes())}
+        return pb.ModelInferResponse(model_name=MODEL, model_version=VERSION, id=request.id,
+                                     outputs=[tensors[k][0] for k in wanted],
+                                     raw_output_contents=[tensors[k][1] for k in wanted])
 
     def _payloads(self, request) -> list[bytes]:
         inputs = list(request.inputs)
