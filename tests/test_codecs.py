@@ -78,6 +78,15 @@ def test_transport_path_equals_graph(rng, cfg):
     assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
 
 
+def test_decode_names_a_bad_payload_instead_of_failing_the_batch_on_shapes(rng):
+    codec = JpegCodec(quality=50)
+    x = feature_maps(rng, 3, 8, 8, 4)
+    good = codec.encode(x)
+    for bad in (good[1][:len(good[1]) // 3], b"", codec.encode(feature_maps(rng, 1, 4, 4, 4))[0]):
+        with pytest.raises(ValueError, match=r"payload 1 \(\d+ bytes\)(: not a JPEG| decodes to .*expected a \(16, 16\))"):
+            codec.decode([good[0], bad, good[2]], x.shape)
+
+
 @pytest.mark.parametrize("cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10},
                                  {"name": "jpeg", "quality": 10, "backend": "device"}])
 def test_gradient_is_identity_under_jit_and_vmap(rng, cfg):

@@ -318,8 +318,11 @@ class JpegCodec(Codec):
         want = tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:]
         imgs = []
         for i, p in enumerate(payloads):  # checked one by one: a bad payload is named, not a shape clash
-            img = cv2.imdecode(np.frombuffer(rebuild_full(p[side:], self.quality, self.optimize), np.uint8),
-                               cv2.IMREAD_UNCHANGED)
+            try:
+                full = rebuild_full(p[side:], self.quality, self.optimize)
+            except ValueError as e:
+                raise ValueError(f"payload {i} ({len(p)} bytes): {e}") from None
+            img = cv2.imdecode(np.frombuffer(full, np.uint8), cv2.IMREAD_UNCHANGED)
             if img is None or img.shape != want:
                 got = "nothing (not a decodable JPEG stream)" if img is None else f"a {img.shape} image"
                 raise ValueError(f"payload {i} ({len(p)} bytes) decodes to {got}, expected a {want} tile image")
