@@ -31,6 +31,8 @@ import os
 import cv2
 import numpy as np
 
+from bottlenet_jax.data.records import DataError, unpack
+
 CROP_PADDING = 32
 _REDUCED = {1: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_COLOR),
             2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
@@ -96,7 +98,6 @@ class Preprocess:
         self.seed, self.process_index = seed, process_index
 
     def __call__(self, batch):
-        from bottlenet_jax.data.records import unpack
         positions, indices = batch
         records = self.source.__getitems__([int(i) for i in indices])
         s, c = self.size, self.channels
@@ -153,7 +154,7 @@ def process_range(lo: int, hi: int, process_index: int, process_count: int) -> t
     return lo + process_index * n // process_count, lo + (process_index + 1) * n // process_count
 
 
-def _processes(cfg, process_index, process_count):
+def _processes(process_index, process_count):
     if process_index is None:
         import jax
         process_index, process_count = jax.process_index(), jax.process_count()
@@ -181,7 +182,6 @@ def _iterate(ds, cfg):
 
 def _check_mode(cfg):
     if cfg.preprocess not in MODES:
-        from bottlenet_jax.data.records import DataError
         raise DataError(f"preprocess={cfg.preprocess!r}: must be one of {', '.join(MODES)}")
 
 
@@ -189,12 +189,11 @@ def train_iterator(data, cfg, start_step: int = 0, process_index=None, process_c
     """Endless iterator of host-local uint8 batches {'image', 'label', 'index'}, resumable at
     `start_step` (close() it to stop the workers)."""
     _check_mode(cfg)
-    p, n_proc = _processes(cfg, process_index, process_count)
+    p, n_proc = _processes(process_index, process_count)
     local = cfg.batch_size // n_proc
     source, lo, hi = data.select(cfg.train_split)
     a, b = process_range(lo, hi, p, n_proc)
     if b - a < local:
-        from bottlenet_jax.data.records import DataError
         raise DataError(f"train_split={cfg.train_split!r}: {b - a} examples per process, "
                         f"fewer than one batch ({local})")
     import grain
@@ -208,7 +207,7 @@ def eval_iterator(data, cfg, process_index=None, process_count=None):
     """Each example of eval_split once (the first eval_examples if > 0); batches padded to full size
     with mask=0 rows, and every process yields the same number of batches."""
     _check_mode(cfg)
-    p, n_proc = _processes(cfg, process_index, process_count)
+    p, n_proc = _processes(process_index, process_count)
     local = cfg.eval_batch_size // n_proc
     source, lo, hi = data.select(cfg.eval_split)
     if cfg.eval_examples > 0:
