@@ -4,9 +4,13 @@
     python benchmarks/serve_load.py --smoke                      # CI: a random-init export, seconds
 
 Starts `python -m bottlenet_jax.serve` twice on this machine, once batching (`--max-batch`,
-`--max-delay-ms`) and once not (max batch 1), and sweeps closed-loop concurrency (C client threads,
-each with its own tritonclient gRPC connection, sending one image's payload per request and the next
-as soon as the answer arrives) for `--seconds` per level. Per level: throughput, p50/p95/p99
+`--max-delay-ms`) and once not (max batch 1), and sweeps closed-loop concurrency (C clients, each
+sending one image's payload per request and the next as soon as the answer arrives) for `--seconds`
+per level. The clients are coroutines on one grpc.aio channel using the protocol's own stubs with
+requests built beforehand, so the load generator takes as little of the shared cores as Python
+allows; when nghttp2's `h2load` is installed (apt-get install nghttp2-client) the same sweep is
+measured again by it, a C client, as a second opinion (it counts HTTP status only, so the request
+it repeats is first checked to succeed). Per level: throughput, p50/p95/p99
 latency, mean batch fill (the server's ModelStatistics: inferences / executions), rejects. Payloads
 are real: the export's edge half and codec on random-content images. Bytes on the wire per request
 are counted by a TCP relay between one client and the server (both directions' TCP payload: HTTP/2,
@@ -17,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,41 +75,76 @@ def stats(addr):
     return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
 
 
-def closed_loop(addr, payloads, concurrency, seconds):
-    import tritonclient.grpc as tc
-    lat, rejects, errors = [], [0], [0]
-    stop = time.perf_counter() + seconds
+def infer_requests(payloads):
+    """One ModelInferRequest per payload, as a KServe v2 client builds it (BYTES [1], output CLASS)."""
+    from tritonclient.grpc import service_pb2 as pb
+    t, o = pb.ModelInferRequest.InferInputTensor, pb.ModelInferRequest.InferRequestedOutputTensor
+    return [pb.ModelInferRequest(model_name="bottlenet", outputs=[o(name="CLASS")],
+                                 inputs=[t(name="PAYLOAD", datatype="BYTES", shape=[1],
+                                           contents=pb.InferTensorContents(bytes_contents=[p]))]) for p in payloads]
 
-    def worker(k):
-        c = tc.InferenceServerClient(addr)
-        i = k
-        while time.perf_counter() < stop:
-            inp = tc.InferInput("PAYLOAD", [1], "BYTES")
-            inp.set_data_from_numpy(np.array([payloads[i % len(payloads)]], dtype=np.object_))
-            t = time.perf_counter()
-            try:
-                c.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("CLASS")])
-                lat.append(time.perf_counter() - t)
-            except tc.InferenceServerException as e:
-                if "RESOURCE_EXHAUSTED" in str(e.status()):
-                    rejects[0] += 1
-                else:
-                    errors[0] += 1
-            i += concurrency
-        c.close()
+
+def closed_loop(addr, requests, concurrency, seconds):
+    """`concurrency` clients on one gRPC channel (grpc.aio, one event loop: the load generator must
+    not eat the cores the server is measured on), each sending its next request when answered."""
+    import asyncio
+
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+    lat, codes = [], {}
+
+    async def run():
+        async with grpc.aio.insecure_channel(addr) as ch:
+            stub = pb_grpc.GRPCInferenceServiceStub(ch)
+            stop = time.perf_counter() + seconds
+
+            async def client(k):
+                i = k
+                while time.perf_counter() < stop:
+                    t = time.perf_counter()
+                    try:
+                        await stub.ModelInfer(requests[i % len(requests)], timeout=60)
+                        lat.append(time.perf_counter() - t)
+                    except grpc.aio.AioRpcError as e:
+                        codes[e.code().name] = codes.get(e.code().name, 0) + 1
+                    i += concurrency
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client(k) for k in range(concurrency)))
+            return time.perf_counter() - t0
     n0, e0 = stats(addr)
-    t0 = time.perf_counter()
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t0
+    wall = asyncio.run(run())
     n1, e1 = stats(addr)
     ms = np.array(lat) * 1e3
+    rejects = codes.pop("RESOURCE_EXHAUSTED", 0)
     return {"rps": len(lat) / wall, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
-            "p99": np.percentile(ms, 99), "fill": (n1 - n0) / max(1, e1 - e0), "rejects": rejects[0],
-            "errors": errors[0], "n": len(lat)}
+            "p99": np.percentile(ms, 99), "fill": (n1 - n0) / max(1, e1 - e0), "rejects": rejects,
+            "errors": sum(codes.values()), "n": len(lat)}
+
+
+def h2load(port, request, concurrency, n):
+    """The same closed loop measured by nghttp2's h2load (C; one connection, `concurrency` streams),
+    posting one gRPC-framed request: a second, independent client. None when h2load is missing."""
+    import shutil
+    if not shutil.which("h2load"):
+        return None
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:  # h2load would count a gRPC error as a success
+        pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(request, timeout=60)
+    with tempfile.TemporaryDirectory() as d:
+        body, log = os.path.join(d, "body"), os.path.join(d, "log")
+        msg = request.SerializeToString()
+        with open(body, "wb") as f:
+            f.write(b"\0" + len(msg).to_bytes(4, "big") + msg)  # gRPC message prefix: uncompressed, length
+        out = subprocess.run(["h2load", "-n", str(n), "-c", "1", "-m", str(concurrency), "-d", body,
+                              "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", log,
+                              f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"],
+                             capture_output=True, text=True, timeout=600).stdout
+        rows = [line.split("\t") for line in open(log).read().splitlines()]
+    ok = [int(r[2]) / 1e3 for r in rows if r[1] == "200"]
+    rps = float(out.split(" req/s")[0].rsplit(" ", 1)[1])
+    return {"rps": rps, "p50": np.percentile(ok, 50), "p95": np.percentile(ok, 95), "p99": np.percentile(ok, 99),
+            "failed": len(rows) - len(ok)}
 
 
 class Relay:
@@ -136,26 +174,25 @@ class Relay:
             pass
 
 
-def wire_bytes(port, payloads, n=200):
-    """Mean bytes per request on the TCP connection, after a warm-up of 20 (HPACK tables warm)."""
-    import tritonclient.grpc as tc
+def wire_bytes(port, requests, n=200):
+    """Mean bytes per request each way on one TCP connection (HPACK tables warm after 20 requests)."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
     relay = Relay(port)
-    c = tc.InferenceServerClient(f"127.0.0.1:{relay.port}")
-
-    def send(k):
-        inp = tc.InferInput("PAYLOAD", [1], "BYTES")
-        inp.set_data_from_numpy(np.array([payloads[k % len(payloads)]], dtype=np.object_))
-        c.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("CLASS")])
-    for k in range(20):
-        send(k)
-    time.sleep(0.2)
-    up0, down0 = relay.up, relay.down
-    for k in range(n):
-        send(k)
-    time.sleep(0.2)
-    c.close()
-    return (relay.up - up0) / n, (relay.down - down0) / n, float(np.mean([len(payloads[k % len(payloads)])
-                                                                             for k in range(n)]))
+    with grpc.insecure_channel(f"127.0.0.1:{relay.port}") as ch:
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        for k in range(20):
+            stub.ModelInfer(requests[k % len(requests)])
+        time.sleep(0.2)
+        up0, down0 = relay.up, relay.down
+        for k in range(n):
+            stub.ModelInfer(requests[k % len(requests)])
+        time.sleep(0.2)
+        up, down = relay.up - up0, relay.down - down0
+    sent = [requests[k % len(requests)] for k in range(n)]
+    return {"up": up / n, "down": down / n,
+            "payload": float(np.mean([len(r.inputs[0].contents.bytes_contents[0]) for r in sent])),
+            "message": float(np.mean([r.ByteSize() for r in sent]))}
 
 
 def main():
@@ -177,17 +214,19 @@ def main():
     m = load_manifest(export)
     edge, codec = Half(export, "edge"), load_codec(m)
     imgs = np.random.default_rng(0).normal(size=(64, *m["input_shape"])).astype(np.float32)
-    payloads = [frame(b) for b in codec.encode(np.asarray(edge(imgs)))]
+    requests = infer_requests([frame(b) for b in codec.encode(np.asarray(edge(imgs)))])
     levels = [int(c) for c in a.concurrency.split(",")]
-    results = {}
+    results, second = {}, {}
     for name, mb, delay in (("batched", a.max_batch, a.max_delay_ms), ("unbatched", 1, 0.0)):
         port = free_port()
         proc = start_server(export, port, mb, delay, a.queue)
         try:
-            closed_loop(f"127.0.0.1:{port}", payloads, 4, 0.5)  # warm-up
-            results[name] = {c: closed_loop(f"127.0.0.1:{port}", payloads, c, a.seconds) for c in levels}
+            closed_loop(f"127.0.0.1:{port}", requests, 4, 0.5)  # warm-up
+            results[name] = {c: closed_loop(f"127.0.0.1:{port}", requests, c, a.seconds) for c in levels}
+            second[name] = {c: h2load(port, requests[0], c, max(c, int(results[name][c]["rps"] * a.seconds)))
+                            for c in levels}
             if name == "batched":
-                up, down, pay = wire_bytes(port, payloads, 40 if a.smoke else 200)
+                wire = wire_bytes(port, requests, 40 if a.smoke else 200)
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=60)
@@ -206,8 +245,24 @@ def main():
     best_u = max(results["unbatched"].values(), key=lambda r: r["rps"])
     print(f"peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched {best_u['rps']:.0f} req/s "
           f"(p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x")
-    print(f"wire, per request (TCP payload through a counting relay, {m['codec']['name']} payload {pay:.1f} B incl. "
-          f"4 B CRC): client->server {up:.1f} B (framing {up - pay:.1f} B), server->client {down:.1f} B")
+    if all(second[k][c] for k in second for c in levels):
+        print("second measurement, h2load (C, one connection, C streams; same request each time):")
+        for c in levels:
+            b, u = second["batched"][c], second["unbatched"][c]
+            print(f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {'':5s} {b['failed']:4d} | "
+                  f"{u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
+                  f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}")
+        best_b = max(second["batched"].values(), key=lambda r: r["rps"])
+        best_u = max(second["unbatched"].values(), key=lambda r: r["rps"])
+        print(f"h2load peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched "
+              f"{best_u['rps']:.0f} req/s (p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x")
+    else:
+        print("second measurement: h2load not found (apt-get install nghttp2-client)")
+    w = wire
+    print(f"wire, per request, client->server (TCP payload through a counting relay): {w['up']:.1f} B = payload "
+          f"{w['payload']:.1f} B ({m['codec']['name']} bytes + 4 B CRC) + framing {w['up'] - w['payload']:.1f} B: "
+          f"KServe protobuf {w['message'] - w['payload']:.1f}, gRPC prefix 5, HTTP/2 frames and headers "
+          f"{w['up'] - w['message'] - 5:.1f}; server->client {w['down']:.1f} B")
     errors = sum(r["errors"] for res in results.values() for r in res.values())
     if errors:
         print(f"ERRORS: {errors} requests failed with something other than RESOURCE_EXHAUSTED")

@@ -32,7 +32,8 @@ def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
     v = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), v)  # BN stats off 0/1
     m = export_variables(cfg, v, str(tmp_path / "export"), onnx=True)
     assert m["edge_onnx"] == "edge.onnx" and os.path.getsize(tmp_path / "export" / "edge.onnx") > 10_000
-    s, batcher, _, port = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    port = s.port
     try:
         jax_client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}")
         onnx_client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}", onnx=True)
@@ -44,4 +45,4 @@ def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
         got = [r["label"] for r in onnx_client.classify(imgs)]
         assert got == [r["label"] for r in jax_client.classify(imgs)]
     finally:
-        srv.stop(s, batcher, grace=5)
+        s.stop(grace=5)

@@ -38,9 +38,9 @@ def export_dir(mock_imagenet, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(export_dir):
     from bottlenet_jax.serve import server as srv
-    s, batcher, service, port = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=0.05, queue_size=64)
-    yield service, f"127.0.0.1:{port}"
-    srv.stop(s, batcher, grace=5)
+    s = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=0.05, queue_size=64)
+    yield s.service, f"127.0.0.1:{s.port}"
+    s.stop(grace=5)
 
 
 def _images(n, seed=0):
@@ -122,9 +122,10 @@ def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds
 
 def test_full_queue_rejects_instead_of_hanging(export_dir):
     from bottlenet_jax.serve import server as srv
-    s, batcher, service, port = srv.start(export_dir, port=_free_port(), max_batch=1, max_delay=0.0, queue_size=1)
-    slow = service.model.infer
-    service.model.infer = lambda f: (time.sleep(0.5), slow(f))[1]
+    s = srv.start(export_dir, port=_free_port(), max_batch=1, max_delay=0.0, queue_size=1)
+    port = s.port
+    slow = s.model.infer
+    s.model.infer = lambda f: (time.sleep(0.5), slow(f))[1]
     try:
         from bottlenet_jax.serve.client import EdgeClient
         client = EdgeClient(export_dir, f"127.0.0.1:{port}")
@@ -137,7 +138,7 @@ def test_full_queue_rejects_instead_of_hanging(export_dir):
         assert time.perf_counter() - t < 5  # the rejected ones did not wait
         client.close()
     finally:
-        srv.stop(s, batcher, grace=5)
+        s.stop(grace=5)
 
 
 def _try(fn):
@@ -192,7 +193,8 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
     cfg = fashion_mnist_bottlenetpp.get_config()
     v = build_model(cfg, bn_axis_name=None).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     export_variables(cfg, v, str(tmp_path / "export"))
-    s, batcher, _, port = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    port = s.port
     try:
         client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}")
         imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
@@ -204,4 +206,4 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
                                    rtol=1e-5, atol=1e-5)
         client.close()
     finally:
-        srv.stop(s, batcher, grace=5)
+        s.stop(grace=5)

@@ -1,10 +1,11 @@
 """The cloud side's work, independent of the wire: payload validation, dynamic batching, the model.
 
-`CloudModel` owns the exported cloud half and the codec named in the export's manifest. Each
-payload is checked and decoded on its own (`decode_one`), so a bad one fails only its request.
+`PayloadDecoder` owns the codec named in the export's manifest: each payload is checked and
+decoded on its own (`decode_one`), so a bad one fails only its request. `CloudModel` owns the
+exported cloud half; `ModelProcess` runs it in a process of its own (see why there).
 `Batcher` collects decoded requests into batches (up to `max_batch` samples, waiting at most
 `max_delay` after the first), pads each batch to the next of a fixed set of sizes compiled at start-up
-(no request ever triggers a compile; `CloudModel.compiles_since_warmup` counts them to prove it),
+(no request ever triggers a compile; `compiles_since_warmup` counts them to prove it),
 and runs the cloud half once per batch. Its queue is bounded: when full, `submit` raises `QueueFull`
 at once instead of letting latency grow without limit.
 """
@@ -71,33 +72,16 @@ def bucket_sizes(max_batch: int) -> list[int]:
     return sizes + [max_batch]
 
 
-class CloudModel:
-    """The exported cloud half + codec: `decode_one(element)` -> features, `infer(features)` -> logits."""
+class PayloadDecoder:
+    """The export's codec and feature shape: `decode_one(element)` -> features, or PayloadError."""
 
-    def __init__(self, export_dir: str, max_batch: int = 32):
-        import jax
-
-        from bottlenet_jax.export import Half, load_codec, load_manifest
-        _CompileCounter.install()
-        self.manifest = load_manifest(export_dir)
-        self.codec = load_codec(self.manifest)
-        self.feature_shape = tuple(self.manifest["feature_shape"])
-        self.num_classes = int(self.manifest["model"]["num_classes"])
+    def __init__(self, manifest: dict):
+        from bottlenet_jax.export import load_codec
+        self.manifest = manifest
+        self.codec = load_codec(manifest)
+        self.feature_shape = tuple(manifest["feature_shape"])
         # The largest payload a sample can need: raw float32 features plus headers; more is not ours.
         self.max_payload = 4 * int(np.prod(self.feature_shape)) + 4096
-        cloud = Half(export_dir, "cloud")
-        self._variables = cloud.variables
-        self.sizes = bucket_sizes(max_batch)
-        fn = jax.jit(cloud.exported.call)
-        # Ahead of time, one executable per batch size: a request cannot trigger a compile.
-        self._compiled = {s: fn.lower(self._variables, jax.ShapeDtypeStruct((s, *self.feature_shape), np.float32))
-                          .compile() for s in self.sizes}
-        self._compiles_at_warmup = _CompileCounter.count
-
-    @property
-    def compiles_since_warmup(self) -> int:
-        """XLA compiles in this process since start-up (the server process: 0, by construction)."""
-        return _CompileCounter.count - self._compiles_at_warmup
 
     def decode_one(self, element: bytes) -> np.ndarray:
         """A framed payload -> float32 features [h, w, c], or PayloadError naming what is wrong."""
@@ -118,19 +102,118 @@ class CloudModel:
                                f"{list(self.feature_shape)}")
         return z[0]
 
+
+class CloudModel:
+    """The exported cloud half, compiled ahead of time per batch size: `infer(features)` -> logits."""
+
+    def __init__(self, export_dir: str, max_batch: int = 32):
+        import jax
+
+        from bottlenet_jax.export import Half, load_manifest
+        _CompileCounter.install()
+        manifest = load_manifest(export_dir)
+        self.feature_shape = tuple(manifest["feature_shape"])
+        self.num_classes = int(manifest["model"]["num_classes"])
+        cloud = Half(export_dir, "cloud")
+        self._variables = cloud.variables
+        self.sizes = bucket_sizes(max_batch)
+        fn = jax.jit(cloud.exported.call)
+        # Ahead of time, one executable per batch size: a request cannot trigger a compile.
+        self._compiled = {s: fn.lower(self._variables, jax.ShapeDtypeStruct((s, *self.feature_shape), np.float32))
+                          .compile() for s in self.sizes}
+        self._padded = {s: np.zeros((s, *self.feature_shape), np.float32) for s in self.sizes}
+        self._compiles_at_warmup = _CompileCounter.count
+
+    @property
+    def compiles_since_warmup(self) -> int:
+        """XLA compiles in this process since start-up (0, by construction)."""
+        return _CompileCounter.count - self._compiles_at_warmup
+
     def infer(self, features: np.ndarray) -> np.ndarray:
         """[n, h, w, c] -> logits [n, classes], n <= max_batch, padded to a compiled size."""
         n = len(features)
         size = next(s for s in self.sizes if s >= n)
-        padded = np.zeros((size, *self.feature_shape), np.float32)
+        padded = self._padded[size]
         padded[:n] = features
+        padded[n:] = 0
         return np.asarray(self._compiled[size](self._variables, padded))[:n]
+
+
+def _model_worker(export_dir: str, max_batch: int, conn):
+    """The model process: compile, then answer (shape, features bytes) with logits bytes."""
+    try:
+        model = CloudModel(export_dir, max_batch)
+    except Exception as e:  # reported by ModelProcess.__init__
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", model.sizes, model.num_classes))
+    while True:
+        try:
+            msg = conn.recv_bytes()
+        except EOFError:
+            return
+        if msg == b"compiles":
+            conn.send_bytes(model.compiles_since_warmup.to_bytes(8, "little"))
+            continue
+        n = int.from_bytes(msg[:4], "little")
+        features = np.frombuffer(msg, np.float32, offset=4).reshape(n, *model.feature_shape)
+        try:
+            conn.send_bytes(b"\0" + model.infer(features).astype(np.float32).tobytes())
+        except Exception as e:  # this batch fails, the process serves on
+            conn.send_bytes(b"\1" + f"{type(e).__name__}: {e}".encode())
+
+
+class ModelProcess:
+    """`CloudModel` in a process of its own, used through the same `infer`.
+
+    Why a process: XLA's CPU runtime needs the GIL many times during one execution, so a model
+    running in a thread beside a busy gRPC event loop waits on the GIL for most of each batch (a
+    25 ms batch took 0.5-1 s next to a Python loop). In its own process the model keeps a core to
+    itself; a batch crosses a pipe as raw float32 bytes."""
+
+    def __init__(self, export_dir: str, max_batch: int = 32):
+        import multiprocessing as mp
+        from bottlenet_jax.export import load_manifest
+        self.feature_shape = tuple(load_manifest(export_dir)["feature_shape"])
+        self._conn, child = mp.get_context("spawn").Pipe()
+        self._proc = mp.get_context("spawn").Process(target=_model_worker, args=(export_dir, max_batch, child),
+                                                     name="bottlenet-model", daemon=True)
+        self._proc.start()
+        child.close()
+        try:
+            msg = self._conn.recv()
+        except EOFError:
+            msg = ("error", f"the model process exited with code {self._proc.join(5) or self._proc.exitcode}")
+        if msg[0] == "error":
+            self._proc.join(5)
+            raise RuntimeError(f"{export_dir}: cannot load the cloud half: {msg[1]}")
+        _, self.sizes, self.num_classes = msg
+        self._lock = threading.Lock()
+
+    def infer(self, features: np.ndarray) -> np.ndarray:
+        features = np.ascontiguousarray(features, np.float32)
+        with self._lock:
+            self._conn.send_bytes(len(features).to_bytes(4, "little") + features.tobytes())
+            reply = self._conn.recv_bytes()
+        if reply[:1] != b"\0":
+            raise RuntimeError(reply[1:].decode())
+        return np.frombuffer(reply, np.float32, offset=1).reshape(len(features), self.num_classes)
+
+    @property
+    def compiles_since_warmup(self) -> int:
+        with self._lock:
+            self._conn.send_bytes(b"compiles")
+            return int.from_bytes(self._conn.recv_bytes(), "little")
+
+    def close(self):
+        self._conn.close()
+        self._proc.join(10)
 
 
 class Batcher:
     """Dynamic batching in one thread: requests in, one `model.infer` per batch, futures out."""
 
-    def __init__(self, model: CloudModel, max_batch: int, max_delay: float, queue_size: int):
+    def __init__(self, model: "CloudModel | ModelProcess", max_batch: int, max_delay: float, queue_size: int):
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()

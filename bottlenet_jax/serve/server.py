@@ -20,7 +20,7 @@ accepting requests, finish the ones in flight, then exit.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import asyncio
 import signal
 import struct
 import sys
@@ -32,7 +32,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from bottlenet_jax.serve.runtime import Batcher, CloudModel, PayloadError, QueueFull
+from bottlenet_jax.serve.runtime import Batcher, ModelProcess, PayloadDecoder, PayloadError, QueueFull
 
 MODEL, VERSION = "bottlenet", "1"
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -56,30 +56,31 @@ def bytes_elements(tensor, raw: bytes | None) -> list[bytes]:
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, model: CloudModel, batcher: Batcher):
-        self.model, self.batcher = model, batcher
+    def __init__(self, decoder: PayloadDecoder, model: ModelProcess, batcher: Batcher):
+        self.decoder, self.model, self.batcher = decoder, model, batcher
         self.failures = 0
 
     # -- health and metadata
-    def ServerLive(self, request, context):
+    async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
-    def ServerReady(self, request, context):
+    async def ServerReady(self, request, context):
         return pb.ServerReadyResponse(ready=True)
 
-    def ModelReady(self, request, context):
+    async def ModelReady(self, request, context):
         return pb.ModelReadyResponse(ready=request.name == MODEL and request.version in ("", VERSION))
 
-    def ServerMetadata(self, request, context):
+    async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="bottlenet-jax", version="0.1.0", extensions=["statistics"])
 
-    def _check_model(self, name, version, context):
+    @staticmethod
+    async def _check_model(name, version, context):
         if name != MODEL or version not in ("", VERSION):
-            context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} version {version!r}: this server has "
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} version {version!r}: this server has "
                                                      f"{MODEL!r} version {VERSION}")
 
-    def ModelMetadata(self, request, context):
-        self._check_model(request.name, request.version, context)
+    async def ModelMetadata(self, request, context):
+        await self._check_model(request.name, request.version, context)
         t = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
             name=MODEL, versions=[VERSION], platform="jax",
@@ -87,8 +88,8 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[t(name="LOGITS", datatype="FP32", shape=[-1, self.model.num_classes]),
                      t(name="CLASS", datatype="INT32", shape=[-1])])
 
-    def ModelConfig(self, request, context):
-        self._check_model(request.name, request.version, context)
+    async def ModelConfig(self, request, context):
+        await self._check_model(request.name, request.version, context)
         return pb.ModelConfigResponse(config=mc.ModelConfig(
             name=MODEL, platform="jax", max_batch_size=self.batcher.max_batch,
             input=[mc.ModelInput(name="PAYLOAD", data_type=mc.TYPE_STRING, dims=[1])],
@@ -98,9 +99,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 preferred_batch_size=self.model.sizes,
                 max_queue_delay_microseconds=int(self.batcher.max_delay * 1e6))))
 
-    def ModelStatistics(self, request, context):
+    async def ModelStatistics(self, request, context):
         if request.name:
-            self._check_model(request.name, request.version, context)
+            await self._check_model(request.name, request.version, context)
         b, d = self.batcher, pb.StatisticDuration
         stats = pb.ModelStatistics(
             name=MODEL, version=VERSION, inference_count=b.inferences, execution_count=b.executions,
@@ -110,22 +111,22 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelStatisticsResponse(model_stats=[stats])
 
     # -- inference
-    def ModelInfer(self, request, context):
-        self._check_model(request.model_name, request.model_version, context)
+    async def ModelInfer(self, request, context):
+        await self._check_model(request.model_name, request.model_version, context)
         try:
             wanted = [o.name for o in request.outputs] or ["LOGITS", "CLASS"]
             unknown = [n for n in wanted if n not in ("LOGITS", "CLASS")]
             if unknown:
                 raise PayloadError(f"requested outputs {unknown}: this model has LOGITS and CLASS")
             elements = self._payloads(request)
-            features = np.stack([self.model.decode_one(e) for e in elements])
-            logits = self.batcher.submit(features).result()
+            features = np.stack([self.decoder.decode_one(e) for e in elements])
+            logits = await asyncio.wrap_future(self.batcher.submit(features))
         except PayloadError as e:
             self.failures += 1
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except QueueFull as e:
             self.failures += 1
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         out, n = pb.ModelInferResponse.InferOutputTensor, len(logits)
         tensors = {"LOGITS": (out(name="LOGITS", datatype="FP32", shape=[n, logits.shape[1]]),
                               logits.astype("<f4").tobytes()),
@@ -150,28 +151,68 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return elements
 
 
+class Server:
+    """The gRPC server (grpc.aio, on its own event-loop thread) + batcher + model, started.
+
+    One event loop serves every connection: a request waiting for its batch is a suspended
+    coroutine, not a blocked thread, so thousands can wait without thread switching."""
+
+    def __init__(self, export_dir: str, host: str = "127.0.0.1", port: int = 8001, max_batch: int = 32,
+                 max_delay: float = 0.002, queue_size: int = 256):
+        from bottlenet_jax.export import load_manifest
+        self.decoder = PayloadDecoder(load_manifest(export_dir))
+        self.model = ModelProcess(export_dir, max_batch)
+        self.batcher = Batcher(self.model, max_batch, max_delay, queue_size)
+        self.service = InferenceService(self.decoder, self.model, self.batcher)
+        self._loop = asyncio.new_event_loop()
+        self._started: "asyncio.Future | None" = None
+        ready, failure = threading.Event(), []
+
+        async def serve():
+            self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
+                                                  ("grpc.max_send_message_length", MAX_MESSAGE)])
+            pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self._grpc)
+            try:
+                self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+            except RuntimeError:
+                self.port = 0
+            if not self.port:
+                failure.append(OSError(f"{host}:{port}: cannot listen there (in use?)"))
+                return
+            await self._grpc.start()
+
+        def run():
+            asyncio.set_event_loop(self._loop)
+            try:
+                self._loop.run_until_complete(serve())
+            except Exception as e:  # reported to the caller of __init__
+                failure.append(e)
+            ready.set()
+            if not failure:
+                self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="grpc-aio", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self.batcher.close()
+            self.model.close()
+            raise failure[0]
+
+    def stop(self, grace: float = 30.0):
+        """Stop accepting requests, let those in flight finish (up to `grace` s), then stop the batcher."""
+        asyncio.run_coroutine_threadsafe(self._grpc.stop(grace), self._loop).result()
+        self.batcher.close()
+        self.compiles_after_warmup = self.model.compiles_since_warmup
+        self.model.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
 def start(export_dir: str, host: str = "127.0.0.1", port: int = 8001, max_batch: int = 32,
-          max_delay: float = 0.002, queue_size: int = 256):
-    """Load the export, compile, and serve; returns (grpc server, batcher, service, bound port)."""
-    model = CloudModel(export_dir, max_batch)
-    batcher = Batcher(model, max_batch, max_delay, queue_size)
-    service = InferenceService(model, batcher)
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=queue_size + 16),
-                         options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE)])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(service, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if not bound:
-        batcher.close()
-        raise OSError(f"{host}:{port}: cannot listen there (in use?)")
-    server.start()
-    return server, batcher, service, bound
-
-
-def stop(server, batcher, grace: float = 30.0):
-    """Stop accepting requests, let those in flight finish (up to `grace` s), then stop the batcher."""
-    server.stop(grace).wait()
-    batcher.close()
+          max_delay: float = 0.002, queue_size: int = 256) -> Server:
+    """Load the export, compile, and serve (returns at once; `.stop()` drains and ends it)."""
+    return Server(export_dir, host, port, max_batch, max_delay, queue_size)
 
 
 def main(argv=None):
@@ -187,21 +228,21 @@ def main(argv=None):
         sys.exit("error: --max-batch and --queue must be >= 1, --max-delay-ms >= 0")
     from bottlenet_jax.checkpoint import CheckpointError
     try:
-        server, batcher, service, port = start(a.export, a.host, a.port, a.max_batch, a.max_delay_ms / 1e3, a.queue)
-    except (OSError, CheckpointError) as e:
+        server = start(a.export, a.host, a.port, a.max_batch, a.max_delay_ms / 1e3, a.queue)
+    except (OSError, RuntimeError, CheckpointError) as e:
         sys.exit(f"error: {e}")
-    m = service.model
-    print(f"serving {a.export} (RB{m.manifest['split_after']}, {m.manifest['codec']['name']}, features "
-          f"{list(m.feature_shape)}) as model {MODEL!r} on {a.host}:{port}; batch sizes {m.sizes}, "
+    m, port, batcher = server.decoder.manifest, server.port, server.batcher
+    print(f"serving {a.export} (RB{m['split_after']}, {m['codec']['name']}, features "
+          f"{m['feature_shape']}) as model {MODEL!r} on {a.host}:{port}; batch sizes {server.model.sizes}, "
           f"max delay {a.max_delay_ms} ms, queue {a.queue}", flush=True)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     print("stopping: finishing requests in flight", flush=True)
-    stop(server, batcher)
+    server.stop()
     print(f"stopped after {batcher.inferences} inferences in {batcher.executions} batches; "
-          f"compiles after warm-up: {m.compiles_since_warmup}", flush=True)
+          f"compiles after warm-up: {server.compiles_after_warmup}", flush=True)
 
 
 if __name__ == "__main__":
