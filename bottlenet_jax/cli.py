@@ -14,6 +14,33 @@ def _known():
     return ConfigError, CheckpointError, DataError
 
 
+def load_config_file(path: str, *overrides: str):
+    """`get_config()` of a config file given by path (as Flax's examples load theirs), with
+    `key.sub=value` overrides. The file may import its siblings as `configs.<name>`: the folder
+    holding the file's folder is put on sys.path, so the package never imports the repo root."""
+    import importlib.util
+
+    from bottlenet_jax.codecs import ConfigError
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config={path}: no such config file")
+    root = os.path.dirname(os.path.dirname(path))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    spec = importlib.util.spec_from_file_location(f"_config_{os.path.basename(path)[:-3]}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cfg = module.get_config()
+    for kv in overrides:
+        key, _, value = kv.partition("=")
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = type(node[leaf])(value)
+    return cfg
+
+
 def guarded(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)

@@ -77,6 +77,42 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, qualities
     return rows
 
 
+def input_image_jpeg(cfg, workdir: str, qualities) -> list[dict]:
+    """The reference BottleNet is measured against: each eval image (as the model sees it) sent as
+    a JPEG at each q (cv2), decoded, classified by the model in `workdir` (a plain, unsplit one).
+    One row per q (None first: the raw image): top1, bytes of the abbreviated stream (tables fixed
+    by q dropped, as the feature payloads) and of the full JFIF file."""
+    import cv2
+    import numpy as np
+
+    from bottlenet_jax.codecs import jpeg
+    from bottlenet_jax.data import loader, records
+    from bottlenet_jax.steps import normalize
+    batches = list(loader.eval_iterator(records.open_prepared(cfg.dataset, cfg.data_dir), cfg))
+    imgs = np.concatenate([b["image"][b["mask"]] for b in batches])
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    state = load_eval_state(workdir, parallel.make_mesh(jax.devices()[:1]))
+    model = build_model(cfg, bn_axis_name=None)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    f = jax.jit(lambda u8: model.apply(variables, normalize(u8, cfg.mean, cfg.std))[0])
+    grey = imgs.shape[-1] == 1
+    rows = []
+    for q in (None, *qualities):
+        full, abbr, dec = [imgs[0].size], [imgs[0].size], imgs
+        if q is not None:
+            encs = [cv2.imencode(".jpg", im[..., 0] if grey else cv2.cvtColor(im, cv2.COLOR_RGB2BGR),
+                                 [cv2.IMWRITE_JPEG_QUALITY, int(q)])[1] for im in imgs]
+            full = [e.size for e in encs]
+            abbr = [len(jpeg.abbreviate(e.tobytes(), False)) for e in encs]
+            dec = np.stack([cv2.imdecode(e, cv2.IMREAD_UNCHANGED) for e in encs])
+            dec = dec[..., None] if grey else dec[..., ::-1]
+        pred = np.concatenate([np.argmax(np.asarray(f(dec[i:i + 500])), -1) for i in range(0, len(dec), 500)])
+        rows.append({"q": q, "top1": float(np.mean(pred == labels)), "examples": len(labels),
+                     "bytes_payload_mean": float(np.mean(abbr)), "bytes_payload_median": float(np.median(abbr)),
+                     "bytes_full_mean": float(np.mean(full)), "bytes_full_median": float(np.median(full))})
+    return rows
+
+
 def write_sweep(rows, out_dir, title="", field="quality"):
     with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))

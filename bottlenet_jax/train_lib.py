@@ -87,12 +87,13 @@ def summarize_eval(parts: list[dict]) -> dict:
     return out
 
 
-def evaluate(p_eval, state, data, cfg, mesh) -> dict:
+def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None) -> dict:
+    """Summary over `split` (default cfg.eval_split)."""
     from bottlenet_jax.data import loader
     parts = [{k: parallel.to_host(v) for k, v in p_eval(state, parallel.shard_batch(b, mesh)).items()}
-             for b in loader.eval_iterator(data, cfg)]
+             for b in loader.eval_iterator(data, cfg, split=split)]
     if not parts:
-        raise ConfigError(f"eval_split={cfg.eval_split!r} gave no examples")
+        raise ConfigError(f"split={split or cfg.eval_split!r} gave no examples")
     return summarize_eval(parts)
 
 
@@ -118,6 +119,18 @@ def compile_steps(model, tx, mesh, cfg):
     return p_train, p_eval
 
 
+def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -> dict:
+    """eval_split, once, on the checkpoint with the best validation top-1 (else the last state)."""
+    best, meta = ckpt.restore(template, which="best") if cfg.validation_split else (None, None)
+    if best is None:
+        chosen = {"step": last_step, "checkpoint": "last"}
+    else:
+        state = parallel.replicate(best, mesh)
+        chosen = {"step": meta["step"], "checkpoint": f"best validation top-1 ({cfg.validation_split})",
+                  "validation_top1": meta["metrics"]["top1"]}
+    return {**chosen, "split": cfg.eval_split, **evaluate(p_eval, state, data, cfg, mesh)}
+
+
 def _writer(workdir):
     if jax.process_index() != 0:
         return None
@@ -126,12 +139,17 @@ def _writer(workdir):
 
 
 def train_and_evaluate(cfg, workdir: str) -> dict:
-    """Train (resuming from workdir if it holds checkpoints), evaluate, return the last eval summary."""
+    """Train (resuming from workdir if it holds checkpoints), then evaluate eval_split once; returns that summary."""
     return train(cfg, workdir)[1]
 
 
 def train(cfg, workdir: str):
-    """As train_and_evaluate, returning (final replicated TrainState, last eval summary)."""
+    """As train_and_evaluate, returning (final replicated TrainState, the test summary).
+
+    Periodic evaluations run on `validation_split` (held out from the training data) and pick the
+    "best" checkpoint; `eval_split` (the test split) is evaluated once, at the end, with that
+    checkpoint, so no reported test figure was used for selection. Without a validation split the
+    periodic evaluations are for monitoring only and the last checkpoint is the one reported."""
     parallel.maybe_initialize_distributed()
     model = build_model(cfg)  # config errors surface before any data or compile work
     mesh = parallel.make_mesh()
@@ -143,8 +161,10 @@ def train(cfg, workdir: str):
     total = cfg.num_train_steps if cfg.num_train_steps > 0 else int(cfg.num_epochs * steps_per_epoch)
     eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch
     channels = data.channels
+    periodic_split = cfg.validation_split or cfg.eval_split
 
     fresh, tx = create_train_state(cfg, model, channels, steps_per_epoch, total)
+    template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)  # fresh may be donated
     state, meta = ckpt.restore(fresh)
     if state is None:
         state = load_init(cfg, fresh)
@@ -179,14 +199,15 @@ def train(cfg, workdir: str):
             window, t0 = [], time.perf_counter()
         meta = {"step": step, "examples_seen": step * cfg.batch_size, "config": cfg.to_dict()}
         if step % eval_every == 0 or step == total:
-            summary = {"step": step, **evaluate(p_eval, state, data, cfg, mesh)}
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+            s = {"step": step, "split": periodic_split, **evaluate(p_eval, state, data, cfg, mesh, periodic_split)}
+            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()))
             if writer:
-                for k, v in summary.items():
-                    writer.add_scalar(f"eval/{k}", v, step)
+                for k, v in s.items():
+                    if not isinstance(v, str):
+                        writer.add_scalar(f"{'validation' if cfg.validation_split else 'eval'}/{k}", v, step)
             if jax.process_index() == 0:
-                write_json(os.path.join(workdir, f"eval_step_{step}.json"), summary)
-            ckpt.save(state, meta, metrics={"top1": summary["top1"]})
+                write_json(os.path.join(workdir, f"eval_step_{step}.json"), s)
+            ckpt.save(state, meta, metrics={"top1": s["top1"]} if cfg.validation_split else None)
         elif step % cfg.checkpoint_every_steps == 0:
             ckpt.save(state, meta)
         if step == cfg.debug_kill_after_checkpoint_step:
@@ -198,6 +219,11 @@ def train(cfg, workdir: str):
     if bar is not None:
         bar.close()
     train_it.close()
+    ckpt.wait()
+    summary = final_test(ckpt, template, state, data, cfg, mesh, p_eval, total)
+    if jax.process_index() == 0:
+        write_json(os.path.join(workdir, "test.json"), summary)
+    print("test:", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
     ckpt.close()
     if writer:
         writer.close()

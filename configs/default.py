@@ -29,6 +29,10 @@ def get_config():
     c.dataset = "imagenet2012"
     c.data_dir = ml_collections.config_dict.placeholder(str)  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets
     c.train_split = "train"
+    # validation_split: held out from the training data (e.g. "train[:10000]" with train_split
+    # "train[10000:]"); periodic evals run on it and pick the "best" checkpoint. eval_split is the
+    # test split, evaluated once at the end with that checkpoint. "": no selection (last checkpoint).
+    c.validation_split = ""
     c.eval_split = "validation"
     c.image_size = 224
     c.preprocess = "imagenet"  # imagenet: random-resized-crop + flip / centre crop; small: flip only

@@ -16,10 +16,11 @@ from configs import default
 def get_config():
     c = default.get_config()
     c.model.update(depth=50, width=8, stem="small", num_classes=10)
-    c.split.update(after=1, unit=True, channels=4, kernel=2, stride=2)
-    c.codec.update(name="jpeg", quality=50)
+    c.split.update(after=1, unit=True, channels=2, kernel=2, stride=2)
+    c.codec.update(name="jpeg", quality=30)
     c.dataset = "fashion_mnist_local"
-    c.train_split = "train"
+    c.train_split = "train[5000:]"
+    c.validation_split = "train[:5000]"  # model selection; the test split is evaluated once, at the end
     c.eval_split = "test"
     c.image_size = 28
     c.preprocess = "small"

@@ -12,6 +12,8 @@ def get_config():
     c.model.update(depth=18, width=8, stem="imagenet", num_classes=1000)
     c.split.update(after=2, unit=True, channels=4, kernel=2, stride=2)
     c.codec.update(name="jpeg", quality=50)
+    c.train_split = "train[16:]"
+    c.validation_split = "train[:16]"
     c.image_size = 64
     c.batch_size = 8
     c.eval_batch_size = 8

@@ -50,6 +50,8 @@ def test_trains_evaluates_and_saves(uninterrupted):
     assert 0 < s["bytes_payload_mean"] < s["bytes_full_mean"]
     assert sorted(os.listdir(wd / "checkpoints")) == ["2", "4", "6"]
     assert os.listdir(wd / "best") == ["6"] and (wd / "eval_step_6.json").exists()
+    assert s["checkpoint"].startswith("best validation") and s["split"] == "validation"  # test split, once
+    assert json.loads((wd / "eval_step_6.json").read_text())["split"] == "train[:16]"
     assert any(f.startswith("events") for f in os.listdir(wd / "tensorboard"))
     assert not out["tensorflow_imported"]  # the grain/OpenCV loader: TensorFlow only prepares datasets
 

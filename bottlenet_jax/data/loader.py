@@ -203,13 +203,13 @@ def train_iterator(data, cfg, start_step: int = 0, process_index=None, process_c
     return _iterate(ds, cfg)
 
 
-def eval_iterator(data, cfg, process_index=None, process_count=None):
-    """Each example of eval_split once (the first eval_examples if > 0); batches padded to full size
-    with mask=0 rows, and every process yields the same number of batches."""
+def eval_iterator(data, cfg, process_index=None, process_count=None, split: str | None = None):
+    """Each example of `split` (default cfg.eval_split) once (the first eval_examples if > 0); batches
+    padded to full size with mask=0 rows, and every process yields the same number of batches."""
     _check_mode(cfg)
     p, n_proc = _processes(process_index, process_count)
     local = cfg.eval_batch_size // n_proc
-    source, lo, hi = data.select(cfg.eval_split)
+    source, lo, hi = data.select(split or cfg.eval_split)
     if cfg.eval_examples > 0:
         hi = min(hi, lo + cfg.eval_examples)
     n_batches = -(-(-(-(hi - lo) // n_proc)) // local)  # of the largest process slice

@@ -114,33 +114,11 @@ def _pick(r):
 
 def input_jpeg_rows(a, cfg, workdir, qualities, rows):
     """The baseline on JPEG'd input images: bytes of each image and the accuracy it still gives."""
-    from bottlenet_jax.data import loader, records
-    from bottlenet_jax.evaluation import load_eval_state
-    from bottlenet_jax.models import build_model
-    from bottlenet_jax.steps import normalize
-    from bottlenet_jax import parallel
-    batches = list(loader.eval_iterator(records.open_prepared(cfg.dataset, cfg.data_dir), cfg))
-    imgs = np.concatenate([b["image"][b["mask"]][..., 0] for b in batches])
-    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
-    state = load_eval_state(workdir, parallel.make_mesh(jax.devices()[:1]))
-    model = build_model(cfg, bn_axis_name=None)
-    f = jax.jit(lambda x: model.apply({"params": state.params, "batch_stats": state.batch_stats}, x)[0])
-    norm = lambda u8: normalize(u8[..., None], cfg.mean, cfg.std)
-    for q in (None, *qualities):
-        full, abbr, dec = [], [], imgs
-        if q is not None:
-            encs = [cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, q])[1] for im in imgs]
-            full = [e.size for e in encs]
-            abbr = [len(jpeg.abbreviate(e.tobytes(), False)) for e in encs]
-            dec = np.stack([cv2.imdecode(e, cv2.IMREAD_UNCHANGED) for e in encs])
-        pred = np.concatenate([np.argmax(np.asarray(f(norm(dec[i:i + 500]))), -1) for i in range(0, len(dec), 500)])
-        raw = imgs[0].size
-        rows.append({"method": "input image JPEG" if q else "input image raw", "split": "input", "C'": "", "stride": "",
-                     "q": q or "", "top1": round(float(np.mean(pred == labels)), 5), "examples": len(labels),
-                     "bytes_payload_mean": round(float(np.mean(abbr)), 2) if q else raw,
-                     "bytes_payload_median": float(np.median(abbr)) if q else raw,
-                     "bytes_full_mean": round(float(np.mean(full)), 2) if q else raw,
-                     "bytes_full_median": float(np.median(full)) if q else raw})
+    from bottlenet_jax.evaluation import input_image_jpeg
+    for r in input_image_jpeg(cfg, workdir, qualities):
+        q = r.pop("q")
+        rows.append({"method": "input image JPEG" if q else "input image raw", "split": "input", "C'": "",
+                     "stride": "", "q": q or "", **{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()}})
 
 
 def write_outputs(rows, a, wall, argv):
