@@ -26,6 +26,7 @@ def _cfg(**kw):
     from configs import fashion_mnist
     cfg = fashion_mnist.get_config()
     cfg.batch_size, cfg.eval_batch_size = 8, 8
+    cfg.train_split, cfg.validation_split = "train", ""  # the tiny dataset has 40 training images
     cfg.update(kw)
     return cfg
 
