@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test smoke repro data clean
+.PHONY: demo test lint smoke repro data clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: $(VENV)/.data-installed data
 
 test: $(VENV)/.test-installed data
 	$(PY) -m pytest -q
+
+# ruff: lint rules and formatting as configured in pyproject.toml (fix: ruff check --fix . && ruff format .)
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
 smoke: $(VENV)/.test-installed data

@@ -6,6 +6,7 @@ Uses the config saved in DIR (config.json) and its best (else latest) checkpoint
 the same weights at other codec settings (JPEG quality, AWGN sigma, BEC p) and writes
 DIR/sweep/sweep.{csv,png}.
 """
+
 from absl import app, flags
 
 from bottlenet_jax import cli
@@ -21,8 +22,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from bottlenet_jax.codecs import ConfigError
+    from bottlenet_jax.errors import ConfigError
     from bottlenet_jax.evaluation import evaluate_workdir
+
     try:
         qualities = [float(q) if any(ch in q for ch in ".eE") else int(q) for q in FLAGS.sweep]
     except ValueError:

@@ -3,6 +3,7 @@
 Re-running with the same --workdir resumes from its newest checkpoint. Config values can be
 overridden on the command line: --config.codec.quality=30 --config.split.after=4.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -18,8 +19,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from bottlenet_jax import train_lib
+    from bottlenet_jax.actions import fmt
+
     summary = cli.guarded(train_lib.train_and_evaluate, FLAGS.config, FLAGS.workdir)
-    print("final eval:", cli.fmt(summary))
+    print("final eval:", fmt(summary))
 
 
 if __name__ == "__main__":

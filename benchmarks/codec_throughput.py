@@ -12,6 +12,7 @@ the pool more than pays for the callback). The device backend (`jpeg_xla.jpeg_de
 bits computed in XLA) is timed the same way, `jit dev ms`. Then pool scaling 1..cores for one size.
 All numbers come from one run of this script: compare ratios, not absolute times across machines.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,7 @@ import numpy as np  # noqa: E402
 
 from bottlenet_jax.codecs import JpegCodec  # noqa: E402
 from bottlenet_jax.codecs.base import quantize_u8_np  # noqa: E402
-from bottlenet_jax.codecs.jpeg import POOLS, host_threads, jpeg_roundtrip_np, tile  # noqa: E402
+from bottlenet_jax.codecs.jpeg import POOLS, host_workers, jpeg_roundtrip_np, tile  # noqa: E402
 
 
 def maps(rng, b, s, c):
@@ -61,6 +62,7 @@ def bare_loop(u8, quality, layout):
         for img in imgs:
             ok, enc = cv2.imencode(".jpg", img, params)
             cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+
     return run
 
 
@@ -69,7 +71,7 @@ def measure(b, s, c, quality, runs, threads=0, layout="grid", pools=POOLS, host=
     x = maps(np.random.default_rng(0), b, s, c)
     xd = jax.device_put(x)
     t_jit = {}
-    codecs = {pool: JpegCodec(quality=quality, layout=layout, threads=threads, pool=pool) for pool in pools}
+    codecs = {pool: JpegCodec(quality=quality, layout=layout, workers=threads, pool=pool) for pool in pools}
     if host:
         codecs["device"] = JpegCodec(quality=quality, layout=layout, backend="device")
     for name, codec in codecs.items():
@@ -78,7 +80,7 @@ def measure(b, s, c, quality, runs, threads=0, layout="grid", pools=POOLS, host=
     if not host:
         return t_jit, None, None
     u8 = quantize_u8_np(x)
-    t_host = median_time(lambda: jpeg_roundtrip_np(u8, quality, layout, threads=threads), runs)
+    t_host = median_time(lambda: jpeg_roundtrip_np(u8, quality, layout, workers=threads), runs)
     return t_jit, t_host, median_time(bare_loop(u8, quality, layout), runs)
 
 
@@ -93,26 +95,37 @@ def main():
     a = p.parse_args()
     if a.smoke:
         a.batch, a.size, a.channels, a.runs = [32], [28], [4], 3
-    print(f"# {platform.node()} | {platform.processor() or platform.machine()} | {host_threads()} host threads | "
-          f"jax {jax.__version__} on {jax.devices()[0].platform} | cv2 {cv2.__version__} | q={a.quality} | median of {a.runs}")
-    print(f"{'batch':>5} {'map':>5} {'C':>3} {'jit thr ms':>11} {'jit proc ms':>12} {'jit dev ms':>11} "
-          f"{'host thr ms':>12} {'bare cv2 ms':>12} {'thr/bare':>9} {'proc/bare':>10} {'dev/bare':>9}")
+    print(
+        f"# {platform.node()} | {platform.processor() or platform.machine()} | {host_workers()} host threads | "
+        f"jax {jax.__version__} on {jax.devices()[0].platform} | cv2 {cv2.__version__} | q={a.quality} | "
+        f"median of {a.runs}"
+    )
+    print(
+        f"{'batch':>5} {'map':>5} {'C':>3} {'jit thr ms':>11} {'jit proc ms':>12} {'jit dev ms':>11} "
+        f"{'host thr ms':>12} {'bare cv2 ms':>12} {'thr/bare':>9} {'proc/bare':>10} {'dev/bare':>9}"
+    )
     for b in a.batch:
         for s in a.size:
             for c in a.channels:
                 tj, th, tb = measure(b, s, c, a.quality, a.runs)
-                print(f"{b:>5} {s:>4}² {c:>3} {1e3 * tj['threads']:>11.2f} {1e3 * tj['processes']:>12.2f} "
-                      f"{1e3 * tj['device']:>11.2f} {1e3 * th:>12.2f} {1e3 * tb:>12.2f} {tj['threads'] / tb:>9.2f} "
-                      f"{tj['processes'] / tb:>10.2f} {tj['device'] / tb:>9.2f}", flush=True)
+                print(
+                    f"{b:>5} {s:>4}² {c:>3} {1e3 * tj['threads']:>11.2f} {1e3 * tj['processes']:>12.2f} "
+                    f"{1e3 * tj['device']:>11.2f} {1e3 * th:>12.2f} {1e3 * tb:>12.2f} {tj['threads'] / tb:>9.2f} "
+                    f"{tj['processes'] / tb:>10.2f} {tj['device'] / tb:>9.2f}",
+                    flush=True,
+                )
     b, s, c = a.batch[-1], a.size[0], a.channels[-1]
     print(f"\n# pool scaling, batch {b}, {s}x{s}x{c}: jit ms")
     print(f"{'workers':>7} {'threads':>9} {'processes':>10} {'thr speed-up':>13} {'proc speed-up':>14}")
     base = None
-    for t in range(1, host_threads() + 1):
+    for t in range(1, host_workers() + 1):
         tj, _, _ = measure(b, s, c, a.quality, a.runs, threads=t, host=False)
         base = base or tj["threads"]
-        print(f"{t:>7} {1e3 * tj['threads']:>9.2f} {1e3 * tj['processes']:>10.2f} {base / tj['threads']:>13.2f} "
-              f"{base / tj['processes']:>14.2f}", flush=True)
+        print(
+            f"{t:>7} {1e3 * tj['threads']:>9.2f} {1e3 * tj['processes']:>10.2f} {base / tj['threads']:>13.2f} "
+            f"{base / tj['processes']:>14.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

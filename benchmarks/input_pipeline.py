@@ -16,6 +16,7 @@ Bare and loader rounds alternate (`--rounds`), and each ratio uses the median of
 the machines are shared and noisy. `--train` adds the end-to-end figure: the trainer's jitted step
 (BottleNet RB1, `--codec`) fed from the loader vs the same step on one synthetic on-device batch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,6 +59,7 @@ def _bare_worker(jpegs, start, rates):
 def bare_parallel(jpegs, n):
     """Summed img/s of n processes running the bare loop at once: what the host's cores allow."""
     import multiprocessing as mp
+
     ctx = mp.get_context("spawn")
     start, rates = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_bare_worker, args=(jpegs, start, rates)) for _ in range(n)]
@@ -73,6 +75,7 @@ def bare_parallel(jpegs, n):
 
 def loader_rate(data, cfg, batches, warmup=2):
     from bottlenet_jax.data import loader
+
     it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
     for _ in range(warmup):
         next(it)
@@ -90,6 +93,7 @@ def stage_profile(data, jpegs, res, n=512):
     from collections import defaultdict
 
     from bottlenet_jax.data import loader, records
+
     source, lo, hi = data.select("train")
     spent, out = defaultdict(float), np.empty((res, res, 3), np.uint8)
     t = time.perf_counter()
@@ -120,20 +124,30 @@ def _tick(spent, key, t0):
 def end_to_end(data, cfg, a):
     """(loader-fed img/s, synthetic img/s) of the trainer's step; alternating blocks of steps."""
     import jax
+    from train_throughput import make_variant  # noqa: E402  (same folder)
+
     from bottlenet_jax import parallel
     from bottlenet_jax.data import loader
-    from train_throughput import make_variant  # noqa: E402  (same folder)
+
     mesh = parallel.make_mesh()
-    v = make_variant(a.variant, argparse.Namespace(depth=50, width=64, dtype=a.dtype, res=a.res, batch=a.batch // mesh.size,
-                                                   channels=8, quality=50), mesh)
+    v = make_variant(
+        a.variant,
+        argparse.Namespace(
+            depth=50, width=64, dtype=a.dtype, res=a.res, batch=a.batch // mesh.size, channels=8, quality=50
+        ),
+        mesh,
+    )
     it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
     fed, synth = [], []
     for block in range(2 * a.rounds + 1):
         use_loader = block % 2 == 0
         t = time.perf_counter()
         for _ in range(a.steps):
-            batch = parallel.shard_batch({k: b for k, b in next(it).items() if k in ("image", "label")}, mesh) \
-                if use_loader else v["batch"]
+            batch = (
+                parallel.shard_batch({k: b for k, b in next(it).items() if k in ("image", "label")}, mesh)
+                if use_loader
+                else v["batch"]
+            )
             v["state"], m = v["step"](v["state"], batch)
         jax.block_until_ready(m)
         if block:  # the first block compiles and fills the pipeline
@@ -149,8 +163,12 @@ def main():
     p.add_argument("--res", type=int, default=224)
     p.add_argument("--batches", type=int, default=12, help="timed batches per loader round")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--workers", default="1,2,0x2", help="comma-separated worker-process counts W, or WxT for T "
-                   "decode threads each (default 1 thread; W=0: in this process)")
+    p.add_argument(
+        "--workers",
+        default="1,2,0x2",
+        help="comma-separated worker-process counts W, or WxT for T "
+        "decode threads each (default 1 thread; W=0: in this process)",
+    )
     p.add_argument("--train", action="store_true", help="also the end-to-end step rate (GPU host)")
     p.add_argument("--variant", default="rb1_jpeg_device", help="train_throughput.py variant for --train")
     p.add_argument("--dtype", default="bfloat16")
@@ -163,10 +181,16 @@ def main():
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bottlenet_jax.data import records
     from configs import default
+
     jpegs = make_jpegs(a.examples)
     tmp = tempfile.mkdtemp(prefix="bench_records_")
-    root = records.write_prepared(os.path.join(tmp, "bench"), "bench", 3, [str(i) for i in range(1000)],
-                                  {"train": (((i % 1000, 375, 500, j) for i, j in enumerate(jpegs)), len(jpegs))})
+    root = records.write_prepared(
+        os.path.join(tmp, "bench"),
+        "bench",
+        3,
+        [str(i) for i in range(1000)],
+        {"train": (((i % 1000, 375, 500, j) for i, j in enumerate(jpegs)), len(jpegs))},
+    )
     data = records.Prepared(root)
     cfg = default.get_config()
     cfg.update(image_size=a.res, batch_size=a.batch, train_split="train")
@@ -182,26 +206,38 @@ def main():
             cfg.data_workers, cfg.data_threads = w
             rates[w].append(loader_rate(data, cfg, a.batches))
     b = statistics.median(bare)
-    print(f"# {platform.node()} | {os.cpu_count()} host cores | opencv {cv2.__version__} | {a.examples} JPEGs 500x375 q90, "
-          f"mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB | {a.res} px, batch {a.batch} | median of {a.rounds} rounds")
+    print(
+        f"# {platform.node()} | {os.cpu_count()} host cores | opencv {cv2.__version__} | {a.examples} JPEGs "
+        f"500x375 q90, mean {np.mean([len(j) for j in jpegs]) / 1024:.0f} KiB | {a.res} px, batch {a.batch} | "
+        f"median of {a.rounds} rounds"
+    )
     print(f"{'pipeline':34s} {'img/s':>8s} {'x bare':>7s}")
     print(f"{'bare cv2.imdecode, 1 thread':34s} {b:8.0f} {1:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in bare)})")
     if par:
         m = statistics.median(par)
-        print(f"{f'bare, {n_max} processes at once':34s} {m:8.0f} {m / b:7.2f}   (rounds: "
-              f"{', '.join(f'{x:.0f}' for x in par)}; what the cores allow)")
+        print(
+            f"{f'bare, {n_max} processes at once':34s} {m:8.0f} {m / b:7.2f}   (rounds: "
+            f"{', '.join(f'{x:.0f}' for x in par)}; what the cores allow)"
+        )
     for w, t in counts:
         r = statistics.median(rates[w, t])
         name = (f"loader, {w} worker process{'es' if w != 1 else ''}" if w else "loader, in-process") + f" x {t} thr"
         print(f"{name:34s} {r:8.0f} {r / b:7.2f}   (rounds: {', '.join(f'{x:.0f}' for x in rates[w, t])})")
-    print(f"where one example's time goes (one thread): " + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
-          + f" ms; sum {sum(stages.values()):.3f} ms vs bare decode {1e3 / b:.3f} ms")
+    print(
+        "where one example's time goes (one thread): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
+        + f" ms; sum {sum(stages.values()):.3f} ms vs bare decode {1e3 / b:.3f} ms"
+    )
     if a.train:
         cfg.data_workers, cfg.data_threads = counts[-1]
         fed, synth = end_to_end(data, cfg, a)
-        print(f"end to end ({a.variant}, {a.dtype}, loader {counts[-1][0]}x{counts[-1][1]}): loader-fed {fed:.0f} img/s, synthetic "
-              f"{synth:.0f} img/s, ratio {fed / synth:.3f}")
+        print(
+            f"end to end ({a.variant}, {a.dtype}, loader {counts[-1][0]}x{counts[-1][1]}): loader-fed {fed:.0f} "
+            f"img/s, synthetic "
+            f"{synth:.0f} img/s, ratio {fed / synth:.3f}"
+        )
     import shutil
+
     shutil.rmtree(tmp, ignore_errors=True)
 
 

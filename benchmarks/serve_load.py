@@ -16,6 +16,7 @@ are real: the export's edge half and codec on random-content images. Bytes on th
 are counted by a TCP relay between one client and the server (both directions' TCP payload: HTTP/2,
 gRPC and protobuf framing included), next to the payload itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ def random_export(out):
     from bottlenet_jax.models import build_model
     from bottlenet_jax.train_lib import create_train_state
     from configs import fashion_mnist
+
     cfg = fashion_mnist.get_config()
     state, _ = create_train_state(cfg, build_model(cfg), 1, 10, 10)
     wd = os.path.join(out, "wd")
@@ -58,9 +60,26 @@ def free_port():
 
 
 def start_server(export, port, max_batch, delay_ms, queue):
-    p = subprocess.Popen([sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", str(port),
-                          "--max-batch", str(max_batch), "--max-delay-ms", str(delay_ms), "--queue", str(queue)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bottlenet_jax.serve",
+            "--export",
+            export,
+            "--port",
+            str(port),
+            "--max-batch",
+            str(max_batch),
+            "--max-delay-ms",
+            str(delay_ms),
+            "--queue",
+            str(queue),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError(f"server did not start: {line}{p.stdout.read()[-2000:]}")
@@ -69,6 +88,7 @@ def start_server(export, port, max_batch, delay_ms, queue):
 
 def stats(addr):
     import tritonclient.grpc as tc
+
     c = tc.InferenceServerClient(addr)
     s = c.get_inference_statistics("bottlenet", as_json=True)["model_stats"][0]
     c.close()
@@ -78,10 +98,18 @@ def stats(addr):
 def infer_requests(payloads):
     """One ModelInferRequest per payload, as a KServe v2 client builds it (BYTES [1], output CLASS)."""
     from tritonclient.grpc import service_pb2 as pb
+
     t, o = pb.ModelInferRequest.InferInputTensor, pb.ModelInferRequest.InferRequestedOutputTensor
-    return [pb.ModelInferRequest(model_name="bottlenet", outputs=[o(name="CLASS")],
-                                 inputs=[t(name="PAYLOAD", datatype="BYTES", shape=[1],
-                                           contents=pb.InferTensorContents(bytes_contents=[p]))]) for p in payloads]
+    return [
+        pb.ModelInferRequest(
+            model_name="bottlenet",
+            outputs=[o(name="CLASS")],
+            inputs=[
+                t(name="PAYLOAD", datatype="BYTES", shape=[1], contents=pb.InferTensorContents(bytes_contents=[p]))
+            ],
+        )
+        for p in payloads
+    ]
 
 
 def closed_loop(addr, requests, concurrency, seconds):
@@ -91,6 +119,7 @@ def closed_loop(addr, requests, concurrency, seconds):
 
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
     lat, codes = [], {}
 
     async def run():
@@ -108,27 +137,38 @@ def closed_loop(addr, requests, concurrency, seconds):
                     except grpc.aio.AioRpcError as e:
                         codes[e.code().name] = codes.get(e.code().name, 0) + 1
                     i += concurrency
+
             t0 = time.perf_counter()
             await asyncio.gather(*(client(k) for k in range(concurrency)))
             return time.perf_counter() - t0
+
     n0, e0 = stats(addr)
     wall = asyncio.run(run())
     n1, e1 = stats(addr)
     ms = np.array(lat) * 1e3
     rejects = codes.pop("RESOURCE_EXHAUSTED", 0)
-    return {"rps": len(lat) / wall, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
-            "p99": np.percentile(ms, 99), "fill": (n1 - n0) / max(1, e1 - e0), "rejects": rejects,
-            "errors": sum(codes.values()), "n": len(lat)}
+    return {
+        "rps": len(lat) / wall,
+        "p50": np.percentile(ms, 50),
+        "p95": np.percentile(ms, 95),
+        "p99": np.percentile(ms, 99),
+        "fill": (n1 - n0) / max(1, e1 - e0),
+        "rejects": rejects,
+        "errors": sum(codes.values()),
+        "n": len(lat),
+    }
 
 
 def h2load(port, request, concurrency, n):
     """The same closed loop measured by nghttp2's h2load (C; one connection, `concurrency` streams),
     posting one gRPC-framed request: a second, independent client. None when h2load is missing."""
     import shutil
+
     if not shutil.which("h2load"):
         return None
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
     with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:  # h2load would count a gRPC error as a success
         pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(request, timeout=60)
     with tempfile.TemporaryDirectory() as d:
@@ -136,15 +176,40 @@ def h2load(port, request, concurrency, n):
         msg = request.SerializeToString()
         with open(body, "wb") as f:
             f.write(b"\0" + len(msg).to_bytes(4, "big") + msg)  # gRPC message prefix: uncompressed, length
-        out = subprocess.run(["h2load", "-n", str(n), "-c", "1", "-m", str(concurrency), "-d", body,
-                              "-H", "content-type: application/grpc", "-H", "te: trailers", "--log-file", log,
-                              f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer"],
-                             capture_output=True, text=True, timeout=600).stdout
-        rows = [line.split("\t") for line in open(log).read().splitlines()]
+        out = subprocess.run(
+            [
+                "h2load",
+                "-n",
+                str(n),
+                "-c",
+                "1",
+                "-m",
+                str(concurrency),
+                "-d",
+                body,
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                "--log-file",
+                log,
+                f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
+        with open(log) as f:
+            rows = [line.split("\t") for line in f.read().splitlines()]
     ok = [int(r[2]) / 1e3 for r in rows if r[1] == "200"]
     rps = float(out.split(" req/s")[0].rsplit(" ", 1)[1])
-    return {"rps": rps, "p50": np.percentile(ok, 50), "p95": np.percentile(ok, 95), "p99": np.percentile(ok, 99),
-            "failed": len(rows) - len(ok)}
+    return {
+        "rps": rps,
+        "p50": np.percentile(ok, 50),
+        "p95": np.percentile(ok, 95),
+        "p99": np.percentile(ok, 99),
+        "failed": len(rows) - len(ok),
+    }
 
 
 class Relay:
@@ -178,6 +243,7 @@ def wire_bytes(port, requests, n=200):
     """Mean bytes per request each way on one TCP connection (HPACK tables warm after 20 requests)."""
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
     relay = Relay(port)
     with grpc.insecure_channel(f"127.0.0.1:{relay.port}") as ch:
         stub = pb_grpc.GRPCInferenceServiceStub(ch)
@@ -190,9 +256,12 @@ def wire_bytes(port, requests, n=200):
         time.sleep(0.2)
         up, down = relay.up - up0, relay.down - down0
     sent = [requests[k % len(requests)] for k in range(n)]
-    return {"up": up / n, "down": down / n,
-            "payload": float(np.mean([len(r.inputs[0].contents.bytes_contents[0]) for r in sent])),
-            "message": float(np.mean([r.ByteSize() for r in sent]))}
+    return {
+        "up": up / n,
+        "down": down / n,
+        "payload": float(np.mean([len(r.inputs[0].contents.bytes_contents[0]) for r in sent])),
+        "message": float(np.mean([r.ByteSize() for r in sent])),
+    }
 
 
 def main():
@@ -211,6 +280,7 @@ def main():
     export = a.export or random_export(tmp)
     from bottlenet_jax.export import Half, load_codec, load_manifest
     from bottlenet_jax.serve.runtime import frame
+
     m = load_manifest(export)
     edge, codec = Half(export, "edge"), load_codec(m)
     imgs = np.random.default_rng(0).normal(size=(64, *m["input_shape"])).astype(np.float32)
@@ -223,46 +293,61 @@ def main():
         try:
             closed_loop(f"127.0.0.1:{port}", requests, 4, 0.5)  # warm-up
             results[name] = {c: closed_loop(f"127.0.0.1:{port}", requests, c, a.seconds) for c in levels}
-            second[name] = {c: h2load(port, requests[0], c, max(c, int(results[name][c]["rps"] * a.seconds)))
-                            for c in levels}
+            second[name] = {
+                c: h2load(port, requests[0], c, max(c, int(results[name][c]["rps"] * a.seconds))) for c in levels
+            }
             if name == "batched":
                 wire = wire_bytes(port, requests, 40 if a.smoke else 200)
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=60)
         print(f"[{name} server] {out.strip().splitlines()[-1]}")
-    print(f"# {os.cpu_count()} host cores | export {export} (RB{m['split_after']}, {m['codec']['name']}, features "
-          f"{m['feature_shape']}) | closed loop, {a.seconds:g} s per level, loopback | batched: max batch "
-          f"{a.max_batch}, max delay {a.max_delay_ms:g} ms, queue {a.queue}")
-    print(f"{'conc':>4s} | {'batched req/s':>13s} {'p50':>6s} {'p95':>6s} {'p99':>6s} {'fill':>5s} {'rej':>4s} | "
-          f"{'unbatched req/s':>15s} {'p50':>6s} {'p95':>6s} {'p99':>6s} | {'thr x':>5s} {'p95 x':>5s}")
+    print(
+        f"# {os.cpu_count()} host cores | export {export} (RB{m['split_after']}, {m['codec']['name']}, features "
+        f"{m['feature_shape']}) | closed loop, {a.seconds:g} s per level, loopback | batched: max batch "
+        f"{a.max_batch}, max delay {a.max_delay_ms:g} ms, queue {a.queue}"
+    )
+    print(
+        f"{'conc':>4s} | {'batched req/s':>13s} {'p50':>6s} {'p95':>6s} {'p99':>6s} {'fill':>5s} {'rej':>4s} | "
+        f"{'unbatched req/s':>15s} {'p50':>6s} {'p95':>6s} {'p99':>6s} | {'thr x':>5s} {'p95 x':>5s}"
+    )
     for c in levels:
         b, u = results["batched"][c], results["unbatched"][c]
-        print(f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {b['fill']:5.1f} "
-              f"{b['rejects']:4d} | {u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
-              f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}")
+        print(
+            f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {b['fill']:5.1f} "
+            f"{b['rejects']:4d} | {u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
+            f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}"
+        )
     best_b = max(results["batched"].values(), key=lambda r: r["rps"])
     best_u = max(results["unbatched"].values(), key=lambda r: r["rps"])
-    print(f"peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched {best_u['rps']:.0f} req/s "
-          f"(p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x")
+    print(
+        f"peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched {best_u['rps']:.0f} req/s "
+        f"(p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x"
+    )
     if all(second[k][c] for k in second for c in levels):
         print("second measurement, h2load (C, one connection, C streams; same request each time):")
         for c in levels:
             b, u = second["batched"][c], second["unbatched"][c]
-            print(f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {'':5s} {b['failed']:4d} | "
-                  f"{u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
-                  f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}")
+            print(
+                f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {'':5s} {b['failed']:4d} | "
+                f"{u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
+                f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}"
+            )
         best_b = max(second["batched"].values(), key=lambda r: r["rps"])
         best_u = max(second["unbatched"].values(), key=lambda r: r["rps"])
-        print(f"h2load peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched "
-              f"{best_u['rps']:.0f} req/s (p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x")
+        print(
+            f"h2load peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched "
+            f"{best_u['rps']:.0f} req/s (p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x"
+        )
     else:
         print("second measurement: h2load not found (apt-get install nghttp2-client)")
     w = wire
-    print(f"wire, per request, client->server (TCP payload through a counting relay): {w['up']:.1f} B = payload "
-          f"{w['payload']:.1f} B ({m['codec']['name']} bytes + 4 B CRC) + framing {w['up'] - w['payload']:.1f} B: "
-          f"KServe protobuf {w['message'] - w['payload']:.1f}, gRPC prefix 5, HTTP/2 frames and headers "
-          f"{w['up'] - w['message'] - 5:.1f}; server->client {w['down']:.1f} B")
+    print(
+        f"wire, per request, client->server (TCP payload through a counting relay): {w['up']:.1f} B = payload "
+        f"{w['payload']:.1f} B ({m['codec']['name']} bytes + 4 B CRC) + framing {w['up'] - w['payload']:.1f} B: "
+        f"KServe protobuf {w['message'] - w['payload']:.1f}, gRPC prefix 5, HTTP/2 frames and headers "
+        f"{w['up'] - w['message'] - 5:.1f}; server->client {w['down']:.1f} B"
+    )
     errors = sum(r["errors"] for res in results.values() for r in res.values())
     if errors:
         print(f"ERRORS: {errors} requests failed with something other than RESOURCE_EXHAUSTED")

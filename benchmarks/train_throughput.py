@@ -14,6 +14,7 @@ Rounds alternate the variants so machine noise hits all alike; img/s is the medi
 steps (each blocked on its result), and the ratio is to the plain model's. The mean columns count
 occasional slow steps too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,19 +27,24 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bottlenet_jax import parallel  # noqa: E402
+from bottlenet_jax.codecs import codec_settings  # noqa: E402
 from bottlenet_jax.models import build_model  # noqa: E402
-from bottlenet_jax.train_lib import compile_steps, create_train_state  # noqa: E402
+from bottlenet_jax.steps import compile_steps
+from bottlenet_jax.train_lib import create_train_state  # noqa: E402
 from configs import default  # noqa: E402
 
-VARIANTS = {"plain": dict(after=0, codec="identity"), "rb1_identity": dict(after=1, codec="identity"),
-            "rb1_jpeg_host": dict(after=1, codec="jpeg"),
-            "rb1_jpeg_host_proc": dict(after=1, codec="jpeg", pool="processes"),
-            "rb1_jpeg_device": dict(after=1, codec="jpeg", backend="device"),
-            "rb1_jpeg_device_opt": dict(after=1, codec="jpeg", backend="device", optimize=True)}
+VARIANTS = {
+    "plain": dict(after=0, codec="identity"),
+    "rb1_identity": dict(after=1, codec="identity"),
+    "rb1_jpeg_host": dict(after=1, codec="jpeg"),
+    "rb1_jpeg_host_proc": dict(after=1, codec="jpeg", pool="processes"),
+    "rb1_jpeg_device": dict(after=1, codec="jpeg", backend="device"),
+    "rb1_jpeg_device_opt": dict(after=1, codec="jpeg", backend="device", optimize=True),
+}
 DEFAULT_VARIANTS = ["plain", "rb1_identity", "rb1_jpeg_host", "rb1_jpeg_device"]
 
 
@@ -48,11 +54,13 @@ def make_variant(name, a, mesh):
     c.model.update(depth=a.depth, width=a.width, dtype=a.dtype, num_classes=1000)
     c.model.stem = "imagenet" if a.res >= 64 else "small"
     c.split.update(after=v["after"], unit=True, channels=a.channels, kernel=2, stride=2)
-    c.codec.name = v["codec"]
-    c.codec.pool = v.get("pool", "threads")
-    c.codec.backend = v.get("backend", "host")
-    c.codec.optimize = v.get("optimize", False)
-    c.codec.quality = a.quality
+    jpeg_settings = dict(
+        pool=v.get("pool", "threads"),
+        backend=v.get("backend", "host"),
+        optimize=v.get("optimize", False),
+        quality=a.quality,
+    )
+    c.codec = ml_collections.ConfigDict(codec_settings(v["codec"], **(jpeg_settings if v["codec"] == "jpeg" else {})))
     c.image_size = a.res
     c.batch_size = a.batch * mesh.size
     c.warmup_epochs = 0.0
@@ -61,8 +69,13 @@ def make_variant(name, a, mesh):
     state = parallel.replicate(state, mesh)
     p_train, _ = compile_steps(model, tx, mesh, c)
     rng = np.random.default_rng(0)
-    batch = parallel.shard_batch({"image": rng.integers(0, 256, (c.batch_size, a.res, a.res, 3), np.uint8),
-                                  "label": rng.integers(0, 1000, c.batch_size).astype(np.int32)}, mesh)
+    batch = parallel.shard_batch(
+        {
+            "image": rng.integers(0, 256, (c.batch_size, a.res, a.res, 3), np.uint8),
+            "label": rng.integers(0, 1000, c.batch_size).astype(np.int32),
+        },
+        mesh,
+    )
     return {"state": state, "step": p_train, "batch": batch, "global_batch": c.batch_size}
 
 
@@ -98,9 +111,11 @@ def main():
     devices = jax.devices()[: a.devices] if a.devices else jax.devices()
     mesh = parallel.make_mesh(devices)
     d0 = devices[0]
-    print(f"# {platform.node()} | {len(devices)} x {getattr(d0, 'device_kind', d0.platform)} | jax {jax.__version__} | "
-          f"ResNet-{a.depth} width {a.width} {a.res}x{a.res} {a.dtype} | batch {a.batch}/device | "
-          f"JPEG q={a.quality}, C'={a.channels}")
+    print(
+        f"# {platform.node()} | {len(devices)} x {getattr(d0, 'device_kind', d0.platform)} | jax {jax.__version__} | "
+        f"ResNet-{a.depth} width {a.width} {a.res}x{a.res} {a.dtype} | batch {a.batch}/device | "
+        f"JPEG q={a.quality}, C'={a.channels}"
+    )
     vs = {}
     for name in a.variants:
         t = time.perf_counter()
@@ -124,7 +139,10 @@ def main():
         med, mean = statistics.median(times[n]), statistics.fmean(times[n])
         ref = ref or ((med, mean) if n == "plain" else None)
         r_med, r_mean = (ref[0] / med, ref[1] / mean) if ref else (float("nan"), float("nan"))
-        print(f"{n:<20} {vs[n]['global_batch'] / med:>9.1f} {1e3 * med:>8.2f} {r_med:>9.3f} {1e3 * mean:>8.2f} {r_mean:>14.3f}")
+        print(
+            f"{n:<20} {vs[n]['global_batch'] / med:>9.1f} {1e3 * med:>8.2f} {r_med:>9.3f} {1e3 * mean:>8.2f} "
+            f"{r_mean:>14.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Layout:  workdir/checkpoints/<step>/{state,meta}   the latest `keep_checkpoints`
 position (examples consumed; the pipeline is deterministic, so step * batch fixes it), the eval
 metrics and the config. Nothing here ever deletes a directory it did not create.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,13 @@ import os
 
 import flax
 import jax
+import jax.numpy as jnp
+import ml_collections
 import orbax.checkpoint as ocp
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory cannot be read or written; one line says which and why."""
+from bottlenet_jax import parallel
+from bottlenet_jax.errors import CheckpointError
+from bottlenet_jax.steps import TrainState
 
 
 def _abstract(state):
@@ -36,18 +39,26 @@ class Checkpoints:
         try:
             self.latest = ocp.CheckpointManager(
                 os.path.join(self.root, "checkpoints"),
-                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            )
             self.best = ocp.CheckpointManager(
                 os.path.join(self.root, "best"),
-                options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True, best_fn=lambda m: m["top1"],
-                                                     best_mode="max", keep_checkpoints_without_metrics=False))
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1,
+                    create=True,
+                    best_fn=lambda m: m["top1"],
+                    best_mode="max",
+                    keep_checkpoints_without_metrics=False,
+                ),
+            )
         except (OSError, ValueError) as e:
             raise CheckpointError(f"workdir={workdir}: cannot open checkpoints ({type(e).__name__}: {e})") from None
 
     @staticmethod
     def _args(state, meta):
-        return ocp.args.Composite(state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)),
-                                  meta=ocp.args.JsonSave(meta))
+        return ocp.args.Composite(
+            state=ocp.args.StandardSave(flax.serialization.to_state_dict(state)), meta=ocp.args.JsonSave(meta)
+        )
 
     def save(self, state, meta: dict, metrics: dict | None = None) -> None:
         step = int(jax.device_get(state.step))
@@ -60,24 +71,25 @@ class Checkpoints:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()
 
-    def latest_step(self):
-        return self.latest.latest_step()
-
-    def restore(self, target, step=None, which: str = "latest"):
-        """(state, meta) from `step` (default: newest) into the structure/shardings of `target`."""
+    def restore(self, target, which: str = "latest"):
+        """(state, meta) of the newest ("latest") or the best-eval ("best") save, into the
+        structure/shardings of `target`; (None, None) when there is none."""
         mgr = self.latest if which == "latest" else self.best
-        step = mgr.latest_step() if step is None else step
-        if which == "best":
-            step = mgr.best_step() if mgr.best_step() is not None else step
+        step = mgr.latest_step() if which == "latest" else mgr.best_step()
         if step is None:
             return None, None
         try:
-            got = mgr.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(flax.serialization.to_state_dict(target))),
-                meta=ocp.args.JsonRestore()))
+            got = mgr.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(_abstract(flax.serialization.to_state_dict(target))),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
         except Exception as e:
-            raise CheckpointError(f"{mgr.directory}/{step}: cannot restore ({type(e).__name__}: "
-                                  f"{(str(e).splitlines() or [''])[0][:200]})") from None
+            raise CheckpointError(
+                f"{mgr.directory}/{step}: cannot restore ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+            ) from None
         return flax.serialization.from_state_dict(target, got.state), dict(got.meta)
 
     def restore_raw(self) -> dict:
@@ -87,8 +99,9 @@ class Checkpoints:
         if step is None:
             raise CheckpointError(f"{self.root}: holds no checkpoint")
         try:
-            return mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                             meta=ocp.args.JsonRestore())).state
+            return mgr.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
+            ).state
         except Exception as e:
             raise CheckpointError(f"{mgr.directory}/{step}: cannot restore ({type(e).__name__})") from None
 
@@ -96,6 +109,28 @@ class Checkpoints:
         self.wait()
         self.latest.close()
         self.best.close()
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a training run saved in its workdir (config.json)."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: not found (is --workdir a training workdir?)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_eval_state(workdir: str, mesh) -> TrainState:
+    """Params + BN statistics of the best (else latest) checkpoint; no optimizer needed."""
+    raw = Checkpoints(workdir).restore_raw()
+    state = TrainState(
+        step=jnp.asarray(raw["step"]),
+        params=raw["params"],
+        batch_stats=raw.get("batch_stats", {}),
+        opt_state=None,
+        rng=jnp.asarray(raw["rng"]),
+    )
+    return parallel.replicate(state, mesh)
 
 
 def read_tree(path: str):

@@ -1,4 +1,5 @@
 """Shared entry-point plumbing: known failures print one line `error: ...` and exit 2."""
+
 from __future__ import annotations
 
 import os
@@ -8,19 +9,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _known():
-    from bottlenet_jax.checkpoint import CheckpointError
-    from bottlenet_jax.codecs import ConfigError
-    from bottlenet_jax.data.records import DataError
+    from bottlenet_jax.errors import CheckpointError, ConfigError, DataError
+
     return ConfigError, CheckpointError, DataError
 
 
 def load_config_file(path: str, *overrides: str):
     """`get_config()` of a config file given by path (as Flax's examples load theirs), with
-    `key.sub=value` overrides. The file may import its siblings as `configs.<name>`: the folder
-    holding the file's folder is put on sys.path, so the package never imports the repo root."""
+    `key.sub=value` overrides (`codec=NAME` replaces the codec block). The file may import its
+    siblings as `configs.<name>`: the folder holding the file's folder is put on sys.path, so the
+    package itself never imports the repo root."""
     import importlib.util
 
-    from bottlenet_jax.codecs import ConfigError
+    from bottlenet_jax.errors import ConfigError
+
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise ConfigError(f"--config={path}: no such config file")
@@ -33,11 +35,22 @@ def load_config_file(path: str, *overrides: str):
     cfg = module.get_config()
     for kv in overrides:
         key, _, value = kv.partition("=")
+        if key == "codec":  # a whole codec block: that codec's settings at their defaults
+            import ml_collections
+
+            from bottlenet_jax.codecs import codec_settings
+
+            cfg.codec = ml_collections.ConfigDict(codec_settings(value))
+            continue
         *parents, leaf = key.split(".")
         node = cfg
         for p in parents:
             node = node[p]
-        node[leaf] = type(node[leaf])(value)
+        old = node[leaf]
+        if isinstance(old, bool):
+            node[leaf] = value.lower() in ("1", "true", "yes")
+        else:
+            node[leaf] = value if old is None else type(old)(value)
     return cfg
 
 
@@ -49,12 +62,9 @@ def guarded(fn, *args, **kwargs):
         sys.exit(2)
 
 
-def fmt(d: dict) -> str:
-    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
-
-
 def _parse(argv):
     from absl import flags
+
     try:
         rest = flags.FLAGS(argv)
         if "config" in flags.FLAGS:
@@ -79,4 +89,5 @@ def run(main):
     def quiet_main(argv):
         logging.set_verbosity(logging.WARNING)  # orbax logs every save step at INFO
         return main(argv)
+
     app.run(quiet_main, flags_parser=_parse)

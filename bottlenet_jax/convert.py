@@ -8,6 +8,7 @@ conv [O,I,kh,kw] -> kernel [kh,kw,I,O]; fc [O,I] -> kernel [I,O]; BN weight/bias
 (params), running_mean/var -> mean/var (batch_stats). Verified against a torch forward pass in
 tests/test_convert.py (max |logit diff| <= 1e-4).
 """
+
 from __future__ import annotations
 
 import re
@@ -15,7 +16,7 @@ import sys
 
 import numpy as np
 
-from bottlenet_jax.checkpoint import CheckpointError
+from bottlenet_jax.errors import CheckpointError
 
 _BLOCK = re.compile(r"^layer(\d)\.(\d+)\.(.+)$")
 
@@ -33,8 +34,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise CheckpointError(f"{path}: reading .pth needs torch (pip install 'bottlenet-jax[torch]'), "
-                              "or convert it to .npz where torch is installed") from None
+        raise CheckpointError(
+            f"{path}: reading .pth needs torch (pip install 'bottlenet-jax[torch]'), "
+            "or convert it to .npz where torch is installed"
+        ) from None
     sd = torch.load(path, map_location="cpu", weights_only=True)
     sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}
@@ -62,8 +65,12 @@ def state_dict_to_flax(sd: dict[str, np.ndarray]):
         elif kind == "fc":
             _set(params, path + ["kernel" if leaf == "weight" else "bias"], value.T if leaf == "weight" else value)
         else:  # batch norm
-            target, key = {"weight": (params, "scale"), "bias": (params, "bias"),
-                           "running_mean": (stats, "mean"), "running_var": (stats, "var")}[leaf]
+            target, key = {
+                "weight": (params, "scale"),
+                "bias": (params, "bias"),
+                "running_mean": (stats, "mean"),
+                "running_var": (stats, "var"),
+            }[leaf]
             _set(target, path + [key], value)
     return params, stats
 

@@ -12,6 +12,7 @@ quality fixes dropped, on both sides; full JFIF files in brackets). Model select
 config's validation split (held out from training); the test split is evaluated once per model.
 Re-running resumes (or just re-evaluates) the runs in --workdir.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ def main(argv=None):
     p.add_argument("--finetune_lr", type=float, default=0.05)
     a = p.parse_args(argv)
     from absl import logging
+
     logging.set_verbosity(logging.WARNING)
     from bottlenet_jax import train_lib
     from bottlenet_jax.evaluation import input_image_jpeg
@@ -61,8 +63,11 @@ def main(argv=None):
     base, bn = cli.guarded(configs, a.config, a)
     print(f"### 1/3 baseline (no bottleneck), {a.baseline_epochs:g} epoch(s)", flush=True)
     b = cli.guarded(train_lib.train_and_evaluate, base, os.path.join(a.workdir, "baseline"))
-    print(f"### 2/3 BottleNet RB{bn.split.after}, C'={bn.split.channels}, stride {bn.split.stride}, "
-          f"JPEG q={bn.codec.quality} in the loop, fine-tuned {a.finetune_epochs:g} epoch(s)", flush=True)
+    print(
+        f"### 2/3 BottleNet RB{bn.split.after}, C'={bn.split.channels}, stride {bn.split.stride}, "
+        f"JPEG q={bn.codec.quality} in the loop, fine-tuned {a.finetune_epochs:g} epoch(s)",
+        flush=True,
+    )
     s = cli.guarded(train_lib.train_and_evaluate, bn, os.path.join(a.workdir, "bottlenet"))
     print("### 3/3 the test images themselves as JPEG, classified by the baseline", flush=True)
     inputs = cli.guarded(input_image_jpeg, base, os.path.join(a.workdir, "baseline"), INPUT_QUALITIES)
@@ -70,23 +75,36 @@ def main(argv=None):
 
     def line(name, top1, abbr, full):
         return f"{name:44s} {100 * top1:6.2f} %  {abbr:8.1f} B  [{full:.1f}]"
-    print(f"\n=== BottleNet demo: {bn.dataset} {bn.eval_split} split ({s['examples']} images), models selected on "
-          f"{bn.validation_split or 'the last step'}; {(time.time() - t0) / 60:.1f} min ===")
+
+    print(
+        f"\n=== BottleNet demo: {bn.dataset} {bn.eval_split} split ({s['examples']} images), models selected on "
+        f"{bn.validation_split or 'the last step'}; {(time.time() - t0) / 60:.1f} min ==="
+    )
     print(f"{'':44s} {'top-1':>8s}  {'bytes/sample':>10s} [full JFIF]")
     print(line("baseline, raw image sent", b["top1"], raw["bytes_payload_mean"], raw["bytes_full_mean"]))
     for r in inputs[1:]:
         print(line(f"baseline, input image JPEG q={r['q']}", r["top1"], r["bytes_payload_mean"], r["bytes_full_mean"]))
-    print(line(f"BottleNet RB{bn.split.after} features, JPEG q={bn.codec.quality}", s["top1"], s["bytes_payload_mean"],
-               s["bytes_full_mean"]))
+    print(
+        line(
+            f"BottleNet RB{bn.split.after} features, JPEG q={bn.codec.quality}",
+            s["top1"],
+            s["bytes_payload_mean"],
+            s["bytes_full_mean"],
+        )
+    )
     m = matched(s["top1"], inputs)
     if m is None:
-        print(f"\nno input-image JPEG quality reaches BottleNet's {100 * s['top1']:.2f} %: at every quality tried "
-              f"the image costs accuracy that BottleNet's {s['bytes_payload_mean']:.1f} B payload keeps")
+        print(
+            f"\nno input-image JPEG quality reaches BottleNet's {100 * s['top1']:.2f} %: at every quality tried "
+            f"the image costs accuracy that BottleNet's {s['bytes_payload_mean']:.1f} B payload keeps"
+        )
     else:
         ratio = m["bytes_payload_mean"] / s["bytes_payload_mean"]
-        print(f"\nat matched accuracy: BottleNet sends {s['bytes_payload_mean']:.1f} B ({100 * s['top1']:.2f} %); the "
-              f"input image needs JPEG q={m['q']}, {m['bytes_payload_mean']:.1f} B ({100 * m['top1']:.2f} %): "
-              f"{ratio:.2f}x {'more' if ratio > 1 else 'less (BottleNet does not win here)'}")
+        print(
+            f"\nat matched accuracy: BottleNet sends {s['bytes_payload_mean']:.1f} B ({100 * s['top1']:.2f} %); the "
+            f"input image needs JPEG q={m['q']}, {m['bytes_payload_mean']:.1f} B ({100 * m['top1']:.2f} %): "
+            f"{ratio:.2f}x {'more' if ratio > 1 else 'less (BottleNet does not win here)'}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ The codec is not in either graph: the device runs `edge`, then `codec.encode` (r
 server runs `codec.decode`, then `cloud`. `Half` / `load_codec` need only jax, orbax and the codec
 module (no model code, no TF). The batch dimension is symbolic: any batch size works.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.checkpoint import CheckpointError, read_tree, write_json, write_tree
+from bottlenet_jax.checkpoint import read_tree, write_json, write_tree
 from bottlenet_jax.codecs import make_codec
+from bottlenet_jax.errors import CheckpointError, DataError
 
 
 def _subtree(variables, used):
@@ -39,8 +41,8 @@ def _subtree(variables, used):
 
 def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
     """Export the best (else latest) checkpoint of a training workdir; see export_variables."""
-    from bottlenet_jax.evaluation import load_config
-    from bottlenet_jax.checkpoint import Checkpoints
+    from bottlenet_jax.checkpoint import Checkpoints, load_config
+
     cfg = load_config(workdir)
     if not cfg.split.after:
         raise CheckpointError(f"{workdir}: model has no split point (split.after=0); nothing to export")
@@ -51,7 +53,11 @@ def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
 
 
 def _check_free(out):
-    taken = [n for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport") if os.path.exists(os.path.join(out, n))]
+    taken = [
+        n
+        for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport")
+        if os.path.exists(os.path.join(out, n))
+    ]
     if taken:
         raise CheckpointError(f"{out}: already holds an export ({taken[0]}); choose another --out or delete it first")
 
@@ -60,16 +66,20 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
     """Write the two halves of the model `cfg` with `variables` to `out`; with `onnx`, also the
     edge half as ONNX (edge.onnx, via jax2onnx: `pip install '.[onnx]'`)."""
     from bottlenet_jax.models import build_model, feature_shape
+
     _check_free(out)
     model = build_model(cfg, bn_axis_name=None)
     channels = int(np.shape(jax.tree.leaves(variables["params"]["backbone"]["conv1"])[0])[2])
-    x_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {cfg.image_size}, {cfg.image_size}, {channels}"), jnp.float32)
+    x_spec = jax.ShapeDtypeStruct(
+        jax.export.symbolic_shape(f"b, {cfg.image_size}, {cfg.image_size}, {channels}"), jnp.float32
+    )
     fh, fw, fc = feature_shape(cfg)
     z_spec = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"b, {fh}, {fw}, {fc}"), jnp.float32)
     os.makedirs(out, exist_ok=True)
     # A channel-conditioned edge (BottleNet++) takes the channel condition per sample as a 2nd input.
-    conditioned = bool(cfg.split.unit and model.condition_encoder and
-                       model.codec.condition((1,), train=False) is not None)
+    conditioned = bool(
+        cfg.split.unit and model.condition_encoder and model.codec.condition((1,), train=False) is not None
+    )
     c_spec = jax.ShapeDtypeStruct(x_spec.shape[:1], jnp.float32)
     for part, spec in (("edge", x_spec), ("cloud", z_spec)):
         concrete = jax.ShapeDtypeStruct((1, *spec.shape[1:]), spec.dtype)
@@ -89,16 +99,27 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
             _write_onnx(model, sub, x_spec.shape[1:], conditioned, os.path.join(out, "edge.onnx"))
     try:
         from bottlenet_jax.data import records
-        labels = records.open_prepared(cfg.dataset, cfg.data_dir, prepare_if_missing=False).label_names
-    except records.DataError:  # the dataset is not on this host: labels are optional
+
+        labels = records.open_prepared(cfg.dataset, cfg.data_dir).label_names
+    except DataError:  # the dataset is not on this host: labels are optional
         labels = [str(i) for i in range(cfg.model.num_classes)]
-    manifest = {"split_after": cfg.split.after, "unit": bool(cfg.split.unit), "channels": cfg.split.channels,
-                "stride": cfg.split.stride, "kernel": cfg.split.kernel, "codec": model.codec.settings(),
-                "quality": cfg.codec.get("quality"), "input_shape": [cfg.image_size, cfg.image_size, channels],
-                "feature_shape": [fh, fw, fc], "mean": list(cfg.mean), "std": list(cfg.std),
-                "model": cfg.model.to_dict(), "label_names": labels, "step": int(step),
-                "edge_condition": model.codec.sweep_field if conditioned else None,
-                "edge_onnx": "edge.onnx" if onnx else None}
+    manifest = {
+        "split_after": cfg.split.after,
+        "unit": bool(cfg.split.unit),
+        "channels": cfg.split.channels,
+        "stride": cfg.split.stride,
+        "kernel": cfg.split.kernel,
+        "codec": model.codec.settings(),
+        "input_shape": [cfg.image_size, cfg.image_size, channels],
+        "feature_shape": [fh, fw, fc],
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "model": cfg.model.to_dict(),
+        "label_names": labels,
+        "step": int(step),
+        "edge_condition": model.codec.condition_field if conditioned else None,
+        "edge_onnx": "edge.onnx" if onnx else None,
+    }
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
@@ -136,7 +157,9 @@ class Half:
         if self.conditioned:
             if condition is None:
                 raise ValueError("this edge half is channel-conditioned: pass condition=[sigma or p per sample]")
-            return self.exported.call(self.variables, x, jnp.broadcast_to(jnp.asarray(condition, jnp.float32), x.shape[:1]))
+            return self.exported.call(
+                self.variables, x, jnp.broadcast_to(jnp.asarray(condition, jnp.float32), x.shape[:1])
+            )
         return self.exported.call(self.variables, x)
 
 
@@ -159,8 +182,10 @@ def main(argv=None):
         m = export_workdir(a.workdir, a.out, a.onnx)
     except CheckpointError as e:
         sys.exit(f"error: {e}")
-    print(f"exported step {m['step']} to {a.out}: split after RB{m['split_after']}, features {m['feature_shape']}, "
-          f"codec {m['codec']}")
+    print(
+        f"exported step {m['step']} to {a.out}: split after RB{m['split_after']}, features {m['feature_shape']}, "
+        f"codec {m['codec']}"
+    )
 
 
 if __name__ == "__main__":

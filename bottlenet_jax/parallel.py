@@ -3,13 +3,15 @@
 The batch is sharded on axis ``data``; params/optimizer state are replicated. Inside the mapped
 function each device sees its own slice, so a host codec callback codes only that slice.
 """
+
 from __future__ import annotations
 
 import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXIS = "data"
 BATCH = P(AXIS)
@@ -22,8 +24,7 @@ def make_mesh(devices=None) -> Mesh:
 
 def data_parallel(fn, mesh: Mesh, in_specs, out_specs, donate_argnums=()):
     """jit of a shard_map: `fn` runs per device with named axis AXIS (use lax.pmean over it)."""
-    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs),
-                   donate_argnums=donate_argnums)
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs), donate_argnums=donate_argnums)
 
 
 def shard_batch(batch, mesh: Mesh):
@@ -40,6 +41,7 @@ def to_host(x) -> np.ndarray:
     """A batch-sharded global array -> numpy on every process (all-gather across hosts)."""
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
+
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
 
@@ -59,7 +61,6 @@ def maybe_initialize_distributed() -> None:
     if os.environ.get("JAX_PLATFORMS", "") == "cpu":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if addr:
-        jax.distributed.initialize(addr, int(os.environ["JAX_NUM_PROCESSES"]),
-                                   int(os.environ["JAX_PROCESS_ID"]))
+        jax.distributed.initialize(addr, int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"]))
     else:
         jax.distributed.initialize()

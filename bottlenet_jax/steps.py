@@ -2,8 +2,10 @@
 
 The steps never look at the codec: they read whatever per-sample byte counts its stats carry.
 """
+
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -14,7 +16,9 @@ import optax
 from flax import struct
 from jax import lax
 
-from bottlenet_jax.parallel import AXIS
+from bottlenet_jax import parallel
+from bottlenet_jax.errors import ConfigError
+from bottlenet_jax.parallel import AXIS, BATCH, REPLICATED
 
 
 @struct.dataclass
@@ -50,7 +54,8 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
     elif cfg.optimizer == "adam":
         core = optax.adam(lr)
     else:
-        from bottlenet_jax.codecs import ConfigError
+        from bottlenet_jax.errors import ConfigError
+
         raise ConfigError(f"optimizer={cfg.optimizer!r}: must be sgd or adam")
     parts = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
     if cfg.stage1_steps > 0:
@@ -86,8 +91,12 @@ def train_step(state: TrainState, batch, *, model, tx, mean, std):
 
     def loss_fn(params):
         (logits, stats), new_vars = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-            rngs={"codec": _device_rng(state, 0)}, mutable=["batch_stats"])
+            {"params": params, "batch_stats": state.batch_stats},
+            images,
+            train=True,
+            rngs={"codec": _device_rng(state, 0)},
+            mutable=["batch_stats"],
+        )
         loss = lax.pmean(jnp.mean(cross_entropy(logits, batch["label"], num_classes)), AXIS)
         return loss, (logits, stats, new_vars["batch_stats"])
 
@@ -106,11 +115,40 @@ def eval_step(state: TrainState, batch, *, model, mean, std):
     rng = _device_rng(state, 1)
     if "index" in batch:  # a fresh channel-noise draw per eval batch, reproducible run to run
         rng = jax.random.fold_in(rng, batch["index"][0])
-    logits, stats = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                                normalize(batch["image"], mean, std), train=False, rngs={"codec": rng})
+    logits, stats = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        normalize(batch["image"], mean, std),
+        train=False,
+        rngs={"codec": rng},
+    )
     top5 = lax.top_k(logits, min(5, logits.shape[-1]))[1]
     label = batch["label"]
-    out = {"top1": (top5[:, 0] == label), "top5": jnp.any(top5 == label[:, None], axis=-1),
-           "loss": cross_entropy(logits, label, logits.shape[-1]), "mask": batch["mask"]}
+    out = {
+        "top1": (top5[:, 0] == label),
+        "top5": jnp.any(top5 == label[:, None], axis=-1),
+        "loss": cross_entropy(logits, label, logits.shape[-1]),
+        "mask": batch["mask"],
+    }
     out.update(stats)
     return out
+
+
+def check_batch(cfg, mesh):
+    for name in ("batch_size", "eval_batch_size"):
+        b = cfg[name]
+        if b <= 0 or b % mesh.size:
+            raise ConfigError(f"{name}={b}: must be a positive multiple of the device count ({mesh.size})")
+
+
+def compile_steps(model, tx, mesh, cfg):
+    """The data-parallel train and eval steps; they take uint8 batches and normalise with cfg.mean/std."""
+    norm = dict(mean=tuple(cfg.mean), std=tuple(cfg.std))
+    p_train = parallel.data_parallel(
+        functools.partial(train_step, model=model, tx=tx, **norm),
+        mesh,
+        (REPLICATED, BATCH),
+        (REPLICATED, REPLICATED),
+        donate_argnums=(0,),
+    )
+    p_eval = parallel.data_parallel(functools.partial(eval_step, model=model, **norm), mesh, (REPLICATED, BATCH), BATCH)
+    return p_train, p_eval

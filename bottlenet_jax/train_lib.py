@@ -1,31 +1,30 @@
-"""The training / evaluation loop around the pure steps in `steps.py` (Flax ImageNet-example style)."""
+"""The training loop around the pure steps in `steps.py` (Flax ImageNet-example style): state set-up
+and resume here, the periodic work (logging, evaluation, checkpoints) as small actions in `actions.py`."""
+
 from __future__ import annotations
 
 import functools
 import os
-import signal
-import time
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
-from bottlenet_jax import parallel
-from bottlenet_jax.checkpoint import Checkpoints, CheckpointError, write_json
-from bottlenet_jax.codecs import STAT_KEYS, ConfigError
+from bottlenet_jax import actions, parallel
+from bottlenet_jax.checkpoint import Checkpoints, write_json
+from bottlenet_jax.errors import CheckpointError, DataError
+from bottlenet_jax.evaluation import evaluate
 from bottlenet_jax.models import build_model
-from bottlenet_jax.parallel import BATCH, REPLICATED
-from bottlenet_jax.steps import TrainState, create_optimizer, eval_step, train_step
+from bottlenet_jax.steps import TrainState, check_batch, compile_steps, create_optimizer
 
 
 def create_train_state(cfg, model, input_channels: int, steps_per_epoch: int, total_steps: int):
     """A fresh TrainState from cfg.seed, built by one program compiled without backend optimisation.
 
     It runs once, so its speed is irrelevant, but compiling it is not: the ~60 inlined threefry
-    calls of model.init took 11.6 s at the default level vs 4.3 s at level 0 (ResNet-50 layout,
-    2 CPU cores), and building the optimizer state eagerly added one small compile per leaf shape.
+    calls of model.init compile several times faster at level 0, and building the optimizer state
+    eagerly would add one small compile per leaf shape.
     """
     dummy = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, input_channels), jnp.float32)
     init = functools.partial(model.init, train=False)
@@ -36,8 +35,13 @@ def create_train_state(cfg, model, input_channels: int, steps_per_epoch: int, to
         key = jax.random.key(seed)
         variables = init({"params": key}, jnp.zeros(dummy.shape, dummy.dtype))
         params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(params), rng=jax.random.key_data(jax.random.fold_in(key, 1)))
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(jax.random.fold_in(key, 1)),
+        )
 
     program = jax.jit(fresh).lower(jnp.int32(cfg.seed))
     return program.compile(compiler_options={"xla_backend_optimization_level": 0})(jnp.int32(cfg.seed)), tx
@@ -45,6 +49,7 @@ def create_train_state(cfg, model, input_channels: int, steps_per_epoch: int, to
 
 def merge_pretrained(state: TrainState, params, batch_stats, source: str) -> TrainState:
     """Copy every leaf whose path and shape match; report what was and was not taken."""
+
     def merge(dst, src):
         fd, fs = flax.traverse_util.flatten_dict(dst), flax.traverse_util.flatten_dict(src)
         hit = {k: jnp.asarray(fs[k], fd[k].dtype) for k in fd if k in fs and np.shape(fs[k]) == fd[k].shape}
@@ -54,8 +59,10 @@ def merge_pretrained(state: TrainState, params, batch_stats, source: str) -> Tra
     b, nb, tb = merge(state.batch_stats, batch_stats)
     if np_ == 0:
         raise CheckpointError(f"init_from={source}: no parameter matches this model (wrong depth/width?)")
-    print(f"init_from {source}: {np_}/{tp} params, {nb}/{tb} BN statistics loaded "
-          f"(the rest, e.g. the bottleneck unit or a resized head, start fresh)")
+    print(
+        f"init_from {source}: {np_}/{tp} params, {nb}/{tb} BN statistics loaded "
+        f"(the rest, e.g. the bottleneck unit or a resized head, start fresh)"
+    )
     return state.replace(params=p, batch_stats=b)
 
 
@@ -65,58 +72,13 @@ def load_init(cfg, state: TrainState) -> TrainState:
         return state
     if src.endswith((".pth", ".pt", ".npz")):
         from bottlenet_jax.convert import load_torchvision
+
         params, stats = load_torchvision(src)
         return merge_pretrained(state, {"backbone": params}, {"backbone": stats}, src)
     if not os.path.isdir(src):
         raise CheckpointError(f"init_from={src}: not a .pth/.npz file or a workdir")
     restored = Checkpoints(src).restore_raw()
     return merge_pretrained(state, restored["params"], restored.get("batch_stats", {}), src)
-
-
-def summarize_eval(parts: list[dict]) -> dict:
-    """Per-sample eval outputs -> top-1/top-5/loss and mean/median/p95 of each byte count."""
-    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    m = cat.pop("mask").astype(bool)
-    out = {"examples": int(m.sum()), "top1": float(cat["top1"][m].mean()), "top5": float(cat["top5"][m].mean()),
-           "loss": float(cat["loss"][m].mean())}
-    for k in STAT_KEYS:
-        if k in cat:
-            v = cat[k][m].astype(np.float64)
-            out.update({f"{k}_mean": float(v.mean()), f"{k}_median": float(np.median(v)),
-                        f"{k}_p95": float(np.percentile(v, 95))})
-    return out
-
-
-def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None) -> dict:
-    """Summary over `split` (default cfg.eval_split)."""
-    from bottlenet_jax.data import loader
-    parts = [{k: parallel.to_host(v) for k, v in p_eval(state, parallel.shard_batch(b, mesh)).items()}
-             for b in loader.eval_iterator(data, cfg, split=split)]
-    if not parts:
-        raise ConfigError(f"split={split or cfg.eval_split!r} gave no examples")
-    return summarize_eval(parts)
-
-
-def window_mean(window: list[dict]) -> dict:
-    """Mean of each train metric over a logging window."""
-    return {k: float(np.mean([jax.device_get(w[k]) for w in window], dtype=np.float64)) for k in window[0]}
-
-
-def check_batch(cfg, mesh):
-    for name in ("batch_size", "eval_batch_size"):
-        b = cfg[name]
-        if b <= 0 or b % mesh.size:
-            raise ConfigError(f"{name}={b}: must be a positive multiple of the device count ({mesh.size})")
-
-
-def compile_steps(model, tx, mesh, cfg):
-    """The data-parallel train and eval steps; they take uint8 batches and normalise with cfg.mean/std."""
-    norm = dict(mean=tuple(cfg.mean), std=tuple(cfg.std))
-    p_train = parallel.data_parallel(functools.partial(train_step, model=model, tx=tx, **norm), mesh,
-                                     (REPLICATED, BATCH), (REPLICATED, REPLICATED), donate_argnums=(0,))
-    p_eval = parallel.data_parallel(functools.partial(eval_step, model=model, **norm), mesh,
-                                    (REPLICATED, BATCH), BATCH)
-    return p_train, p_eval
 
 
 def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -> dict:
@@ -126,16 +88,32 @@ def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -
         chosen = {"step": last_step, "checkpoint": "last"}
     else:
         state = parallel.replicate(best, mesh)
-        chosen = {"step": meta["step"], "checkpoint": f"best validation top-1 ({cfg.validation_split})",
-                  "validation_top1": meta["metrics"]["top1"]}
+        chosen = {
+            "step": meta["step"],
+            "checkpoint": f"best validation top-1 ({cfg.validation_split})",
+            "validation_top1": meta["metrics"]["top1"],
+        }
     return {**chosen, "split": cfg.eval_split, **evaluate(p_eval, state, data, cfg, mesh)}
 
 
-def _writer(workdir):
-    if jax.process_index() != 0:
-        return None
-    from tensorboardX import SummaryWriter
-    return SummaryWriter(os.path.join(workdir, "tensorboard"))
+def open_dataset(cfg, prepare_if_missing: bool = True):
+    """The config's prepared dataset; a missing one is prepared here first when TFDS is installed
+    (the one place training may import TensorFlow), else the error says how."""
+    from bottlenet_jax.data import records
+
+    def prepare(name, data_dir):
+        try:
+            from bottlenet_jax.data import prepare as tfds_prepare
+        except ImportError:
+            root = records.records_dir(name, data_dir)
+            raise DataError(
+                f"dataset={name!r} is not prepared in {root} and TensorFlow/TFDS are not installed "
+                f"here: run `pip install -e '.[data]'` and `{records.prepare_command(name, data_dir)}` "
+                f"(on any machine; then copy {root} here)"
+            ) from None
+        tfds_prepare.prepare(name, data_dir)
+
+    return records.open_prepared(cfg.dataset, cfg.data_dir, prepare if prepare_if_missing else None)
 
 
 def train_and_evaluate(cfg, workdir: str) -> dict:
@@ -155,13 +133,13 @@ def train(cfg, workdir: str):
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
     ckpt = Checkpoints(workdir, cfg.keep_checkpoints)
-    from bottlenet_jax.data import loader, records
-    data = records.open_prepared(cfg.dataset, cfg.data_dir, prepare_if_missing=jax.process_count() == 1)
+    from bottlenet_jax.data import loader
+
+    data = open_dataset(cfg, prepare_if_missing=jax.process_count() == 1)  # processes must not all write it
     steps_per_epoch = max(1, data.num_examples(cfg.train_split) // cfg.batch_size)
     total = cfg.num_train_steps if cfg.num_train_steps > 0 else int(cfg.num_epochs * steps_per_epoch)
     eval_every = cfg.eval_every_steps if cfg.eval_every_steps > 0 else steps_per_epoch
     channels = data.channels
-    periodic_split = cfg.validation_split or cfg.eval_split
 
     fresh, tx = create_train_state(cfg, model, channels, steps_per_epoch, total)
     template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), fresh)  # fresh may be donated
@@ -175,56 +153,40 @@ def train(cfg, workdir: str):
         print(f"resumed from {ckpt.root}/checkpoints/{start} (examples consumed: {meta['examples_seen']})")
     state = parallel.replicate(state, mesh)
     p_train, p_eval = compile_steps(model, tx, mesh, cfg)
-    writer = _writer(workdir)
+    writer, bar = actions.Writer(workdir), actions.ProgressBar(steps_per_epoch, total)
+
+    def meta(step):  # what a checkpoint records besides the state: the data position and the config
+        return {"step": step, "examples_seen": step * cfg.batch_size, "config": cfg.to_dict()}
+
+    eval_due = actions.every(eval_every, total)
+    periodic = [
+        bar,
+        actions.TrainMetrics(actions.every(cfg.log_every_steps, total), cfg.batch_size, bar, writer),
+        actions.PeriodicEval(
+            eval_due,
+            lambda st, split: evaluate(p_eval, st, data, cfg, mesh, split),
+            cfg.validation_split or cfg.eval_split,
+            bool(cfg.validation_split),
+            ckpt,
+            meta,
+            workdir,
+            bar,
+            writer,
+        ),
+        actions.Checkpoint(actions.every(cfg.checkpoint_every_steps, -1), ckpt, meta, unless=eval_due),
+    ]
     train_it = loader.train_iterator(data, cfg, start)
-    summary, window, t0 = {}, [], time.perf_counter()
-    bar = None
     for step in range(start + 1, total + 1):
-        if bar is None:
-            epoch = (step - 1) // steps_per_epoch
-            bar = tqdm(total=min(steps_per_epoch, total - epoch * steps_per_epoch), initial=(step - 1) % steps_per_epoch,
-                       desc=f"epoch {epoch + 1}", unit="step", disable=jax.process_index() != 0, dynamic_ncols=True)
         state, metrics = p_train(state, parallel.shard_batch(next(train_it), mesh))
-        window.append(metrics)
-        bar.update(1)
-        if step % cfg.log_every_steps == 0 or step == total:
-            m = window_mean(window)
-            dt = time.perf_counter() - t0
-            m["img_per_s"] = len(window) * cfg.batch_size / dt
-            bar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}", img_s=f"{m['img_per_s']:.0f}",
-                            **({"B": f"{m['bytes_payload']:.0f}"} if "bytes_payload" in m else {}))
-            if writer:
-                for k, v in m.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-            window, t0 = [], time.perf_counter()
-        meta = {"step": step, "examples_seen": step * cfg.batch_size, "config": cfg.to_dict()}
-        if step % eval_every == 0 or step == total:
-            s = {"step": step, "split": periodic_split, **evaluate(p_eval, state, data, cfg, mesh, periodic_split)}
-            bar.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s.items()))
-            if writer:
-                for k, v in s.items():
-                    if not isinstance(v, str):
-                        writer.add_scalar(f"{'validation' if cfg.validation_split else 'eval'}/{k}", v, step)
-            if jax.process_index() == 0:
-                write_json(os.path.join(workdir, f"eval_step_{step}.json"), s)
-            ckpt.save(state, meta, metrics={"top1": s["top1"]} if cfg.validation_split else None)
-        elif step % cfg.checkpoint_every_steps == 0:
-            ckpt.save(state, meta)
-        if step == cfg.debug_kill_after_checkpoint_step:
-            ckpt.wait()
-            os.kill(os.getpid(), signal.SIGKILL)
-        if step % steps_per_epoch == 0:
-            bar.close()
-            bar = None
-    if bar is not None:
-        bar.close()
+        for action in periodic:
+            action(step, state, metrics)
+    bar.close()
     train_it.close()
     ckpt.wait()
     summary = final_test(ckpt, template, state, data, cfg, mesh, p_eval, total)
     if jax.process_index() == 0:
         write_json(os.path.join(workdir, "test.json"), summary)
-    print("test:", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print("test:", actions.fmt(summary))
     ckpt.close()
-    if writer:
-        writer.close()
+    writer.close()
     return state, summary

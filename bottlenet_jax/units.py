@@ -8,9 +8,10 @@ The exact layers are [OPEN] in the BottleNet paper; this reading follows BottleN
 code (which follows BottleNet). The sigmoid and everything after it up to the codec run in at least float32
 whatever the compute dtype, so 8-bit codecs see exact values.
 """
+
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,8 +20,9 @@ from bottlenet_jax.models.resnet import conv_init
 
 
 def _norm(train, dtype, axis_name, name):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                        axis_name=axis_name, name=name)
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, axis_name=axis_name, name=name
+    )
 
 
 class Reduction(nn.Module):
@@ -28,7 +30,7 @@ class Reduction(nn.Module):
     kernel: int = 2
     stride: int = 2
     dtype: Any = jnp.float32
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False, condition=None):
@@ -37,8 +39,16 @@ class Reduction(nn.Module):
         if condition is not None:
             cmap = jnp.broadcast_to(condition.astype(x.dtype)[..., None, None, None], x.shape[:-1] + (1,))
             x = jnp.concatenate([x, cmap], axis=-1)
-        x = nn.Conv(self.channels, (k, k), (s, s), padding="SAME", use_bias=False, dtype=self.dtype,
-                    kernel_init=conv_init, name="conv")(x)
+        x = nn.Conv(
+            self.channels,
+            (k, k),
+            (s, s),
+            padding="SAME",
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=conv_init,
+            name="conv",
+        )(x)
         wide = jnp.promote_types(self.dtype, jnp.float32)  # bf16 -> f32, f64 stays f64
         x = _norm(train, wide, self.bn_axis_name, "bn")(x.astype(wide))
         return nn.sigmoid(x)
@@ -49,17 +59,32 @@ class Restoration(nn.Module):
     kernel: int = 2
     stride: int = 2
     dtype: Any = jnp.float32
-    bn_axis_name: Optional[str] = None
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool = False):
         k, s = self.kernel, self.stride
         x = x.astype(self.dtype)
         if s == 1:
-            x = nn.Conv(self.channels, (k, k), padding="SAME", use_bias=False, dtype=self.dtype,
-                        kernel_init=conv_init, name="conv")(x)
+            x = nn.Conv(
+                self.channels,
+                (k, k),
+                padding="SAME",
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=conv_init,
+                name="conv",
+            )(x)
         else:
-            x = nn.ConvTranspose(self.channels, (k, k), (s, s), padding="SAME", use_bias=False,
-                                 dtype=self.dtype, kernel_init=conv_init, name="conv")(x)
+            x = nn.ConvTranspose(
+                self.channels,
+                (k, k),
+                (s, s),
+                padding="SAME",
+                use_bias=False,
+                dtype=self.dtype,
+                kernel_init=conv_init,
+                name="conv",
+            )(x)
         x = _norm(train, self.dtype, self.bn_axis_name, "bn")(x)
         return nn.relu(x)

@@ -4,7 +4,10 @@ Not run on its own; see the other files here. Keys are grouped as the library re
 model / split / codec (the network), dataset keys (input pipeline), optimizer keys (train_lib),
 checkpoint keys (checkpoint.py).
 """
+
 import ml_collections
+
+from bottlenet_jax.codecs import codec_settings
 
 
 def get_config():
@@ -12,18 +15,16 @@ def get_config():
     c.seed = 0
 
     # --- network
-    c.model = ml_collections.ConfigDict(dict(depth=50, width=64, stem="imagenet", num_classes=1000,
-                                             dtype="float32"))  # dtype: compute dtype (bfloat16 on accelerators)
+    c.model = ml_collections.ConfigDict(
+        dict(depth=50, width=64, stem="imagenet", num_classes=1000, dtype="float32")
+    )  # dtype: compute dtype (bfloat16 on accelerators)
     # split.after: RBk the network is cut after (0 = plain model). unit: BottleNet reduction/restoration.
     # condition: a channel codec's condition (sigma, p) is fed to the reduction unit (BottleNet++).
     c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2, condition=True))
-    # codec.name: identity | uint8 | jpeg | lightweight | awgn | bec (see bottlenet_jax/codecs).
-    # Keys a codec does not use are ignored by it. jpeg's backend: host (cv2 in a callback, the
-    # faster one on CPU) | device (the same bits computed in XLA: no host round trip on accelerators).
-    # Channel codecs (BottleNet++): sigma / p are the eval condition, *_range the uniform training draw.
-    c.codec = ml_collections.ConfigDict(dict(name="jpeg", quality=90, layout="grid", optimize=False, backend="host",
-                                             threads=0, pool="threads", sigma=0.0, sigma_range=(0.0, 0.2), p=0.0,
-                                             p_range=(0.0, 0.05), per_sample=False, minmax=False))
+    # codec: `name` (identity | uint8 | jpeg | lightweight | awgn | bec) and that codec's settings,
+    # with the defaults the codec itself declares (bottlenet_jax/codecs; an unknown key is an error).
+    # To switch codec, replace the block: c.codec = ml_collections.ConfigDict(codec_settings("awgn")).
+    c.codec = ml_collections.ConfigDict(codec_settings("jpeg"))
 
     # --- data: a TFDS dataset, prepared once as records (python -m bottlenet_jax.data.prepare NAME)
     c.dataset = "imagenet2012"
@@ -39,7 +40,7 @@ def get_config():
     c.mean = (0.485, 0.456, 0.406)
     c.std = (0.229, 0.224, 0.225)
     # Loader parallelism (data/loader.py): worker processes (-1: one per host core; 0: in this
-    # process) x decode threads each. With the host JPEG codec, leave it codec.threads cores.
+    # process) x decode threads each. With the host JPEG codec, leave it codec.workers cores.
     c.data_workers = -1
     c.data_threads = 1
     c.eval_examples = -1  # -1: the whole eval split
@@ -65,5 +66,4 @@ def get_config():
     c.keep_checkpoints = 3
     c.eval_every_steps = -1  # -1: once per epoch
     c.log_every_steps = 50
-    c.debug_kill_after_checkpoint_step = -1  # fault injection for the resume test: SIGKILL self
     return c

@@ -10,6 +10,7 @@ was no faster per step in a 60-step A/B run): test top-1 86.75 % after 1 epoch; 
 abbreviated stream (589.0 as full JFIF). For comparison the 28x28 input image JPEG'd at q=50 is 223.1 /
 526.1 bytes (raw 784): at this tiny input size the image itself is cheaper than RB1 features; BottleNet's gain is at ImageNet scale.
 """
+
 from configs import default
 
 
@@ -17,7 +18,7 @@ def get_config():
     c = default.get_config()
     c.model.update(depth=50, width=8, stem="small", num_classes=10)
     c.split.update(after=1, unit=True, channels=2, kernel=2, stride=2)
-    c.codec.update(name="jpeg", quality=30)
+    c.codec.update(quality=30)
     c.dataset = "fashion_mnist_local"
     c.train_split = "train[5000:]"
     c.validation_split = "train[:5000]"  # model selection; the test split is evaluated once, at the end

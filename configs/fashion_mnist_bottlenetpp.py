@@ -11,13 +11,17 @@ baseline, stage 2 trains everything, as in the paper. The paper's 1e-4 for 70 ep
 here; 1 epoch at a 1e-3 peak with cosine decay does. Results (accuracy vs sigma and vs p, with the
 command, commit and date): results/fashion_mnist/bottlenetpp/results.md.
 """
+
+import ml_collections
+
+from bottlenet_jax.codecs import codec_settings
 from configs import fashion_mnist
 
 
 def get_config():
     c = fashion_mnist.get_config()
     c.split.update(after=16, unit=True, channels=4, kernel=3, stride=1, condition=True)  # 4x4x256 -> 4x4x4
-    c.codec.update(name="awgn", sigma=0.1, sigma_range=(0.0, 0.2), p=0.01, p_range=(0.0, 0.05))
+    c.codec = ml_collections.ConfigDict(codec_settings("awgn", sigma=0.1, sigma_range=(0.0, 0.2)))
     c.optimizer = "adam"
     c.learning_rate = 1e-3 * 256 / c.batch_size  # a 1e-3 peak (the schedule scales by batch/256)
     c.weight_decay = 0.0

@@ -4,6 +4,7 @@
 
 Expected: finishes in well under a minute on 2 CPU cores; accuracy is meaningless (random data).
 """
+
 from configs import default
 
 
@@ -11,7 +12,7 @@ def get_config():
     c = default.get_config()
     c.model.update(depth=18, width=8, stem="imagenet", num_classes=1000)
     c.split.update(after=2, unit=True, channels=4, kernel=2, stride=2)
-    c.codec.update(name="jpeg", quality=50)
+    c.codec.update(quality=50)
     c.train_split = "train[16:]"
     c.validation_split = "train[:16]"
     c.image_size = 64

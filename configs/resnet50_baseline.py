@@ -4,6 +4,10 @@
 
 Expected: ~76 % top-1 after 90 epochs (torchvision's recipe); not measured on our machine.
 """
+
+import ml_collections
+
+from bottlenet_jax.codecs import codec_settings
 from configs import default
 
 
@@ -11,5 +15,5 @@ def get_config():
     c = default.get_config()
     c.model.dtype = "bfloat16"
     c.split.after = 0
-    c.codec.name = "identity"
+    c.codec = ml_collections.ConfigDict(codec_settings("identity"))
     return c

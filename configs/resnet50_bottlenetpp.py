@@ -13,6 +13,10 @@ and the stage split here are ours. Expected: not measured here (no ImageNet or a
 paper reports < 2 points loss at 64x fewer values on CIFAR-100. Our Fashion-MNIST run is
 results/fashion_mnist/bottlenetpp/ (configs/fashion_mnist_bottlenetpp.py).
 """
+
+import ml_collections
+
+from bottlenet_jax.codecs import codec_settings
 from configs import default
 
 
@@ -20,7 +24,7 @@ def get_config():
     c = default.get_config()
     c.model.dtype = "bfloat16"
     c.split.update(after=16, unit=True, channels=32, kernel=3, stride=1, condition=True)  # 7x7x2048 -> 7x7x32
-    c.codec.update(name="awgn", sigma=0.1, sigma_range=(0.0, 0.2), p=0.01, p_range=(0.0, 0.05))
+    c.codec = ml_collections.ConfigDict(codec_settings("awgn", sigma=0.1, sigma_range=(0.0, 0.2)))
     c.optimizer = "adam"
     c.learning_rate = 1e-4 * 256 / c.batch_size  # 1e-4 at any batch size (the schedule scales by batch/256)
     c.weight_decay = 0.0

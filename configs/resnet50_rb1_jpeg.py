@@ -14,6 +14,7 @@ Expected: not measured here (no ImageNet or accelerator on our machine). The pap
 316 bytes/image with negligible top-1 loss vs the 76.1 % baseline; our Fashion-MNIST reproduction
 (results/) is the evidence we can regenerate.
 """
+
 from configs import default
 
 
@@ -21,7 +22,7 @@ def get_config():
     c = default.get_config()
     c.model.dtype = "bfloat16"
     c.split.update(after=1, unit=True, channels=8, kernel=2, stride=2)
-    c.codec.update(name="jpeg", quality=90, backend="device")
+    c.codec.update(quality=90, backend="device")
     c.num_epochs = 10.0
     c.learning_rate = 0.01
     c.warmup_epochs = 0.5

@@ -1,3 +1,8 @@
+"""Plain helpers shared by the tests (fixtures live in conftest.py)."""
+
+import os
+
+import numpy as np
 
 from configs import default
 
@@ -8,8 +13,45 @@ def small_config(**split):
     c.model.update(depth=50, width=4, stem="small", num_classes=10)
     c.split.update(after=1, unit=True, channels=3, kernel=2, stride=2)
     c.split.update(**split)
-    c.codec.update(name="jpeg", quality=30)
+    c.codec.update(quality=30)
     c.image_size = 32
     c.num_train_steps = 10
     c.warmup_epochs = 0.0
     return c
+
+
+def feature_maps(rng, n, h, w, c, kind="mixed"):
+    """Realistic [0,1] feature maps: ReLU-sparse blobs and smooth sigmoid fields, not white noise."""
+    yy, xx = np.meshgrid(np.linspace(0, 1, h), np.linspace(0, 1, w), indexing="ij")
+    out = np.empty((n, h, w, c), np.float32)
+    for i in range(n):
+        for j in range(c):
+            f = sum(
+                rng.normal() * np.sin(2 * np.pi * (rng.uniform(0.5, 3) * xx + rng.uniform(0.5, 3) * yy + rng.uniform()))
+                for _ in range(3)
+            )
+            if kind == "sparse" or (kind == "mixed" and (i + j) % 2):
+                out[i, :, :, j] = np.maximum(f - 0.8, 0) / 3
+            else:
+                out[i, :, :, j] = 1 / (1 + np.exp(-f))
+    return np.clip(out, 0, 1)
+
+
+def write_tiny_fashion_mnist(d, n_train=40, n_test=12):
+    """Small random IDX files in Fashion-MNIST's layout (for builder and CLI tests)."""
+    import gzip
+
+    from bottlenet_jax.data.fashion_mnist import FILES
+
+    r = np.random.default_rng(0)
+
+    def write(path, arr):
+        header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(x).to_bytes(4, "big") for x in arr.shape)
+        with gzip.open(path, "wb") as f:
+            f.write(header + arr.astype(np.uint8).tobytes())
+
+    for split, n in (("train", n_train), ("test", n_test)):
+        imgs, labs = FILES[split]
+        write(os.path.join(d, imgs), r.integers(0, 256, (n, 28, 28)))
+        write(os.path.join(d, labs), np.arange(n) % 10)
+    return d

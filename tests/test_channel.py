@@ -1,16 +1,18 @@
 """BottleNet++ channel layers (AWGN, BEC) and the channel-conditioned encoder."""
-import functools
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from bottlenet_jax import parallel
-from bottlenet_jax.codecs import ConfigError, make_codec
+from bottlenet_jax.codecs import codec_settings, make_codec
 from bottlenet_jax.codecs.base import dequantize_u8, quantize_u8
+from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.models import build_model
-from tests.helpers import small_config
+
+from helpers import small_config
 
 X = jax.random.uniform(jax.random.key(0), (16, 8, 8, 16))  # 16k values in [0, 1]
 
@@ -24,7 +26,7 @@ def test_awgn_noise_variance_is_sigma_squared(sigma):
     y, stats = run(make_codec({"name": "awgn", "sigma": sigma}))
     noise = np.asarray(y - X, np.float64).ravel()
     # 16,384 i.i.d. draws: the sample variance has relative std sqrt(2/n) = 1.1 %; allow 5 % (4.5 sd)
-    assert abs(noise.var() / sigma ** 2 - 1) < 0.05
+    assert abs(noise.var() / sigma**2 - 1) < 0.05
     assert abs(noise.mean()) < 4 * sigma / np.sqrt(noise.size)
     assert (np.asarray(stats["bytes_payload"]) == 4 * 8 * 8 * 16).all()  # float32 channel symbols
 
@@ -34,7 +36,8 @@ def test_awgn_training_draws_sigma_in_range_per_batch_or_sample():
     c = codec.condition((64,), train=True, rng=jax.random.key(3))
     assert np.ptp(np.asarray(c)) == 0 and 0.1 <= float(c[0]) <= 0.3  # one sigma per batch
     c = make_codec({"name": "awgn", "sigma_range": (0.1, 0.3), "per_sample": True}).condition(
-        (4096,), train=True, rng=jax.random.key(3))
+        (4096,), train=True, rng=jax.random.key(3)
+    )
     assert 0.1 <= float(c.min()) < 0.11 and 0.29 < float(c.max()) <= 0.3  # spans the range
     assert np.asarray(codec.condition((5,), train=False)).tolist() == [0.0] * 5  # eval: the fixed sigma
 
@@ -78,7 +81,7 @@ def test_bec_erasure_rate_matches_p(p):
 
 @pytest.mark.parametrize("name", ["awgn", "bec"])
 def test_straight_through_gradient_is_identity(name):
-    codec = make_codec({"name": name, "sigma_range": (0.0, 0.5), "p_range": (0.0, 0.5)})
+    codec = make_codec({"name": name, f"{'sigma' if name == 'awgn' else 'p'}_range": (0.0, 0.5)})
     w = jax.random.normal(jax.random.key(4), X.shape)
     g = jax.jit(jax.grad(lambda x, k: jnp.sum(w * codec(x, train=True, rng=k)[0])))(X, jax.random.key(5))
     np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
@@ -87,7 +90,7 @@ def test_straight_through_gradient_is_identity(name):
 @pytest.mark.parametrize("name", ["awgn", "bec"])
 def test_straight_through_gradient_under_shard_map(name):
     """4 devices, each its own slice: the gradient is still exactly the cotangent (not N x)."""
-    codec = make_codec({"name": name, "sigma_range": (0.0, 0.5), "p_range": (0.0, 0.5)})
+    codec = make_codec({"name": name, f"{'sigma' if name == 'awgn' else 'p'}_range": (0.0, 0.5)})
     mesh = parallel.make_mesh()
     w = jax.random.normal(jax.random.key(4), X.shape)
 
@@ -95,8 +98,12 @@ def test_straight_through_gradient_under_shard_map(name):
         k = jax.random.fold_in(k, jax.lax.axis_index(parallel.AXIS))
         return jax.lax.psum(jnp.sum(w * codec(x, train=True, rng=k)[0]), parallel.AXIS)
 
-    f = jax.shard_map(jax.grad(loss), mesh=mesh, in_specs=(parallel.BATCH, parallel.BATCH, parallel.REPLICATED),
-                      out_specs=parallel.BATCH)
+    f = jax.shard_map(
+        jax.grad(loss),
+        mesh=mesh,
+        in_specs=(parallel.BATCH, parallel.BATCH, parallel.REPLICATED),
+        out_specs=parallel.BATCH,
+    )
     np.testing.assert_array_equal(np.asarray(jax.jit(f)(X, w, jax.random.key(5))), np.asarray(w))
 
 
@@ -119,7 +126,7 @@ def test_bad_channel_settings_are_one_line_errors():
 
 def _model(condition=True, name="awgn"):
     cfg = small_config(after=16, channels=4, kernel=3, stride=1, condition=condition)
-    cfg.codec.update(name=name)
+    cfg.codec = ml_collections.ConfigDict(codec_settings(name))
     model = build_model(cfg, bn_axis_name=None)
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
     variables = model.init({"params": jax.random.key(1), "codec": jax.random.key(2)}, x)
@@ -128,7 +135,9 @@ def _model(condition=True, name="awgn"):
 
 def test_channel_condition_reaches_the_encoder():
     model, v, x = _model()
-    assert v["params"]["reduce"]["conv"]["kernel"].shape[2] == 4 * 32 + 1  # C (width 4 x 32 after RB16) + the condition map
+    assert (
+        v["params"]["reduce"]["conv"]["kernel"].shape[2] == 4 * 32 + 1
+    )  # C (width 4 x 32 after RB16) + the condition map
     edge = jax.jit(lambda c: model.apply(v, x, part="edge", condition=jnp.full((2,), c)))
     z0, z1 = np.asarray(edge(0.0)), np.asarray(edge(0.3))
     assert np.abs(z0 - z1).max() > 1e-4  # same input, different sigma: different encoder output
@@ -144,9 +153,45 @@ def test_unconditioned_ablation_ignores_the_condition():
     np.testing.assert_array_equal(np.asarray(edge(0.0)), np.asarray(edge(0.3)))
 
 
-def test_eval_noise_is_fixed_sigma_and_bec_eval_is_reproducible():
-    model, v, x = _model(name="bec")
-    f = jax.jit(functools.partial(model.apply, train=False))
-    a = f(v, x, rngs={"codec": jax.random.key(3)})[0]
-    b = f(v, x, rngs={"codec": jax.random.key(3)})[0]
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+def _check_eval_uses_the_fixed_condition(model, v, x, eval_value):
+    """Through the whole model at train=False with many keys: the channel the features meet is the
+    eval condition (sigma or p), never one drawn from the training range. The codec is asked for
+    what it got and the noise actually added is measured against it."""
+    f = jax.jit(lambda k: model.apply(v, x, train=False, rngs={"codec": k})[0])
+    conds = [float(model.codec.condition((1,), train=False)[0])]
+    outs = np.stack([np.asarray(f(jax.random.key(s))) for s in range(4)])
+    assert conds == [pytest.approx(eval_value)], conds
+    # different keys change the noise realisation (a channel is really applied) ...
+    assert np.ptp(outs, axis=0).max() > 0 or eval_value == 0
+    # ... and its strength is the eval value: measured on the codec at train=False over many keys
+    z = jnp.full((64, 4, 4, 4), 0.5)
+    ys = np.stack([np.asarray(model.codec(z, train=False, rng=jax.random.key(s))[0]) for s in range(8)])
+    if model.codec.name == "awgn":
+        level = float(np.std(ys - 0.5))
+    else:  # bec: an erased bit reads as 1/2, so the value moves off 128/255; erased bits ~ 1 - (1-p)^8 of values
+        level = 1 - (1 - float(np.mean(np.abs(ys * 255 - 128) > 1e-3))) ** (1 / 8)
+    assert abs(level - eval_value) < 0.25 * eval_value + 1e-3, (model.codec.name, level, eval_value)
+
+
+@pytest.mark.parametrize("name, eval_value, train_range", [("awgn", 0.05, (0.3, 0.5)), ("bec", 0.02, (0.3, 0.5))])
+def test_eval_meets_the_fixed_condition_not_the_training_range(name, eval_value, train_range):
+    field = {"awgn": "sigma", "bec": "p"}[name]
+    cfg = small_config(after=16, channels=4, kernel=3, stride=1, condition=True)
+    cfg.codec = ml_collections.ConfigDict(codec_settings(name, **{field: eval_value, f"{field}_range": train_range}))
+    model = build_model(cfg, bn_axis_name=None)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    v = model.init({"params": jax.random.key(1), "codec": jax.random.key(2)}, x)
+    _check_eval_uses_the_fixed_condition(model, v, x, eval_value)
+
+    # The same check fails on a codec that (wrongly) draws from the training range at eval too.
+    good = model.codec
+
+    class Broken(type(good)):
+        def condition(self, batch_shape, *, train, rng=None):
+            return super().condition(batch_shape, train=True, rng=rng if rng is not None else jax.random.key(9))
+
+    broken_model = build_model(
+        cfg, bn_axis_name=None, codec=Broken(**{k: getattr(good, k) for k in codec_settings(name) if k != "name"})
+    )
+    with pytest.raises(AssertionError):
+        _check_eval_uses_the_fixed_condition(broken_model, v, x, eval_value)

@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import ConfigError, JpegCodec, make_codec
-from bottlenet_jax.codecs import jpeg
-from conftest import feature_maps
+from bottlenet_jax.codecs import JpegCodec, jpeg, make_codec
+from bottlenet_jax.errors import ConfigError
+
+from helpers import feature_maps
 
 
 def reference_tile(u8, layout):
@@ -24,7 +25,7 @@ def reference_tile(u8, layout):
     img = np.zeros((n, rows * h, cols * w), np.uint8)
     for j in range(c):
         r, q = divmod(j, cols)
-        img[:, r * h:(r + 1) * h, q * w:(q + 1) * w] = u8[..., j]
+        img[:, r * h : (r + 1) * h, q * w : (q + 1) * w] = u8[..., j]
     return img
 
 
@@ -62,10 +63,18 @@ def test_tiling_matches_reference_and_inverts(rng):
         np.testing.assert_array_equal(jax.jit(lambda t: jpeg.untile(t, 7, 9, 6, layout))(tj), u8.reshape(3, 1, 7, 9, 6))
 
 
-@pytest.mark.parametrize("cfg", [{"name": "identity"}, {"name": "uint8"},
-                                 {"name": "jpeg", "quality": 25}, {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True},
-                                 {"name": "jpeg", "quality": 50, "minmax": True}, {"name": "jpeg", "quality": 25, "backend": "device"},
-                                 {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True, "backend": "device"}])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"name": "identity"},
+        {"name": "uint8"},
+        {"name": "jpeg", "quality": 25},
+        {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True},
+        {"name": "jpeg", "quality": 50, "minmax": True},
+        {"name": "jpeg", "quality": 25, "backend": "device"},
+        {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True, "backend": "device"},
+    ],
+)
 def test_transport_path_equals_graph(rng, cfg):
     codec = make_codec(cfg)
     x = feature_maps(rng, 4, 8, 8, 3)
@@ -82,13 +91,16 @@ def test_decode_names_a_bad_payload_instead_of_failing_the_batch_on_shapes(rng):
     codec = JpegCodec(quality=50)
     x = feature_maps(rng, 3, 8, 8, 4)
     good = codec.encode(x)
-    for bad in (good[1][:len(good[1]) // 3], b"", codec.encode(feature_maps(rng, 1, 4, 4, 4))[0]):
-        with pytest.raises(ValueError, match=r"payload 1 \(\d+ bytes\)(: not a JPEG| decodes to .*expected a \(16, 16\))"):
+    for bad in (good[1][: len(good[1]) // 3], b"", codec.encode(feature_maps(rng, 1, 4, 4, 4))[0]):
+        with pytest.raises(
+            ValueError, match=r"payload 1 \(\d+ bytes\)(: not a JPEG| decodes to .*expected a \(16, 16\))"
+        ):
             codec.decode([good[0], bad, good[2]], x.shape)
 
 
-@pytest.mark.parametrize("cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10},
-                                 {"name": "jpeg", "quality": 10, "backend": "device"}])
+@pytest.mark.parametrize(
+    "cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10}, {"name": "jpeg", "quality": 10, "backend": "device"}]
+)
 def test_gradient_is_identity_under_jit_and_vmap(rng, cfg):
     codec = make_codec(cfg)
     x = feature_maps(rng, 4, 8, 8, 2)
@@ -116,7 +128,7 @@ def test_vmap_makes_one_callback_call(rng):
 def test_process_pool_codes_exactly_like_the_thread_pool(rng):
     """Same pixels and byte counts whichever pool codes the chunks (3 workers, 7 uneven chunks' worth)."""
     x = feature_maps(rng, 7, 12, 12, 3)
-    outs = {pool: jax.jit(lambda x, c=JpegCodec(quality=35, threads=3, pool=pool): c(x))(x) for pool in jpeg.POOLS}
+    outs = {pool: jax.jit(JpegCodec(quality=35, workers=3, pool=pool))(x) for pool in jpeg.POOLS}
     (xt, st), (xp, sp) = outs["threads"], outs["processes"]
     np.testing.assert_array_equal(xt, xp)
     for k in st:
@@ -124,9 +136,16 @@ def test_process_pool_codes_exactly_like_the_thread_pool(rng):
     assert 0 < int(sp["bytes_payload"][0]) < int(sp["bytes_full"][0])
 
 
-@pytest.mark.parametrize("bad, match", [({"quality": 0}, "1..100"), ({"quality": 101}, "1..100"),
-                                        ({"layout": "spiral"}, "grid, rows"), ({"threads": -1}, ">= 0"),
-                                        ({"pool": "gpu"}, "threads, processes")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"quality": 0}, "1..100"),
+        ({"quality": 101}, "1..100"),
+        ({"layout": "spiral"}, "grid, rows"),
+        ({"workers": -1}, ">= 0"),
+        ({"pool": "gpu"}, "threads, processes"),
+    ],
+)
 def test_bad_jpeg_settings_fail_at_build(bad, match):
     with pytest.raises(ConfigError, match=match):
         make_codec({"name": "jpeg", **bad})
@@ -150,12 +169,18 @@ def test_process_pool_workers_exit_when_the_trainer_is_killed(tmp_path):
         "import os, signal, numpy as np\n"
         "from bottlenet_jax.codecs import jpeg\n"
         "if __name__ == '__main__':\n"
-        "    jpeg.jpeg_roundtrip_np(np.zeros((4, 8, 8, 2), np.uint8), 50, threads=2, pool='processes')\n"
+        "    jpeg.jpeg_roundtrip_np(np.zeros((4, 8, 8, 2), np.uint8), 50, workers=2, pool='processes')\n"
         "    print(*jpeg._POOLS['processes', 2]._processes, flush=True)\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))})
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))},
+    )
     assert p.returncode == -9, p.stderr[-2000:]
     pids = [int(x) for x in p.stdout.split()]
     assert len(pids) == 2

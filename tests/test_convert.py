@@ -4,6 +4,7 @@ torchvision itself cannot be installed beside the torch wheel available here, so
 a torch ResNet-50 written with torchvision's exact module names and forward (v1.5, BN eps 1e-5);
 its state_dict keys are what torchvision.models.resnet50().state_dict() has.
 """
+
 import numpy as np
 import pytest
 
@@ -52,6 +53,7 @@ class TorchResNet50(nn.Module):
 
 def test_torchvision_resnet50_import_matches_logits(tmp_path):
     import jax
+
     from bottlenet_jax.convert import load_torchvision
     from bottlenet_jax.models import ResNet
 
@@ -78,6 +80,7 @@ def test_torchvision_resnet50_import_matches_logits(tmp_path):
 
 def _to_npz(path, tmp_path):
     from bottlenet_jax.convert import read_state_dict
+
     out = str(tmp_path / "r50.npz")
     np.savez(out, **read_state_dict(path))
     return out

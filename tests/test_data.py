@@ -1,12 +1,16 @@
 """Data: preparation to records, and the grain/OpenCV loader's guarantees (determinism across
 worker counts, resume without reading skipped records, per-process slices, eval padding)."""
+
 import cv2
 import numpy as np
 import pytest
 
+from bottlenet_jax import train_lib
 from bottlenet_jax.data import fashion_mnist as fm
 from bottlenet_jax.data import loader, records
-from conftest import write_tiny_fashion_mnist
+from bottlenet_jax.errors import DataError
+
+from helpers import write_tiny_fashion_mnist
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +21,15 @@ def tiny(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("FASHION_MNIST_DIR", str(d))
     from bottlenet_jax.data.prepare import prepare
+
     prepare("fashion_mnist_local", str(d / "tfds"))
     mp.undo()
-    return records.open_prepared("fashion_mnist_local", str(d / "tfds"), prepare_if_missing=False), d
+    return records.open_prepared("fashion_mnist_local", str(d / "tfds")), d
 
 
 def _cfg(**kw):
     from configs import fashion_mnist
+
     cfg = fashion_mnist.get_config()
     cfg.batch_size, cfg.eval_batch_size = 8, 8
     cfg.train_split, cfg.validation_split = "train", ""  # the tiny dataset has 40 training images
@@ -51,7 +57,11 @@ def test_prepared_records_hold_the_images_and_labels(tiny):
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
     assert (img.tobytes(), label) in want
     batches = list(loader.eval_iterator(data, _cfg()))  # eval: every test image once, unaltered (28 px)
-    got = [(img[..., 0].tobytes(), int(lab)) for b in batches for img, lab in zip(b["image"][b["mask"]], b["label"][b["mask"]])]
+    got = [
+        (img[..., 0].tobytes(), int(lab))
+        for b in batches
+        for img, lab in zip(b["image"][b["mask"]], b["label"][b["mask"]])
+    ]
     assert sorted(got) == want and got[3] == (img.tobytes(), label)
 
 
@@ -60,9 +70,12 @@ def test_split_slices():
     assert records.parse_split("train[:30]", sizes) == ("train", 0, 30)
     assert records.parse_split("train[30:]", sizes) == ("train", 30, 100)
     assert records.parse_split("train[-10%:]", sizes) == ("train", 90, 100)
-    for bad, msg in (("val", "has splits test, train"), ("train[5:5]", "selects no examples"),
-                     ("train[a:b]", "expected NAME")):
-        with pytest.raises(records.DataError, match=msg):
+    for bad, msg in (
+        ("val", "has splits test, train"),
+        ("train[5:5]", "selects no examples"),
+        ("train[a:b]", "expected NAME"),
+    ):
+        with pytest.raises(DataError, match=msg):
             records.parse_split(bad, sizes)
 
 
@@ -105,7 +118,9 @@ def test_resume_skips_records_without_reading_them(tiny):
                 def __getitems__(_, keys):
                     self.reads.extend(keys)
                     return source.__getitems__(keys)
+
             return Source(), lo, hi
+
     counting = Counting(data.root)
     resumed = loader.train_iterator(counting, cfg, start_step=6)
     for want in first[6:]:
@@ -143,7 +158,7 @@ def test_crop_boxes_and_dct_scaled_decode():
     for _ in range(200):
         h, w = rng.integers(20, 800, 2)
         y, x, ch, cw = loader.random_resized_crop_box(rng, int(h), int(w))
-        assert 0 <= y and y + ch <= h and 0 <= x and x + cw <= w and ch > 0 and cw > 0
+        assert y >= 0 and y + ch <= h and x >= 0 and x + cw <= w and ch > 0 and cw > 0
     assert loader.center_crop_box(375, 500, 224) == (24, 86, 328, 328)  # 224/256 of the short side, centred
     yy, xx = np.mgrid[0:600, 0:800]
     img = np.stack([(yy * 0.3 + xx * 0.1) % 256, (xx * 0.25) % 256, (yy * 0.2 + 40) % 256], -1).astype(np.uint8)
@@ -157,22 +172,30 @@ def test_crop_boxes_and_dct_scaled_decode():
 
 
 def test_unprepared_or_bad_dataset_is_a_one_line_error(tmp_path, monkeypatch, tiny):
-    with pytest.raises(records.DataError, match=r"not prepared in .*python -m bottlenet_jax.data.prepare nope "
-                                                  r"--data_dir"):
-        records.open_prepared("nope", str(tmp_path), prepare_if_missing=False)
-    with pytest.raises(records.DataError, match=r"ImageNet .* download ILSVRC2012_img_train.tar .* then run "
-                                                  r"`python -m bottlenet_jax.data.prepare imagenet2012"):
-        records.open_prepared("imagenet2012", str(tmp_path))  # prepared on first use where TFDS can
+    with pytest.raises(
+        DataError,
+        match=r"not prepared in .*python -m bottlenet_jax.data.prepare nope "
+        r"--data_dir",
+    ):
+        records.open_prepared("nope", str(tmp_path))
+    with pytest.raises(
+        DataError,
+        match=r"ImageNet .* download ILSVRC2012_img_train.tar .* then run "
+        r"`python -m bottlenet_jax.data.prepare imagenet2012",
+    ):
+        train_lib.open_dataset(_cfg(dataset="imagenet2012", data_dir=str(tmp_path)))  # prepared where TFDS can
     import sys
+
     import bottlenet_jax.data
+
     monkeypatch.setitem(sys.modules, "bottlenet_jax.data.prepare", None)  # a host without TensorFlow
     monkeypatch.delattr(bottlenet_jax.data, "prepare", raising=False)
-    with pytest.raises(records.DataError, match=r"TensorFlow/TFDS are not installed here: run `pip install"):
-        records.open_prepared("imagenet2012", str(tmp_path))
+    with pytest.raises(DataError, match=r"TensorFlow/TFDS are not installed here: run `pip install"):
+        train_lib.open_dataset(_cfg(dataset="imagenet2012", data_dir=str(tmp_path)))
     data, _ = tiny
-    with pytest.raises(records.DataError, match="preprocess='crop'"):
+    with pytest.raises(DataError, match="preprocess='crop'"):
         loader.train_iterator(data, _cfg(preprocess="crop"))
-    with pytest.raises(records.DataError, match="fewer than one batch"):
+    with pytest.raises(DataError, match="fewer than one batch"):
         loader.train_iterator(data, _cfg(batch_size=64))
 
 

@@ -3,6 +3,7 @@
 Exactness is checked against cv2.imencode/imdecode itself on > 10,000 images (every size x quality
 x content below), with the default Huffman tables and, on a smaller set, with optimize=True.
 """
+
 import functools
 import os
 
@@ -13,11 +14,12 @@ import numpy as np
 import pytest
 
 from bottlenet_jax import parallel
-from bottlenet_jax.codecs import ConfigError, JpegCodec, jpeg, make_codec
-from bottlenet_jax.codecs import jpeg_entropy, jpeg_xla
+from bottlenet_jax.codecs import JpegCodec, jpeg, jpeg_entropy, jpeg_xla, make_codec
 from bottlenet_jax.codecs.jpeg_xla import jpeg_device
+from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.parallel import BATCH
-from conftest import feature_maps
+
+from helpers import feature_maps
 
 QUALITIES = (1, 2, 5, 10, 25, 50, 75, 90, 95, 98, 99, 100)
 SIZES = ((1, 1), (7, 9), (13, 17), (28, 28), (9, 30), (84, 84))
@@ -52,10 +54,14 @@ def contents(rng, h, w, per_kind):
         pick = rng.integers(0, len(tiles), reps[0] * reps[1])
         mosaic = np.block([[tiles[pick[r * reps[1] + c]] for c in range(reps[1])] for r in range(reps[0])])
         y0, x0 = rng.integers(0, mosaic.shape[0] - h + 1), rng.integers(0, mosaic.shape[1] - w + 1)
-        trained.append(mosaic[y0:y0 + h, x0:x0 + w])
-    return {"noise": rng.integers(0, 256, (per_kind, h, w)), "smooth": np.stack(smooth),
-            "constant": np.stack([np.full((h, w), v) for v in (0, 128, 255)]), "stripes": np.stack(stripes),
-            "trained_unit": np.stack(trained)}
+        trained.append(mosaic[y0 : y0 + h, x0 : x0 + w])
+    return {
+        "noise": rng.integers(0, 256, (per_kind, h, w)),
+        "smooth": np.stack(smooth),
+        "constant": np.stack([np.full((h, w), v) for v in (0, 128, 255)]),
+        "stripes": np.stack(stripes),
+        "trained_unit": np.stack(trained),
+    }
 
 
 def check_exact(per_kind, optimize, seed):
@@ -72,8 +78,9 @@ def check_exact(per_kind, optimize, seed):
             for i, img in enumerate(imgs):
                 want, size = cv2_roundtrip(img, q, optimize)
                 bad_pixels, bad_bytes = int((dec[i] != want).sum()), int(nbytes[i] != size)
-                assert not (bad_pixels or bad_bytes), (f"{h}x{w} q={q} {names[i]} #{i}: {bad_pixels} pixels differ, "
-                                                       f"{nbytes[i]} bytes vs cv2's {size}")
+                assert not (bad_pixels or bad_bytes), (
+                    f"{h}x{w} q={q} {names[i]} #{i}: {bad_pixels} pixels differ, {nbytes[i]} bytes vs cv2's {size}"
+                )
                 pixel_diff, byte_diff, tiles = pixel_diff + bad_pixels, byte_diff + bad_bytes, tiles + 1
     return tiles, pixel_diff, byte_diff
 
@@ -111,7 +118,7 @@ def test_idct_output_never_reaches_the_range_where_libjpeg_builds_differ():
         return jpeg_xla.idct_1d(jpeg_xla._transposed(jpeg_xla.idct_1d, coef * qt, True), False)
 
     v = np.asarray(before_clamp(blocks))
-    assert -512 <= v.min() and v.max() <= 511
+    assert v.min() >= -512 and v.max() <= 511
     assert v.max() > 255 - 128 and v.min() < -128  # the clamp is exercised, not idle
     dec, _ = jax.jit(lambda b: jpeg_device(b, 1))(blocks)
     np.testing.assert_array_equal(np.asarray(dec), np.stack([cv2_roundtrip(b, 1)[0] for b in blocks]))
@@ -123,8 +130,13 @@ def test_huffman_tables_and_fixed_segments_are_what_cv2_writes():
     segs = {}
     for marker, start, end in jpeg.segments(buf):
         segs.setdefault(marker, []).append(buf[start:end])
-    got = {0xD8: 2, 0xE0: jpeg_xla.SEGMENT_BYTES["APP0"], 0xDB: jpeg_xla.SEGMENT_BYTES["DQT"],
-           0xC0: jpeg_xla.SEGMENT_BYTES["SOF0"], 0xDA: jpeg_xla.SEGMENT_BYTES["SOS"]}
+    got = {
+        0xD8: 2,
+        0xE0: jpeg_xla.SEGMENT_BYTES["APP0"],
+        0xDB: jpeg_xla.SEGMENT_BYTES["DQT"],
+        0xC0: jpeg_xla.SEGMENT_BYTES["SOF0"],
+        0xDA: jpeg_xla.SEGMENT_BYTES["SOS"],
+    }
     for marker, size in got.items():
         if marker != 0xD8:
             assert [len(s) for s in segs[marker]] == [size]
@@ -132,7 +144,7 @@ def test_huffman_tables_and_fixed_segments_are_what_cv2_writes():
     # each DHT: class/id, BITS[1..16], HUFFVAL: rebuild ours the same way
     for dht, base in zip(segs[0xC4], (0, 256)):
         bits, huffval = np.frombuffer(dht[5:21], np.uint8), np.frombuffer(dht[21:], np.uint8)
-        lengths = jpeg_entropy.DEFAULT_LENGTHS[base:base + 256]
+        lengths = jpeg_entropy.DEFAULT_LENGTHS[base : base + 256]
         np.testing.assert_array_equal(bits, jpeg_entropy.length_counts(lengths)[1:])
         order = np.lexsort((np.arange(256), lengths))
         np.testing.assert_array_equal(huffval, order[lengths[order] > 0])
@@ -200,9 +212,14 @@ def test_device_gradient_is_identity_under_jit_vmap_and_shard_map(rng, dtype):
     assert not np.array_equal(np.asarray(codec(x)[0]), np.asarray(x))
 
 
-@pytest.mark.parametrize("bad, match", [({"backend": "gpu"}, "host, device"),
-                                        ({"backend": "device", "minmax": True}, "needs codec.backend='host'"),
-                                        ({"name": "jpeg_xla"}, "backend='device'")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"backend": "gpu"}, "host, device"),
+        ({"backend": "device", "minmax": True}, "needs codec.backend='host'"),
+        ({"name": "jpeg_xla"}, "backend='device'"),
+    ],
+)
 def test_bad_settings_fail_at_build_with_one_line(bad, match):
     with pytest.raises(ConfigError, match=match) as e:
         make_codec({"name": "jpeg", **bad})
@@ -218,8 +235,9 @@ def _step_runner(cfg, backend, mesh):
     """The trainer's own train step for this config, plus a forward that returns the step's x_hat."""
     from bottlenet_jax.models import build_model
     from bottlenet_jax.parallel import REPLICATED
-    from bottlenet_jax.steps import normalize
-    from bottlenet_jax.train_lib import compile_steps, create_train_state
+    from bottlenet_jax.steps import compile_steps, normalize
+    from bottlenet_jax.train_lib import create_train_state
+
     cfg = cfg.copy_and_resolve_references()
     cfg.codec.backend = backend
     model = build_model(cfg)
@@ -227,10 +245,14 @@ def _step_runner(cfg, backend, mesh):
     p_train, _ = compile_steps(model, tx, mesh, cfg)
 
     def x_hat(state, batch):
-        _, v = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                           normalize(batch["image"], cfg.mean, cfg.std), train=True,
-                           mutable=["batch_stats", "intermediates"])
+        _, v = model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            normalize(batch["image"], cfg.mean, cfg.std),
+            train=True,
+            mutable=["batch_stats", "intermediates"],
+        )
         return v["intermediates"]["x_hat"][0]
+
     return parallel.replicate(state, mesh), p_train, parallel.data_parallel(x_hat, mesh, (REPLICATED, BATCH), BATCH)
 
 
@@ -239,6 +261,7 @@ def test_training_with_either_backend_is_bit_identical(dtype):
     """N train steps (the trainer's jit(shard_map) step, 4 devices) with host and device JPEG: the
     cloud half sees the same x_hat at every step, and the parameters stay bit-identical."""
     from helpers import small_config
+
     cfg = small_config()
     cfg.model.update(depth=18, dtype=dtype)  # the ResNet-18 layout: the same step, a quarter of the compile
     cfg.batch_size = 8
@@ -247,14 +270,19 @@ def test_training_with_either_backend_is_bit_identical(dtype):
     rng = np.random.default_rng(0)
     states = {b: r[0] for b, r in runs.items()}
     for step in range(4):
-        batch = parallel.shard_batch({"image": rng.integers(0, 256, (8, 32, 32, 3), np.uint8),
-                                      "label": rng.integers(0, 10, 8).astype(np.int32)}, mesh)
+        batch = parallel.shard_batch(
+            {"image": rng.integers(0, 256, (8, 32, 32, 3), np.uint8), "label": rng.integers(0, 10, 8).astype(np.int32)},
+            mesh,
+        )
         seen = {b: np.asarray(runs[b][2](states[b], batch)) for b in runs}
         np.testing.assert_array_equal(seen["device"], seen["host"], err_msg=f"x_hat differs at step {step}")
         before = states["host"].params
         for b in runs:
             states[b], metrics = runs[b][1](states[b], batch)
             assert float(metrics["bytes_payload"]) > 0
-        jax.tree.map(functools.partial(np.testing.assert_array_equal, err_msg=f"params differ after step {step}"),
-                     states["device"].params, states["host"].params)
+        jax.tree.map(
+            functools.partial(np.testing.assert_array_equal, err_msg=f"params differ after step {step}"),
+            states["device"].params,
+            states["host"].params,
+        )
     assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: np.array_equal(a, b), before, states["host"].params)))

@@ -1,10 +1,11 @@
 """Lightweight codec: real range-coded bytes, the clip model vs an empirical search, ECSQ properties."""
+
 import jax
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import make_codec
 from bottlenet_jax.codecs import lightweight as lw
+from bottlenet_jax.codecs import make_codec
 
 
 def relu_data(rng, n=200_000, kind="exponential", p0=0.5):

@@ -1,11 +1,14 @@
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import ConfigError
+from bottlenet_jax.codecs import codec_settings
+from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.models import block_layout, build_model
 from configs import default
+
 from helpers import small_config
 
 
@@ -18,7 +21,10 @@ def test_resnet50_has_torchvision_parameter_count():
     assert len(block_layout(50)) == 16 and len(block_layout(152)) == 50 and len(block_layout(18)) == 8
 
 
-@pytest.mark.parametrize("depth, stem, size, k", [(50, "small", 32, 1), (50, "small", 32, 9), (18, "imagenet", 64, 3), (34, "imagenet", 64, 16)])
+@pytest.mark.parametrize(
+    "depth, stem, size, k",
+    [(50, "small", 32, 1), (50, "small", 32, 9), (18, "imagenet", 64, 3), (34, "imagenet", 64, 16)],
+)
 def test_split_without_bottleneck_equals_unsplit(depth, stem, size, k):
     c = small_config()
     c.model.update(depth=depth, stem=stem)
@@ -26,7 +32,7 @@ def test_split_without_bottleneck_equals_unsplit(depth, stem, size, k):
     c.split.update(after=0)
     plain = build_model(c, bn_axis_name=None)
     c.split.update(after=k, unit=False)
-    c.codec.name = "identity"
+    c.codec = ml_collections.ConfigDict(codec_settings("identity"))
     split = build_model(c, bn_axis_name=None)
     x = jax.random.normal(jax.random.key(1), (2, size, size, 3))
     v = plain.init(jax.random.key(0), x)
@@ -41,9 +47,10 @@ def test_split_without_bottleneck_equals_unsplit(depth, stem, size, k):
 
 def test_feature_shape_matches_model_at_every_split_point():
     from bottlenet_jax.models import feature_shape
+
     c = small_config()
     c.image_size = 28
-    c.codec.name = "identity"
+    c.codec = ml_collections.ConfigDict(codec_settings("identity"))
     for k, stride in [(1, 2), (4, 2), (8, 1), (14, 1), (16, 1)]:
         c.split.update(after=k, stride=stride)
         model = build_model(c, bn_axis_name=None)
@@ -54,28 +61,33 @@ def test_feature_shape_matches_model_at_every_split_point():
 def test_resnet50_rb1_bottleneck_shapes():
     c = default.get_config()
     c.split.update(after=1, channels=12, stride=2, kernel=2)
-    c.codec.name = "identity"
+    c.codec = ml_collections.ConfigDict(codec_settings("identity"))
     model = build_model(c, bn_axis_name=None)
     x = jnp.zeros((1, 224, 224, 3))
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-    (_, _), inter = jax.eval_shape(lambda v: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]), v)
+    (_, _), inter = jax.eval_shape(
+        lambda v: model.apply(v, x, capture_intermediates=True, mutable=["intermediates"]), v
+    )
     i = inter["intermediates"]
     assert i["backbone"]["layer1_0"]["__call__"][0].shape == (1, 56, 56, 256)
     assert i["reduce"]["__call__"][0].shape == (1, 28, 28, 12)
     assert i["restore"]["__call__"][0].shape == (1, 56, 56, 256)
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda c: c.split.update(after=17), r"RB1\.\.RB16"),
-    (lambda c: c.split.update(after=-1), r"RB1\.\.RB16"),
-    (lambda c: c.codec.update(quality=0), r"1\.\.100"),
-    (lambda c: c.codec.update(quality=150), r"1\.\.100"),
-    (lambda c: c.split.update(channels=0), "C' must be > 0"),
-    (lambda c: c.split.update(channels=-4), "C' must be > 0"),
-    (lambda c: setattr(c, "image_size", 226), "57x57, not divisible by the reduction stride 2"),
-    (lambda c: c.split.update(stride=3), "1 or 2"),
-    (lambda c: c.model.update(depth=42), "must be one of"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c.split.update(after=17), r"RB1\.\.RB16"),
+        (lambda c: c.split.update(after=-1), r"RB1\.\.RB16"),
+        (lambda c: c.codec.update(quality=0), r"1\.\.100"),
+        (lambda c: c.codec.update(quality=150), r"1\.\.100"),
+        (lambda c: c.split.update(channels=0), "C' must be > 0"),
+        (lambda c: c.split.update(channels=-4), "C' must be > 0"),
+        (lambda c: setattr(c, "image_size", 226), "57x57, not divisible by the reduction stride 2"),
+        (lambda c: c.split.update(stride=3), "1 or 2"),
+        (lambda c: c.model.update(depth=42), "must be one of"),
+    ],
+)
 def test_bad_config_fails_at_build_with_one_line(change, match):
     c = default.get_config()
     change(c)

@@ -1,6 +1,7 @@
 """The edge half as ONNX (export --onnx): onnxruntime matches the JAX edge, and its payload is
 classified by the server as the JAX edge's is. Needs `pip install '.[onnx]'` (jax2onnx pins an
 older orbax-checkpoint, so the default test environment does not carry it): skipped without it."""
+
 import os
 import socket
 
@@ -21,11 +22,13 @@ def _free_port():
 def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
     import jax
     import jax.numpy as jnp
+
     from bottlenet_jax.export import export_variables
     from bottlenet_jax.models import build_model
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
     from configs import fashion_mnist
+
     cfg = fashion_mnist.get_config()
     model = build_model(cfg, bn_axis_name=None)
     v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))

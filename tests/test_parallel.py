@@ -1,5 +1,4 @@
 """Data parallelism over 4 forced CPU devices (conftest): exact gradients, one callback per device."""
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +10,8 @@ from bottlenet_jax.codecs import JpegCodec
 from bottlenet_jax.models import build_model
 from bottlenet_jax.parallel import AXIS, BATCH, REPLICATED
 from bottlenet_jax.steps import cross_entropy
-from conftest import feature_maps
-from helpers import small_config
+
+from helpers import feature_maps, small_config
 
 
 def test_four_devices_present():
@@ -36,10 +35,12 @@ def _loss_and_model(cfg, axis):
     model = build_model(cfg, bn_axis_name=axis)
 
     def loss(params, batch_stats, x, y):
-        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                mutable=["batch_stats"])[0]
+        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])[
+            0
+        ]
         l = jnp.mean(cross_entropy(logits, y, 10))
         return lax.pmean(l, AXIS) if axis else l
+
     return model, loss
 
 

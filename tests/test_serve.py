@@ -1,5 +1,6 @@
 """The split-inference runtime: KServe v2 gRPC server + dynamic batcher + edge client, on loopback,
 from an export of a mock-trained model (tests/mock_train.py)."""
+
 import concurrent.futures
 import os
 import socket
@@ -26,10 +27,24 @@ def _free_port():
 @pytest.fixture(scope="module")
 def export_dir(mock_imagenet, tmp_path_factory):
     from bottlenet_jax.export import export_workdir
+
     d = tmp_path_factory.mktemp("serve")
-    p = subprocess.run([sys.executable, os.path.join(HERE, "mock_train.py"), str(mock_imagenet), str(d / "wd"),
-                        str(d / "out.json"), "num_train_steps=2", "eval_every_steps=2", "checkpoint_every_steps=2"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "mock_train.py"),
+            str(mock_imagenet),
+            str(d / "wd"),
+            str(d / "out.json"),
+            "num_train_steps=2",
+            "eval_every_steps=2",
+            "checkpoint_every_steps=2",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     export_workdir(str(d / "wd"), str(d / "export"))
     return str(d / "export")
@@ -38,6 +53,7 @@ def export_dir(mock_imagenet, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(export_dir):
     from bottlenet_jax.serve import server as srv
+
     s = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=0.05, queue_size=64)
     yield s.service, f"127.0.0.1:{s.port}"
     s.stop(grace=5)
@@ -49,36 +65,42 @@ def _images(n, seed=0):
 
 def _raw_infer(addr, elements, shape=None):
     """One ModelInfer with hand-built BYTES contents (to send what a good client never would)."""
-    from tritonclient.grpc import service_pb2 as pb, service_pb2_grpc as pb_grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
     t = pb.ModelInferRequest.InferInputTensor(name="PAYLOAD", datatype="BYTES", shape=shape or [len(elements)])
     t.contents.bytes_contents.extend(elements)
     with grpc.insecure_channel(addr) as ch:
-        return pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(pb.ModelInferRequest(model_name="bottlenet", inputs=[t]),
-                                                                timeout=30)
+        return pb_grpc.GRPCInferenceServiceStub(ch).ModelInfer(
+            pb.ModelInferRequest(model_name="bottlenet", inputs=[t]), timeout=30
+        )
 
 
 def test_logits_through_the_server_equal_the_full_model_and_clients_get_their_own(server, export_dir):
     import jax
-    from bottlenet_jax.checkpoint import Checkpoints
-    from bottlenet_jax.evaluation import load_config
+
+    from bottlenet_jax.checkpoint import Checkpoints, load_config
     from bottlenet_jax.models import build_model
     from bottlenet_jax.serve.client import EdgeClient
     from bottlenet_jax.steps import normalize
+
     service, addr = server
     wd = os.path.join(os.path.dirname(export_dir), "wd")
     cfg, raw = load_config(wd), Checkpoints(wd).restore_raw()
     full = jax.jit(build_model(cfg, bn_axis_name=None).apply)
     imgs = _images(12)
-    want = np.asarray(full({"params": raw["params"], "batch_stats": raw["batch_stats"]},
-                           normalize(imgs, cfg.mean, cfg.std))[0])
+    want = np.asarray(
+        full({"params": raw["params"], "batch_stats": raw["batch_stats"]}, normalize(imgs, cfg.mean, cfg.std))[0]
+    )
     client = EdgeClient(export_dir, addr)
     before = service.batcher.executions
     with concurrent.futures.ThreadPoolExecutor(12) as pool:  # 12 clients at once: batched together
-        got = list(pool.map(lambda i: client.send(client.encode(imgs[i:i + 1]))[0], range(12)))
+        got = list(pool.map(lambda i: client.send(client.encode(imgs[i : i + 1]))[0], range(12)))
     np.testing.assert_allclose(np.stack(got), want, rtol=1e-5, atol=1e-5)  # each client got its own image's logits
     assert list(np.argmax(got, -1)) == list(np.argmax(want, -1))
     assert service.batcher.executions - before < 12  # requests shared batches
     import tritonclient.grpc as tc
+
     inp = tc.InferInput("PAYLOAD", [2], "BYTES")
     inp.set_data_from_numpy(np.array(client.encode(imgs[:2]), dtype=np.object_))
     res = client.client.infer("bottlenet", [inp], outputs=[tc.InferRequestedOutput("CLASS")])
@@ -93,6 +115,7 @@ def test_logits_through_the_server_equal_the_full_model_and_clients_get_their_ow
 def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds(server, export_dir):
     from bottlenet_jax.serve.client import EdgeClient
     from bottlenet_jax.serve.runtime import frame
+
     service, addr = server
     client = EdgeClient(export_dir, addr)
     good = client.encode(_images(1, seed=3))[0]
@@ -100,12 +123,14 @@ def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds
     flipped = bytearray(body)
     flipped[len(flipped) // 2] ^= 0x10
     wrong = cv2.imencode(".jpg", np.zeros((5, 7), np.uint8))[1].tobytes()
-    bad = {"truncated": (good[:len(good) // 2], "CRC-32 mismatch"),
-           "truncated, re-framed": (frame(body[:len(body) // 2]), "cannot decode"),
-           "empty": (b"", "empty"),
-           "bit-flipped": (bytes(flipped) + good[-4:], "CRC-32 mismatch"),
-           "oversized": (frame(b"\0" * 10_000_000), "larger than any"),
-           "wrong-shape image": (frame(wrong), "cannot decode")}
+    bad = {
+        "truncated": (good[: len(good) // 2], "CRC-32 mismatch"),
+        "truncated, re-framed": (frame(body[: len(body) // 2]), "cannot decode"),
+        "empty": (b"", "empty"),
+        "bit-flipped": (bytes(flipped) + good[-4:], "CRC-32 mismatch"),
+        "oversized": (frame(b"\0" * 10_000_000), "larger than any"),
+        "wrong-shape image": (frame(wrong), "cannot decode"),
+    }
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futs = {k: pool.submit(_raw_infer, addr, [v]) for k, (v, _) in bad.items()}
         futs["wrong tensor shape"] = pool.submit(_raw_infer, addr, [good], shape=[1, 1])
@@ -122,12 +147,14 @@ def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds
 
 def test_full_queue_rejects_instead_of_hanging(export_dir):
     from bottlenet_jax.serve import server as srv
+
     s = srv.start(export_dir, port=_free_port(), max_batch=1, max_delay=0.0, queue_size=1)
     port = s.port
     slow = s.model.infer
     s.model.infer = lambda f: (time.sleep(0.5), slow(f))[1]
     try:
         from bottlenet_jax.serve.client import EdgeClient
+
         client = EdgeClient(export_dir, f"127.0.0.1:{port}")
         good = client.encode(_images(1))[0]
         t = time.perf_counter()
@@ -150,9 +177,23 @@ def _try(fn):
 
 def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir, tmp_path):
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bottlenet_jax.serve", "--export", export_dir, "--port", str(port),
-                             "--max-delay-ms", "800"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bottlenet_jax.serve",
+            "--export",
+            export_dir,
+            "--port",
+            str(port),
+            "--max-delay-ms",
+            "800",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert "serving" in line, line + proc.stdout.read()[-2000:]
@@ -160,11 +201,26 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
         for i, img in enumerate(_images(2, seed=5)):
             files.append(str(tmp_path / f"img{i}.png"))
             cv2.imwrite(files[-1], img[..., ::-1])
-        cli = subprocess.run([sys.executable, "-m", "bottlenet_jax.serve.client", "--export", export_dir, "--server",
-                              f"127.0.0.1:{port}", *files], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bottlenet_jax.serve.client",
+                "--export",
+                export_dir,
+                "--server",
+                f"127.0.0.1:{port}",
+                *files,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert cli.returncode == 0, cli.stderr[-2000:]
         assert all(f"{f}: " in cli.stdout and "bytes sent" in cli.stdout for f in files), cli.stdout
         from bottlenet_jax.serve.client import EdgeClient
+
         client = EdgeClient(export_dir, f"127.0.0.1:{port}")
         payload = client.encode(_images(1))[0]
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -185,11 +241,13 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
     server's answer equals the cloud half run locally on the same received features."""
     import jax
     import jax.numpy as jnp
+
     from bottlenet_jax.export import Half, export_variables
     from bottlenet_jax.models import build_model
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
     from configs import fashion_mnist_bottlenetpp
+
     cfg = fashion_mnist_bottlenetpp.get_config()
     v = build_model(cfg, bn_axis_name=None).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     export_variables(cfg, v, str(tmp_path / "export"))
@@ -202,8 +260,9 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
             client.encode(imgs)
         payloads = client.encode(imgs, condition=np.float32(0.1))
         z = client.codec.decode([p[:-4] for p in payloads], (3, 4, 4, 4))
-        np.testing.assert_allclose(client.send(payloads), np.asarray(Half(str(tmp_path / "export"), "cloud")(z)),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            client.send(payloads), np.asarray(Half(str(tmp_path / "export"), "cloud")(z)), rtol=1e-5, atol=1e-5
+        )
         client.close()
     finally:
         s.stop(grace=5)

@@ -2,6 +2,7 @@
 
 Runs go through tests/mock_train.py in fresh processes, as a user's would (and so SIGKILL is real).
 """
+
 import json
 import os
 import socket
@@ -23,8 +24,14 @@ def _data(mock_imagenet):
 
 
 def run_mock(workdir, out, *overrides, env=None, check=True):
-    p = subprocess.run([sys.executable, os.path.join(HERE, "mock_train.py"), DATA, str(workdir), str(out), *overrides],
-                       capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT, timeout=600)
+    p = subprocess.run(
+        [sys.executable, os.path.join(HERE, "mock_train.py"), DATA, str(workdir), str(out), *overrides],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        timeout=600,
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"rc={p.returncode}\n{p.stderr[-3000:]}")
     return p
@@ -57,7 +64,7 @@ def test_trains_evaluates_and_saves(uninterrupted):
 
 
 def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(uninterrupted, tmp_path):
-    killed = run_mock(tmp_path / "wd", tmp_path / "a.json", *STEPS, "debug_kill_after_checkpoint_step=4", check=False)
+    killed = run_mock(tmp_path / "wd", tmp_path / "a.json", *STEPS, "kill_after_checkpoint_step=4", check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert sorted(os.listdir(tmp_path / "wd" / "checkpoints")) == ["2", "4"]
     resumed = run_mock(tmp_path / "wd", tmp_path / "b.json", *STEPS)
@@ -72,15 +79,20 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(uninterrupted
 
 def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path):
     import jax
-    from bottlenet_jax.checkpoint import Checkpoints
-    from bottlenet_jax.evaluation import load_config
+
+    from bottlenet_jax.checkpoint import Checkpoints, load_config
     from bottlenet_jax.export import Half, export_workdir, load_codec, load_manifest
     from bottlenet_jax.models import build_model
+
     wd, _ = uninterrupted
     m = export_workdir(str(wd), str(tmp_path / "export"))
     assert m["split_after"] == 2 and m["feature_shape"] == [8, 8, 4] and len(m["label_names"]) == 1000
     manifest = load_manifest(str(tmp_path / "export"))
-    edge, cloud, codec = Half(str(tmp_path / "export"), "edge"), Half(str(tmp_path / "export"), "cloud"), load_codec(manifest)
+    edge, cloud, codec = (
+        Half(str(tmp_path / "export"), "edge"),
+        Half(str(tmp_path / "export"), "cloud"),
+        load_codec(manifest),
+    )
     x = np.random.default_rng(0).normal(size=(5, 64, 64, 3)).astype(np.float32)
     z = np.asarray(edge(x))
     payloads = codec.encode(z)
@@ -88,10 +100,13 @@ def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path)
     logits = np.asarray(cloud(codec.decode(payloads, z.shape)))
     cfg = load_config(str(wd))
     raw = Checkpoints(str(wd)).restore_raw()
-    full, stats = jax.jit(build_model(cfg, bn_axis_name=None).apply)({"params": raw["params"], "batch_stats": raw["batch_stats"]}, x)
+    full, stats = jax.jit(build_model(cfg, bn_axis_name=None).apply)(
+        {"params": raw["params"], "batch_stats": raw["batch_stats"]}, x
+    )
     np.testing.assert_array_equal(logits, np.asarray(full))
     assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
-    from bottlenet_jax.checkpoint import CheckpointError
+    from bottlenet_jax.errors import CheckpointError
+
     before = (tmp_path / "export" / "manifest.json").read_bytes()
     with pytest.raises(CheckpointError, match="already holds an export"):  # never overwritten
         export_workdir(str(wd), str(tmp_path / "export"))
@@ -101,12 +116,20 @@ def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path)
 def test_channel_conditioned_edge_exports_with_the_condition_as_input(tmp_path):
     """BottleNet++: the exported edge takes sigma per sample and equals the model's own edge."""
     import jax
-    from bottlenet_jax.checkpoint import Checkpoints
-    from bottlenet_jax.evaluation import load_config
+
+    from bottlenet_jax.checkpoint import Checkpoints, load_config
     from bottlenet_jax.export import Half, export_workdir, load_codec, load_manifest
     from bottlenet_jax.models import build_model
-    run_mock(tmp_path / "wd", tmp_path / "out.json", "codec.name=awgn", "split.condition=True", "num_train_steps=1",
-             "checkpoint_every_steps=1", "eval_every_steps=1")
+
+    run_mock(
+        tmp_path / "wd",
+        tmp_path / "out.json",
+        "codec=awgn",
+        "split.condition=True",
+        "num_train_steps=1",
+        "checkpoint_every_steps=1",
+        "eval_every_steps=1",
+    )
     m = export_workdir(str(tmp_path / "wd"), str(tmp_path / "export"))
     assert m["edge_condition"] == "sigma"
     edge, cloud = Half(str(tmp_path / "export"), "edge"), Half(str(tmp_path / "export"), "cloud")
@@ -135,13 +158,33 @@ def _free_port():
 
 def test_two_processes_via_jax_distributed_hold_identical_params(tmp_path):
     port = _free_port()
-    base = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "mock_train.py"), DATA, str(tmp_path / "wd"),
-                               str(tmp_path / f"p{i}.json"), "num_train_steps=2", "eval_every_steps=2", "eval_examples=16",
-                               "checkpoint_every_steps=2"],
-                              env={**os.environ, **base, "JAX_PROCESS_ID": str(i)}, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    base = {
+        "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+    }
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(HERE, "mock_train.py"),
+                DATA,
+                str(tmp_path / "wd"),
+                str(tmp_path / f"p{i}.json"),
+                "num_train_steps=2",
+                "eval_every_steps=2",
+                "eval_examples=16",
+                "checkpoint_every_steps=2",
+            ],
+            env={**os.environ, **base, "JAX_PROCESS_ID": str(i)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]

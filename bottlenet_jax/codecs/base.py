@@ -13,20 +13,63 @@ Every codec reports the same stat keys (``STAT_KEYS``): ``bytes_full`` (a self-c
 sample) and ``bytes_payload`` (what a receiver that knows the codec settings needs). The model,
 trainer and evaluator only ever see ``(x_hat, stats)`` and never branch on the codec type.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bottlenet_jax.errors import ConfigError
+
 STAT_KEYS = ("bytes_full", "bytes_payload")
 
+#: name -> codec class, filled by @register as each codec module is imported (codecs/__init__).
+REGISTRY: dict[str, type] = {}
 
-class ConfigError(ValueError):
-    """A configuration value is out of range; the message is one line naming the valid range."""
+
+def register(cls):
+    """Class decorator: make a codec buildable by its `name` from a config."""
+    if cls.name in REGISTRY:
+        raise ValueError(f"codec name {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def codec_settings(name: str, **overrides) -> dict:
+    """The settings (and their defaults) codec `name` takes, name first, with `overrides`: what a
+    config's codec block holds. Each codec owns its names and defaults; nothing outside codecs/
+    lists them."""
+    if name not in REGISTRY:
+        raise ConfigError(f"codec.name={name!r}: unknown codec; valid: {', '.join(sorted(REGISTRY))}")
+    out = {"name": name, **{f.name: f.default for f in dataclasses.fields(REGISTRY[name])}}
+    unknown = sorted(set(overrides) - set(out))
+    if unknown:
+        raise ConfigError(
+            f"codec.{unknown[0]}: not a setting of the {name} codec (its settings: "
+            f"{', '.join(k for k in out if k != 'name') or 'none'})"
+        )
+    return {**out, **overrides}
+
+
+def make_codec(cfg=None, **overrides):
+    """Build the codec a config mapping names (`name` + that codec's settings); an unknown
+    setting is a one-line ConfigError, not silently ignored."""
+    cfg = dict(cfg or {"name": "identity"})
+    cfg.update(overrides)
+    name = cfg.pop("name", "identity")
+    if name == "jpeg_xla":  # configs and exports from before the exact device codec
+        raise ConfigError(
+            "codec.name='jpeg_xla' (a float emulation of JPEG) is gone: use codec.name='jpeg' with "
+            "codec.backend='device', which is libjpeg bit for bit"
+        )
+    settings = codec_settings(name, **cfg)
+    del settings["name"]
+    return REGISTRY[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
 def varying_axes(x) -> frozenset:
@@ -101,6 +144,15 @@ def dequantize_u8_np(u8: np.ndarray) -> np.ndarray:
     return u8.astype(np.float32) * _INV255
 
 
+def minmax_range(x):
+    """Per-sample (lo, scale) for min-max scaling to [0, 1], numpy or jax alike: (x - lo) / scale.
+    scale = max - min floored at 1e-12, so a constant sample maps to 0 and back to exactly lo.
+    The one implementation every codec's `minmax` option uses (graph and transport paths)."""
+    xp = jnp if isinstance(x, jax.Array) else np
+    lo = xp.min(x, axis=(-3, -2, -1), keepdims=True)
+    return lo, xp.maximum(xp.max(x, axis=(-3, -2, -1), keepdims=True) - lo, xp.float32(1e-12))
+
+
 def per_sample(value: int, x) -> dict:
     """Constant per-sample byte counts for codecs whose size does not depend on content."""
     n = jnp.full(x.shape[:-3], value, jnp.int32)
@@ -112,10 +164,10 @@ class Codec:
     """Base class: subclasses implement `roundtrip` (graph), `encode` and `decode` (host)."""
 
     name: ClassVar[str] = "base"
-    #: True when training may differ from eval (noise, emulation): informs the evaluator only.
-    stochastic: ClassVar[bool] = False
-    #: the field `eval.py --sweep` varies with the same weights ("" = nothing to sweep)
+    #: the setting `eval.py --sweep` varies with the same weights ("" = nothing to sweep)
     sweep_field: ClassVar[str] = ""
+    #: the setting a channel-conditioned encoder is given ("" = source codecs: no condition)
+    condition_field: ClassVar[str] = ""
 
     def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None, condition: Any = None):
         del train, rng, condition
@@ -144,6 +196,7 @@ class Codec:
         return {"name": self.name, **dataclasses.asdict(self)}
 
 
+@register
 @dataclasses.dataclass(frozen=True, eq=False)
 class IdentityCodec(Codec):
     """Sends the float32 features as they are (4 bytes per element)."""
@@ -161,6 +214,7 @@ class IdentityCodec(Codec):
         return np.stack([np.frombuffer(p, "<f4").reshape(shape[1:]) for p in payloads])
 
 
+@register
 @dataclasses.dataclass(frozen=True, eq=False)
 class Uint8Codec(Codec):
     """8-bit uniform quantization of [0, 1] features: 1 byte per element, straight-through."""

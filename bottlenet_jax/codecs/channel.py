@@ -15,6 +15,7 @@ Signal power for the SNR: the encoder output is a sigmoid in [0, 1] and is trans
 (as in the paper's code), so SNR_dB = 10 log10(P / sigma^2) with P = E[x^2] of the encoder output,
 measured on the evaluation data (`snr_db`); P depends on the trained model and is reported with it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,23 +25,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import (Codec, ConfigError, dequantize_u8, dequantize_u8_np, per_sample, quantize_u8,
-                                       quantize_u8_np, straight_through)
+from bottlenet_jax.codecs.base import (
+    Codec,
+    dequantize_u8,
+    dequantize_u8_np,
+    minmax_range,
+    per_sample,
+    quantize_u8,
+    quantize_u8_np,
+    register,
+    straight_through,
+)
+from bottlenet_jax.errors import ConfigError
 
 _BIT_WEIGHTS = 2.0 ** np.arange(8, dtype=np.float32)  # bit k of an 8-bit value weighs 2^k
 
 
 def snr_db(signal_power: float, sigma: float) -> float:
-    return float("inf") if sigma == 0 else float(10 * np.log10(signal_power / sigma ** 2))
+    return float("inf") if sigma == 0 else float(10 * np.log10(signal_power / sigma**2))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ChannelCodec(Codec):
     """Shared parts: drawing the condition, optional per-sample min-max scaling, stats."""
 
-    stochastic: ClassVar[bool] = True
-    #: name of the field holding the eval condition (what `eval.py --sweep` varies)
-    sweep_field: ClassVar[str] = ""
+    #: the setting holding the channel condition (eval value; `<name>_range` the training draw),
+    #: fed to a conditioned encoder and varied by `eval.py --sweep`
+    condition_field: ClassVar[str] = ""
     per_sample: bool = False  # training: one condition per sample instead of per batch
     # Per-sample min-max to [0, 1] before the channel (8 bytes side info, assumed sent error-free):
     # for unbounded raw features, i.e. the "no channel coding" reference. The units' sigmoid output
@@ -48,10 +59,10 @@ class ChannelCodec(Codec):
     minmax: bool = False
 
     def _eval_value(self) -> float:
-        return float(getattr(self, self.sweep_field))
+        return float(getattr(self, self.condition_field))
 
     def _range(self) -> tuple[float, float]:
-        lo, hi = getattr(self, self.sweep_field + "_range")
+        lo, hi = getattr(self, self.condition_field + "_range")
         return float(lo), float(hi)
 
     def condition(self, batch_shape, *, train: bool, rng: Any = None):
@@ -74,8 +85,7 @@ class ChannelCodec(Codec):
         dtype = x.dtype
         x = x.astype(jnp.promote_types(dtype, jnp.float32))
         if self.minmax:
-            lo = jnp.min(x, axis=(-3, -2, -1), keepdims=True)
-            scale = jnp.maximum(jnp.max(x, axis=(-3, -2, -1), keepdims=True) - lo, 1e-12)
+            lo, scale = minmax_range(x)
             y = self.channel((x - lo) / scale, condition, k_chan) * scale + lo
         else:
             y = self.channel(x, condition, k_chan)
@@ -89,9 +99,9 @@ class ChannelCodec(Codec):
         P in SNR = P / sigma^2."""
         x = x.astype(jnp.float32)
         if self.minmax:
-            lo = jnp.min(x, axis=(-3, -2, -1), keepdims=True)
-            x = (x - lo) / jnp.maximum(jnp.max(x, axis=(-3, -2, -1), keepdims=True) - lo, 1e-12)
-        return jnp.mean(x ** 2, axis=(-3, -2, -1))
+            lo, scale = minmax_range(x)
+            x = (x - lo) / scale
+        return jnp.mean(x**2, axis=(-3, -2, -1))
 
     def channel(self, x, condition, rng):
         raise NotImplementedError
@@ -101,19 +111,17 @@ class ChannelCodec(Codec):
         v = self._eval_value()
         top = 1.0 if self.name == "bec" else float("inf")
         if not (0 <= lo <= hi <= top and 0 <= v <= top):
-            raise ConfigError(f"codec.{self.sweep_field}={v}, codec.{self.sweep_field}_range=({lo}, {hi}): "
-                              f"need 0 <= low <= high{' <= 1' if top == 1 else ''} and 0 <= {self.sweep_field}"
-                              f"{' <= 1' if top == 1 else ''}")
+            raise ConfigError(
+                f"codec.{self.condition_field}={v}, codec.{self.condition_field}_range=({lo}, {hi}): "
+                f"need 0 <= low <= high{' <= 1' if top == 1 else ''} and 0 <= {self.condition_field}"
+                f"{' <= 1' if top == 1 else ''}"
+            )
 
     def __post_init__(self):
         self._check()
 
-    def _minmax_np(self, x):
-        lo = x.min(axis=(-3, -2, -1), keepdims=True)
-        hi = x.max(axis=(-3, -2, -1), keepdims=True)
-        return lo, np.maximum(hi - lo, np.float32(1e-12))
 
-
+@register
 @dataclasses.dataclass(frozen=True, eq=False)
 class AwgnCodec(ChannelCodec):
     """y = x + n, n ~ N(0, sigma^2) i.i.d. per element; the gradient w.r.t. x is the identity.
@@ -123,6 +131,7 @@ class AwgnCodec(ChannelCodec):
     """
 
     name: ClassVar[str] = "awgn"
+    condition_field: ClassVar[str] = "sigma"
     sweep_field: ClassVar[str] = "sigma"
     bytes_per_element: ClassVar[int] = 4
     sigma: float = 0.0  # evaluation
@@ -134,9 +143,11 @@ class AwgnCodec(ChannelCodec):
     def encode(self, x):
         x = np.asarray(x, np.float32)
         if self.minmax:
-            lo, scale = self._minmax_np(x)
-            return [np.float32([l.item(), s.item()]).tobytes() + v.astype("<f4").tobytes()
-                    for l, s, v in zip(lo, scale, (x - lo) / scale)]
+            lo, scale = minmax_range(x)
+            return [
+                np.float32([l.item(), s.item()]).tobytes() + v.astype("<f4").tobytes()
+                for l, s, v in zip(lo, scale, (x - lo) / scale)
+            ]
         return [np.ascontiguousarray(s, "<f4").tobytes() for s in x]
 
     def decode(self, payloads, shape):
@@ -149,6 +160,7 @@ class AwgnCodec(ChannelCodec):
         return np.stack([np.frombuffer(p, "<f4").reshape(shape[1:]) for p in payloads])
 
 
+@register
 @dataclasses.dataclass(frozen=True, eq=False)
 class BecCodec(ChannelCodec):
     """8-bit quantisation, then each bit erased with probability p and replaced by its expected value.
@@ -161,6 +173,7 @@ class BecCodec(ChannelCodec):
     """
 
     name: ClassVar[str] = "bec"
+    condition_field: ClassVar[str] = "p"
     sweep_field: ClassVar[str] = "p"
     p: float = 0.0  # evaluation
     p_range: tuple = (0.0, 0.05)  # training: uniform
@@ -182,9 +195,11 @@ class BecCodec(ChannelCodec):
     def encode(self, x):
         x = np.asarray(x, np.float32)
         if self.minmax:
-            lo, scale = self._minmax_np(x)
-            return [np.float32([l.item(), s.item()]).tobytes() + u.tobytes()
-                    for l, s, u in zip(lo, scale, quantize_u8_np((x - lo) / scale))]
+            lo, scale = minmax_range(x)
+            return [
+                np.float32([l.item(), s.item()]).tobytes() + u.tobytes()
+                for l, s, u in zip(lo, scale, quantize_u8_np((x - lo) / scale))
+            ]
         return [u.tobytes() for u in quantize_u8_np(x)]
 
     def decode(self, payloads, shape):

@@ -5,7 +5,7 @@ Per sample: features in [0, 1] -> round(x*255) uint8 -> its C' channels tiled in
 Two backends compute it, with the same pixels and byte counts bit for bit (tests/test_jpeg_device.py):
 
   ``host``    one `jax.pure_callback` per device batch runs cv2.imencode/imdecode on the host, in one
-              contiguous chunk per worker (`pool`: threads or spawned processes, `threads` of them;
+              contiguous chunk per worker (`pool`: threads or spawned processes, `workers` of them;
               per-image tasks cost more in scheduling than they save). The product's first design;
               on an accelerator the step waits for the device->host->device round trip.
   ``device``  `jpeg_xla.jpeg_device`: libjpeg's integer DCT/quantiser/IDCT and the exact file size
@@ -24,6 +24,7 @@ Byte counts, both per sample:
   the receiver, knowing q, re-inserts them (`rebuild_full`) and gets the identical file back.
   With ``optimize=True`` Huffman tables are image-specific, so DHT stays in the payload.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -42,9 +43,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import (Codec, ConfigError, dequantize_u8, dequantize_u8_np,
-                                       quantize_u8, quantize_u8_np)
+from bottlenet_jax.codecs.base import (
+    Codec,
+    dequantize_u8,
+    dequantize_u8_np,
+    minmax_range,
+    quantize_u8,
+    quantize_u8_np,
+    register,
+)
 from bottlenet_jax.codecs.jpeg_xla import jpeg_device, omitted_bytes
+from bottlenet_jax.errors import ConfigError
 
 LAYOUTS = ("grid", "rows")
 BACKENDS = ("host", "device")
@@ -94,7 +103,7 @@ def segments(buf: bytes):
         if buf[i] != 0xFF:
             raise ValueError(f"corrupt JPEG stream: expected a marker at byte {i}")
         marker = buf[i + 1]
-        length = int.from_bytes(buf[i + 2:i + 4], "big")
+        length = int.from_bytes(buf[i + 2 : i + 4], "big")
         yield marker, i, i + 2 + length
         if marker == _SOS:
             return
@@ -116,7 +125,7 @@ def abbreviate(buf: bytes, optimize: bool) -> bytes:
     return b"".join(keep)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tables(quality: int, optimize: bool) -> tuple[bytes, bytes, bytes]:
     """(APP0, DQT, DHT) segments libjpeg writes at this quality: what the receiver already knows."""
     ok, enc = cv2.imencode(".jpg", np.zeros((8, 8), np.uint8), _params(quality, False))
@@ -149,17 +158,23 @@ _POOLS: dict[tuple[str, int], concurrent.futures.Executor] = {}
 _POOL_LOCK = threading.Lock()
 
 
-def host_threads(requested: int = 0) -> int:
-    return requested if requested > 0 else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+def host_workers(requested: int = 0) -> int:
+    return (
+        requested
+        if requested > 0
+        else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    )
 
 
 def _exit_with_parent(parent: int):
     """Worker initializer: a killed trainer (SIGKILL, preemption) leaves its spawned workers
     blocked on their queue forever (seen); each watches its parent and exits when it is gone."""
+
     def watch():
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(0)
+
     threading.Thread(target=watch, daemon=True, name="bottlenet-jpeg-parent-watch").start()
 
 
@@ -181,7 +196,8 @@ def _pool(kind: str, n: int) -> concurrent.futures.Executor:
             else:  # spawn, not fork: the parent runs XLA threads, which a fork would copy half-alive
                 ctx = multiprocessing.get_context("spawn")
                 _POOLS[kind, n] = concurrent.futures.ProcessPoolExecutor(
-                    n, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),))
+                    n, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+                )
         return _POOLS[kind, n]
 
 
@@ -198,12 +214,14 @@ def code_images(imgs: np.ndarray, params: list[int], out: np.ndarray | None = No
     return out, full
 
 
-def jpeg_roundtrip_np(u8: np.ndarray, quality: int, layout: str = "grid", optimize: bool = False,
-                      threads: int = 0, pool: str = "threads"):
+def jpeg_roundtrip_np(
+    u8: np.ndarray, quality: int, layout: str = "grid", optimize: bool = False, workers: int = 0, pool: str = "threads"
+):
     """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload).
 
-    One contiguous chunk per worker. ``threads``: cv2 releases the GIL inside the codec, but each
-    call's Python glue takes it back, so small images stop scaling at a few threads (see
+    One contiguous chunk per worker (``workers`` of them). With ``pool="threads"``: cv2 releases
+    the GIL inside the codec, but each call's Python glue takes it back, so small images stop
+    scaling at a few threads (see
     benchmarks/codec_throughput.py). ``processes``: spawned workers, no shared GIL; each chunk is
     pickled across, which pays off on many-core hosts (GPU machines), not on 2 cores.
     """
@@ -211,7 +229,7 @@ def jpeg_roundtrip_np(u8: np.ndarray, quality: int, layout: str = "grid", optimi
     imgs = tile(np.ascontiguousarray(u8.reshape((-1, h, w, c))), layout)
     n = imgs.shape[0]
     params = _params(quality, optimize)
-    k = min(host_threads(threads), n)
+    k = min(host_workers(workers), n)
     bounds = np.linspace(0, n, k + 1).astype(int)
     if k <= 1:
         out, full = code_images(imgs, params)
@@ -220,17 +238,20 @@ def jpeg_roundtrip_np(u8: np.ndarray, quality: int, layout: str = "grid", optimi
 
         def work(lo, hi):
             full[lo:hi] = code_images(imgs[lo:hi], params, out[lo:hi])[1]
+
         for f in [_pool(pool, k).submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
             f.result()
     else:
-        parts = list(_pool(pool, k).map(code_images, [imgs[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])],
-                                        [params] * k))
+        parts = list(
+            _pool(pool, k).map(code_images, [imgs[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])], [params] * k)
+        )
         out, full = np.concatenate([o for o, _ in parts]), np.concatenate([f for _, f in parts])
     payload = full - omitted_bytes(optimize)
     dec = untile(out, h, w, c, layout).reshape(u8.shape)
     return dec, full.reshape(lead), payload.reshape(lead)
 
 
+@register
 @dataclasses.dataclass(frozen=True, eq=False)
 class JpegCodec(Codec):
     """Real JPEG with a straight-through gradient, coded on the host or on the device (module docstring)."""
@@ -241,10 +262,11 @@ class JpegCodec(Codec):
     layout: str = "grid"
     optimize: bool = False
     backend: str = "host"  # host: cv2 in a callback | device: jpeg_xla in the graph (same bits, no round trip)
-    threads: int = 0  # host backend: workers; 0: one per host core
+    workers: int = 0  # host backend: threads or processes (`pool`) coding in parallel; 0: one per host core
     pool: str = "threads"  # host backend: threads | processes (many-core hosts; see jpeg_roundtrip_np)
     # Scale each sample by its own (min, max) before 8-bit: for features not already in [0, 1]
-    # (raw RBk features, no reduction unit). The two float32s are side information: 8 bytes,
+    # (raw RBk features, no reduction unit). Its min and scale (base.minmax_range), two float32s,
+    # are side information: 8 bytes,
     # counted in both byte counts and prepended to each payload.
     minmax: bool = False
 
@@ -258,15 +280,17 @@ class JpegCodec(Codec):
         if self.minmax and self.backend == "device":
             # XLA rewrites x / s into x * (1 / s) and contracts a * b + c into an FMA, so a float
             # rescale in the graph cannot promise numpy's rounding; the host path does it in numpy.
-            raise ConfigError("codec.minmax=True: per-sample scaling needs codec.backend='host' (in XLA "
-                              "it would not be bit-identical to the receiver's decode)")
+            raise ConfigError(
+                "codec.minmax=True: per-sample scaling needs codec.backend='host' (in XLA "
+                "it would not be bit-identical to the receiver's decode)"
+            )
         if self.pool not in POOLS:
             raise ConfigError(f"codec.pool={self.pool!r}: must be one of {', '.join(POOLS)}")
-        if self.threads < 0:
-            raise ConfigError(f"codec.threads={self.threads}: must be >= 0 (0 = one per core)")
+        if self.workers < 0:
+            raise ConfigError(f"codec.workers={self.workers}: must be >= 0 (0 = one per core)")
 
     def host_fn(self, u8):
-        return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.threads, self.pool)
+        return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.workers, self.pool)
 
     def roundtrip(self, x):
         if self.backend == "device":
@@ -275,20 +299,25 @@ class JpegCodec(Codec):
         counts = (jax.ShapeDtypeStruct(lead, jnp.int32), jax.ShapeDtypeStruct(lead, jnp.int32))
         if self.minmax:  # scaling on the host too, so `decode` reproduces it bit for bit
             x32 = x.astype(jnp.float32)
-            x_hat, full, payload = jax.pure_callback(self.minmax_host_fn, (jax.ShapeDtypeStruct(x.shape, jnp.float32), *counts),
-                                                     x32, vmap_method="expand_dims")
+            x_hat, full, payload = jax.pure_callback(
+                self.minmax_host_fn,
+                (jax.ShapeDtypeStruct(x.shape, jnp.float32), *counts),
+                x32,
+                vmap_method="expand_dims",
+            )
             return x_hat.astype(x.dtype), {"bytes_full": full, "bytes_payload": payload}
         u8 = quantize_u8(x)
         # `self.host_fn` is looked up at trace time, so tests can wrap it to count calls.
-        dec, full, payload = jax.pure_callback(self.host_fn, (jax.ShapeDtypeStruct(u8.shape, jnp.uint8), *counts),
-                                               u8, vmap_method="expand_dims")
+        dec, full, payload = jax.pure_callback(
+            self.host_fn, (jax.ShapeDtypeStruct(u8.shape, jnp.uint8), *counts), u8, vmap_method="expand_dims"
+        )
         return dequantize_u8(dec, x.dtype), {"bytes_full": full, "bytes_payload": payload}
 
     def minmax_host_fn(self, x):
         x = np.asarray(x, np.float32)
-        lo, hi = _range(x)
-        dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / (hi - lo)))
-        return _unscale(dec, lo, hi), full + 8, payload + 8
+        lo, scale = minmax_range(x)
+        dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / scale))
+        return _unscale(dec, lo, scale), full + 8, payload + 8
 
     def device_roundtrip(self, x):
         """The same computation as the host path, in XLA: no callback."""
@@ -301,14 +330,14 @@ class JpegCodec(Codec):
     # ------------------------------------------------------------------ transport (off the graph)
     def encode(self, x):
         x = np.asarray(x, np.float32)
-        lo, hi = _range(x) if self.minmax else (np.float32(0), np.float32(1))
-        imgs = tile(quantize_u8_np((x - lo) / (hi - lo)), self.layout)
+        lo, scale = minmax_range(x) if self.minmax else (np.float32(0), np.float32(1))
+        imgs = tile(quantize_u8_np((x - lo) / scale), self.layout)
         out = []
         for i, img in enumerate(imgs):
             ok, enc = cv2.imencode(".jpg", img, _params(self.quality, self.optimize))
             if not ok:
                 raise RuntimeError("cv2.imencode failed")
-            side = np.array([lo.flat[i], hi.flat[i]], "<f4").tobytes() if self.minmax else b""
+            side = np.array([lo.flat[i], scale.flat[i]], "<f4").tobytes() if self.minmax else b""
             out.append(side + abbreviate(enc.tobytes(), self.optimize))
         return out
 
@@ -335,12 +364,5 @@ class JpegCodec(Codec):
         return _unscale(dec, side[:, 0], side[:, 1])
 
 
-def _range(x):
-    """Per-sample (lo, hi) for min-max scaling. A constant sample gets hi = lo + 1."""
-    lo = x.min(axis=(-3, -2, -1), keepdims=True)
-    hi = x.max(axis=(-3, -2, -1), keepdims=True)
-    return lo, np.where(hi > lo, hi, lo + 1).astype(np.float32)
-
-
-def _unscale(u8, lo, hi):
-    return (dequantize_u8_np(u8) * (hi - lo) + lo).astype(np.float32)
+def _unscale(u8, lo, scale):
+    return (dequantize_u8_np(u8) * scale + lo).astype(np.float32)

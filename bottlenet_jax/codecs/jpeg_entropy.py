@@ -19,6 +19,7 @@ Huffman tables: the default ones are Annex K's (K.3 luminance DC, K.5 luminance 
 Huffman's procedure with ties to the larger symbol, the reserved pseudo-symbol 256, then the K.2
 adjustment to 16-bit codes); `optimal_tables` runs the same procedure, vectorised over images.
 """
+
 from __future__ import annotations
 
 import jax
@@ -51,10 +52,20 @@ def _annex_k_lengths() -> tuple[np.ndarray, np.ndarray]:
     dc[:12] = [2, 3, 3, 3, 3, 3, 4, 5, 6, 7, 8, 9]
     ac = np.zeros(256, np.int32)
     ac[[(run << 4) | size for run in range(16) for size in range(1, 11)]] = 16
-    short = {2: [0x01, 0x02], 3: [0x03], 4: [0x00, 0x04, 0x11], 5: [0x05, 0x12, 0x21], 6: [0x31, 0x41],
-             7: [0x06, 0x13, 0x51, 0x61], 8: [0x07, 0x22, 0x71], 9: [0x14, 0x32, 0x81, 0x91, 0xA1],
-             10: [0x08, 0x23, 0x42, 0xB1, 0xC1], 11: [0x15, 0x52, 0xD1, 0xF0], 12: [0x24, 0x33, 0x62, 0x72],
-             15: [0x82]}
+    short = {
+        2: [0x01, 0x02],
+        3: [0x03],
+        4: [0x00, 0x04, 0x11],
+        5: [0x05, 0x12, 0x21],
+        6: [0x31, 0x41],
+        7: [0x06, 0x13, 0x51, 0x61],
+        8: [0x07, 0x22, 0x71],
+        9: [0x14, 0x32, 0x81, 0x91, 0xA1],
+        10: [0x08, 0x23, 0x42, 0xB1, 0xC1],
+        11: [0x15, 0x52, 0xD1, 0xF0],
+        12: [0x24, 0x33, 0x62, 0x72],
+        15: [0x82],
+    }
     for length, symbols in short.items():
         ac[symbols] = length
     return dc, ac
@@ -163,8 +174,9 @@ def stream_bytes(value, length):
     total = length.sum((-2, -1))
     t = _trailing_ones(value)
     last_zero = jnp.where(t < length, pos + length - 1 - t, -1)  # of this field; -1: none
-    before = jnp.maximum(_exclusive("max", last_zero, nd - 1, -1),
-                         _exclusive("max", last_zero.max(-1), nd - 2, -1)[..., None])
+    before = jnp.maximum(
+        _exclusive("max", last_zero, nd - 1, -1), _exclusive("max", last_zero.max(-1), nd - 2, -1)[..., None]
+    )
     # bit i (from the LSB) of `run8` is set iff field bits i..i+7 are all ones; a byte boundary
     # falls after LSB index i when (pos + length - i) % 8 == 0
     run8 = value & (value >> 1)
@@ -227,9 +239,9 @@ def _limit_lengths(bits):
         delta = -2 * (lens == i) + (lens == i - 1) + 2 * (lens == j + 1) - (lens == j)
         return b + jnp.where(act, delta, 0)
 
-    bits = jax.lax.while_loop(lambda b: jnp.any(b[..., MAX_CODE_LEN + 1:] > 0), body, bits)
+    bits = jax.lax.while_loop(lambda b: jnp.any(b[..., MAX_CODE_LEN + 1 :] > 0), body, bits)
     bits = bits - (lens == highest(bits, lens >= 0))  # the pseudo-symbol held one longest code
-    return bits[..., :MAX_CODE_LEN + 1]
+    return bits[..., : MAX_CODE_LEN + 1]
 
 
 def optimal_tables(freq):

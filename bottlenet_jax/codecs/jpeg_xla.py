@@ -28,6 +28,7 @@ The pipeline, each step as libjpeg-turbo 3.x implements it (reimplemented from i
 Intermediate int32 values stay below 2^31 by libjpeg's own scaling rule (8 + CONST_BITS +
 PASS1_BITS <= 26 bits).
 """
+
 from __future__ import annotations
 
 import jax
@@ -39,14 +40,78 @@ from bottlenet_jax.codecs.jpeg_entropy import DEFAULT_DHT_BYTES, ZIGZAG, scan_by
 CONST_BITS, PASS1_BITS = 13, 2
 
 # Segment sizes libjpeg writes for one grey baseline image (jcmarker.c), in bytes with markers.
-SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3,
-                 "EOI": 2}
+SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3, "EOI": 2}
 
 # ITU T.81 Annex K.1, luminance, natural (row-major) order.
-IJG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
-    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.int32).reshape(8, 8)
+IJG_LUMA = np.array(
+    [
+        16,
+        11,
+        10,
+        16,
+        24,
+        40,
+        51,
+        61,
+        12,
+        12,
+        14,
+        19,
+        26,
+        58,
+        60,
+        55,
+        14,
+        13,
+        16,
+        24,
+        40,
+        57,
+        69,
+        56,
+        14,
+        17,
+        22,
+        29,
+        51,
+        87,
+        80,
+        62,
+        18,
+        22,
+        37,
+        56,
+        68,
+        109,
+        103,
+        77,
+        24,
+        35,
+        55,
+        64,
+        81,
+        104,
+        113,
+        92,
+        49,
+        64,
+        78,
+        87,
+        103,
+        121,
+        120,
+        101,
+        72,
+        92,
+        95,
+        98,
+        112,
+        100,
+        103,
+        99,
+    ],
+    np.int32,
+).reshape(8, 8)
 
 
 def omitted_bytes(optimize: bool) -> int:
@@ -58,10 +123,12 @@ def _fix(x: float) -> int:
     return int(x * (1 << CONST_BITS) + 0.5)
 
 
-C0298, C0390, C0541, C0765, C0899, C1175 = map(_fix, (0.298631336, 0.390180644, 0.541196100, 0.765366865,
-                                                     0.899976223, 1.175875602))
-C1501, C1847, C1961, C2053, C2562, C3072 = map(_fix, (1.501321110, 1.847759065, 1.961570560, 2.053119869,
-                                                     2.562915447, 3.072711026))
+C0298, C0390, C0541, C0765, C0899, C1175 = map(
+    _fix, (0.298631336, 0.390180644, 0.541196100, 0.765366865, 0.899976223, 1.175875602)
+)
+C1501, C1847, C1961, C2053, C2562, C3072 = map(
+    _fix, (1.501321110, 1.847759065, 1.961570560, 2.053119869, 2.562915447, 3.072711026)
+)
 
 
 def quant_table(quality) -> jax.Array:
@@ -143,8 +210,9 @@ def jpeg_device(images, quality, optimize: bool = False):
     """
     images = jnp.asarray(images)
     if images.dtype != jnp.uint8 or images.ndim < 2 or 0 in images.shape[-2:]:
-        raise ValueError(f"jpeg_device: images must be uint8 [..., H, W] with H, W >= 1; got "
-                         f"{images.dtype}{list(images.shape)}")
+        raise ValueError(
+            f"jpeg_device: images must be uint8 [..., H, W] with H, W >= 1; got {images.dtype}{list(images.shape)}"
+        )
     *lead, h, w = images.shape
     hp, wp = h + (-h % 8), w + (-w % 8)
     padded = jnp.pad(images, [(0, 0)] * len(lead) + [(0, hp - h), (0, wp - w)], mode="edge")

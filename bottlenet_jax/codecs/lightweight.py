@@ -30,6 +30,7 @@ codable) drives constriction's range coder per sample. Rate = len(bytes) of each
 Side information (c, the levels, thresholds and the model's probabilities) is fixed at calibration
 and sent once per model: `side_info_bytes` reports it; the per-sample rate excludes it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import Codec, ConfigError, straight_through
+from bottlenet_jax.codecs.base import Codec, register, straight_through
+from bottlenet_jax.errors import ConfigError
 
 
 # ----------------------------------------------------------------------------- clip model
@@ -153,12 +155,14 @@ def entropy_bits(symbols: np.ndarray, n: int) -> float:
 # ----------------------------------------------------------------------------- range coding
 def _model(probs):
     import constriction
+
     p = np.maximum(np.asarray(probs, np.float64), 1e-6)
     return constriction.stream.model.Categorical(p / p.sum(), perfect=False)
 
 
 def encode_symbols(symbols: np.ndarray, probs) -> bytes:
     import constriction
+
     enc = constriction.stream.queue.RangeEncoder()
     enc.encode(np.ascontiguousarray(symbols, np.int32).ravel(), _model(probs))
     return enc.get_compressed().astype("<u4").tobytes()
@@ -166,10 +170,12 @@ def encode_symbols(symbols: np.ndarray, probs) -> bytes:
 
 def decode_symbols(data: bytes, count: int, probs) -> np.ndarray:
     import constriction
+
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
     return dec.decode(_model(probs), count).astype(np.int32)
 
 
+@register
 @dataclasses.dataclass(frozen=True, eq=False)
 class LightweightCodec(Codec):
     """Clip + scalar quantiser + range coder with calibrated tables (see `calibrate`)."""
@@ -181,8 +187,10 @@ class LightweightCodec(Codec):
 
     def __post_init__(self):
         if not (len(self.levels) >= 2 and len(self.thresholds) == len(self.levels) - 1 == len(self.probs) - 1):
-            raise ConfigError(f"codec.levels/thresholds/probs: need N>=2 levels, N-1 thresholds, N probs "
-                              f"(got {len(self.levels)}, {len(self.thresholds)}, {len(self.probs)})")
+            raise ConfigError(
+                f"codec.levels/thresholds/probs: need N>=2 levels, N-1 thresholds, N probs "
+                f"(got {len(self.levels)}, {len(self.thresholds)}, {len(self.probs)})"
+            )
 
     @property
     def side_info_bytes(self) -> int:
@@ -198,8 +206,11 @@ class LightweightCodec(Codec):
 
     def roundtrip(self, x):
         lead = x.shape[:-3]
-        out = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(lead, jnp.int32),
-               jax.ShapeDtypeStruct(lead, jnp.int32))
+        out = (
+            jax.ShapeDtypeStruct(x.shape, jnp.float32),
+            jax.ShapeDtypeStruct(lead, jnp.int32),
+            jax.ShapeDtypeStruct(lead, jnp.int32),
+        )
         x_hat, full, payload = jax.pure_callback(self.host_fn, out, x.astype(jnp.float32), vmap_method="expand_dims")
         return x_hat.astype(x.dtype), {"bytes_full": full, "bytes_payload": payload}
 
@@ -207,7 +218,9 @@ class LightweightCodec(Codec):
         return straight_through(self.roundtrip)(x)
 
     def encode(self, x):
-        return [encode_symbols(s, self.probs) for s in quantize(np.asarray(x, np.float32), self.levels, self.thresholds)]
+        return [
+            encode_symbols(s, self.probs) for s in quantize(np.asarray(x, np.float32), self.levels, self.thresholds)
+        ]
 
     def decode(self, payloads, shape):
         count = int(np.prod(shape[1:]))
@@ -225,6 +238,11 @@ def calibrate(x: np.ndarray, n: int, lam: float | None = None) -> dict:
     sym = quantize(x, levels, thresholds)
     counts = np.bincount(sym.ravel(), minlength=len(levels))
     probs = np.maximum(counts / counts.sum(), 1e-6)
-    return {"name": "lightweight", "levels": tuple(map(float, levels)), "thresholds": tuple(map(float, thresholds)),
-            "probs": tuple(map(float, probs / probs.sum())), "clip": c,
-            "entropy_bits": entropy_bits(sym, len(levels))}
+    return {
+        "name": "lightweight",
+        "levels": tuple(map(float, levels)),
+        "thresholds": tuple(map(float, thresholds)),
+        "probs": tuple(map(float, probs / probs.sum())),
+        "clip": c,
+        "entropy_bits": entropy_bits(sym, len(levels)),
+    }

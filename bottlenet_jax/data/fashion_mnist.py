@@ -6,6 +6,7 @@ of the official files. Same features as TFDS's `fashion_mnist` (28x28x1 uint8 im
 
     python -m bottlenet_jax.data.prepare fashion_mnist_local [--data_dir DIR]   # prepare once
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,12 +17,15 @@ import tensorflow_datasets as tfds
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
-LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-          "Ankle boot")
-HOW_TO_GET = ("Fashion-MNIST files not found: run `sudo apt-get install dataset-fashion-mnist`, or put the "
-              "four *-ubyte.gz files in a folder and set FASHION_MNIST_DIR to it")
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+HOW_TO_GET = (
+    "Fashion-MNIST files not found: run `sudo apt-get install dataset-fashion-mnist`, or put the "
+    "four *-ubyte.gz files in a folder and set FASHION_MNIST_DIR to it"
+)
 
 
 def local_dir() -> str | None:
@@ -39,7 +43,7 @@ def read_idx(path: str) -> np.ndarray:
     if magic >> 8 != 0x08:  # 0x08 = unsigned byte
         raise ValueError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
     ndim = magic & 0xFF
-    shape = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -50,11 +54,12 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
 
     def _info(self):
         return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(names=LABELS)}),
+            features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(names=LABELS)}
+            ),
             supervised_keys=("image", "label"),
-            homepage="https://github.com/zalandoresearch/fashion-mnist")
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        )
 
     def _split_generators(self, dl_manager):
         d = local_dir()

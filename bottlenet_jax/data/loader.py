@@ -23,6 +23,7 @@ Train: random-resized crop (area 8-100 %, aspect 3/4-4/3, Inception's 10 attempt
 crop) + horizontal flip; eval: centre crop of size/(size+32) of the short side; `small` datasets
 (28-64 px): flip only. Resizing is bicubic.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,13 +32,16 @@ import os
 import cv2
 import numpy as np
 
-from bottlenet_jax.data.records import DataError, unpack
+from bottlenet_jax.data.records import unpack
+from bottlenet_jax.errors import DataError
 
 CROP_PADDING = 32
-_REDUCED = {1: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_COLOR),
-            2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
-            4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
-            8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8)}
+_REDUCED = {
+    1: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_COLOR),
+    2: (cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_COLOR_2),
+    4: (cv2.IMREAD_REDUCED_GRAYSCALE_4, cv2.IMREAD_REDUCED_COLOR_4),
+    8: (cv2.IMREAD_REDUCED_GRAYSCALE_8, cv2.IMREAD_REDUCED_COLOR_8),
+}
 MODES = ("imagenet", "small")
 
 
@@ -80,7 +84,7 @@ def decode_crop(encoded, channels: int, box, size: int) -> np.ndarray:
         raise ValueError(f"undecodable image ({len(buf)} bytes, starts {buf[:4].tobytes()!r})")
     if factor > 1:  # libjpeg rounds the scaled size up
         y, x, ch, cw = y // factor, x // factor, max(1, ch // factor), max(1, cw // factor)
-    return img[y:y + ch, x:x + cw]
+    return img[y : y + ch, x : x + cw]
 
 
 _IN_WORKER = False  # set in grain's worker processes: batches are then allocated in shared memory
@@ -104,6 +108,7 @@ class Preprocess:
         shape = (len(records), s, s, c)
         if _IN_WORKER:
             import grain.python
+
             out = grain.python.SharedMemoryArray(shape, np.uint8)  # handed to the trainer without a copy
         else:
             out = np.empty(shape, np.uint8)
@@ -157,6 +162,7 @@ def process_range(lo: int, hi: int, process_index: int, process_count: int) -> t
 def _processes(process_index, process_count):
     if process_index is None:
         import jax
+
         process_index, process_count = jax.process_index(), jax.process_count()
     return process_index, process_count
 
@@ -169,14 +175,16 @@ def workers(cfg) -> int:
 def _iterate(ds, cfg):
     import grain
     from absl import flags
+
     if not flags.FLAGS.is_parsed():  # grain reads absl flags when it starts workers; a library caller
         flags.FLAGS.mark_as_parsed()  # (tests, notebooks) has not parsed any: use their defaults
     threads = max(1, int(cfg.data_threads))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
     n = workers(cfg)
     if n > 0:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=n, per_worker_buffer_size=2),
-                            worker_init_fn=_worker_init)
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=n, per_worker_buffer_size=2), worker_init_fn=_worker_init
+        )
     return iter(it)
 
 
@@ -194,9 +202,11 @@ def train_iterator(data, cfg, start_step: int = 0, process_index=None, process_c
     source, lo, hi = data.select(cfg.train_split)
     a, b = process_range(lo, hi, p, n_proc)
     if b - a < local:
-        raise DataError(f"train_split={cfg.train_split!r}: {b - a} examples per process, "
-                        f"fewer than one batch ({local})")
+        raise DataError(
+            f"train_split={cfg.train_split!r}: {b - a} examples per process, fewer than one batch ({local})"
+        )
     import grain
+
     ds = grain.MapDataset.range(a, b).shuffle(seed=cfg.seed).repeat().map_with_index(_Position())
     ds = ds.batch(local, drop_remainder=True, batch_fn=_collate)[start_step:]
     ds = ds.map(Preprocess(source, cfg.image_size, data.channels, cfg.preprocess, True, cfg.seed, p))
@@ -215,6 +225,7 @@ def eval_iterator(data, cfg, process_index=None, process_count=None, split: str 
     n_batches = -(-(-(-(hi - lo) // n_proc)) // local)  # of the largest process slice
     a, b = process_range(lo, hi, p, n_proc)
     import grain
+
     ds = grain.MapDataset.range(a, b).map_with_index(_Position(a - lo)).batch(local, batch_fn=_collate)
     ds = ds.map(Preprocess(source, cfg.image_size, data.channels, cfg.preprocess, False, cfg.seed, p))
     it = _iterate(ds, cfg) if len(ds) else iter(())
@@ -224,8 +235,11 @@ def eval_iterator(data, cfg, process_index=None, process_count=None, split: str 
             n = 0 if batch is None else len(batch["label"])
             if batch is None:
                 s = cfg.image_size
-                batch = {"image": np.zeros((0, s, s, data.channels), np.uint8), "label": np.zeros(0, np.int32),
-                         "index": np.zeros(0, np.int32)}
+                batch = {
+                    "image": np.zeros((0, s, s, data.channels), np.uint8),
+                    "label": np.zeros(0, np.int32),
+                    "index": np.zeros(0, np.int32),
+                }
             batch = {k: np.concatenate([v, np.zeros((local - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
             batch["mask"] = np.arange(local) < n
             yield batch

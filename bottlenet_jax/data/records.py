@@ -15,6 +15,7 @@ it is not prepared.
 Splits accept TFDS-style slices of one split: ``train``, ``train[:5000]``, ``train[5000:]``,
 ``validation[:10%]``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,13 +23,11 @@ import os
 import re
 import struct
 
+from bottlenet_jax.errors import DataError
+
 FORMAT = "bottlenet-records-1"
 HEADER = struct.Struct("<iHH")  # label, height, width (little-endian)
 WRITER_OPTIONS = "group_size:1,uncompressed"  # random access per record; JPEG/PNG bytes do not compress
-
-
-class DataError(RuntimeError):
-    """The dataset is unknown, unprepared or malformed here; the message says what to do."""
 
 
 def default_data_dir() -> str:
@@ -50,7 +49,7 @@ def pack(label: int, height: int, width: int, image: bytes) -> bytes:
 def unpack(record: bytes) -> tuple[int, int, int, memoryview]:
     """(label, height, width, encoded image) of one record."""
     label, h, w = HEADER.unpack_from(record)
-    return label, h, w, memoryview(record)[HEADER.size:]
+    return label, h, w, memoryview(record)[HEADER.size :]
 
 
 _SLICE = re.compile(r"^([\w\-]+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?$")
@@ -71,25 +70,34 @@ def parse_split(spec: str, sizes: dict[str, int]) -> tuple[str, int, int]:
             return default
         v = int(v) * n // 100 if pct else int(v)
         return max(0, min(n, v + n if v < 0 else v))
+
     lo, hi = bound(a, a_pct, 0), bound(b, b_pct, n)
     if hi <= lo:
         raise DataError(f"split={spec!r}: selects no examples of {name} ({n} examples)")
     return name, lo, hi
 
 
-def write_prepared(root: str, dataset: str, channels: int, label_names, splits: dict, extra_meta=None,
-                   examples_per_shard: int = 10_000) -> str:
+def write_prepared(
+    root: str, dataset: str, channels: int, label_names, splits: dict, extra_meta=None, examples_per_shard: int = 10_000
+) -> str:
     """Write `splits` {name: (iterable of (label, height, width, encoded bytes), count or None)} as a
     prepared dataset at `root`, atomically: into root.partial, meta.json last, then renamed."""
     import shutil
 
     from array_record.python.array_record_module import ArrayRecordWriter
     from tqdm.auto import tqdm
+
     tmp = root + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    meta = {"format": FORMAT, "dataset": dataset, "channels": int(channels), "label_names": list(label_names),
-            **(extra_meta or {}), "splits": {}}
+    meta = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "channels": int(channels),
+        "label_names": list(label_names),
+        **(extra_meta or {}),
+        "splits": {},
+    }
     for split, (examples, total) in splits.items():
         n_shards = max(1, -(-(total or 0) // examples_per_shard))
         per = -(-(total or 1) // n_shards)
@@ -123,8 +131,10 @@ class Prepared:
         with open(os.path.join(root, "meta.json")) as f:
             self.meta = json.load(f)
         if self.meta.get("format") != FORMAT:
-            raise DataError(f"{root}: prepared in format {self.meta.get('format')!r}, this version reads {FORMAT!r}; "
-                            f"prepare it again ({prepare_command(self.meta.get('dataset', '?'), None)})")
+            raise DataError(
+                f"{root}: prepared in format {self.meta.get('format')!r}, this version reads {FORMAT!r}; "
+                f"prepare it again ({prepare_command(self.meta.get('dataset', '?'), None)})"
+            )
 
     @property
     def channels(self) -> int:
@@ -145,28 +155,26 @@ class Prepared:
         """(random-access source of the split's records, first, end): a slice of a split is an index
         range of its source, so selecting, shuffling and skipping never read a record."""
         import grain
+
         name, lo, hi = parse_split(split, self.split_sizes())
         paths = [os.path.join(self.root, f) for f in self.meta["splits"][name]["files"]]
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
-            raise DataError(f"{missing[0]}: listed in meta.json but missing; prepare again "
-                            f"({prepare_command(self.meta['dataset'], None)})")
+            raise DataError(
+                f"{missing[0]}: listed in meta.json but missing; prepare again "
+                f"({prepare_command(self.meta['dataset'], None)})"
+            )
         return grain.sources.ArrayRecordDataSource(paths), lo, hi
 
 
-def open_prepared(name: str, data_dir: str | None = None, prepare_if_missing: bool = True) -> Prepared:
-    """The prepared dataset `name`; prepares it first when missing and TFDS is installed here (the
-    trainer passes False in a multi-process job: processes must not all write the same files)."""
+def open_prepared(name: str, data_dir: str | None = None, prepare=None) -> Prepared:
+    """The prepared dataset `name`. When it is missing, `prepare(name, data_dir)` is called first if
+    given (the trainer does, in a single-process job: `train_lib.open_dataset`), else the DataError
+    names the command to run."""
     root = records_dir(name, data_dir)
     if os.path.exists(os.path.join(root, "meta.json")):
         return Prepared(root)
-    if prepare_if_missing:
-        try:
-            from bottlenet_jax.data import prepare
-        except ImportError:
-            raise DataError(f"dataset={name!r} is not prepared in {root} and TensorFlow/TFDS are not installed "
-                            f"here: run `pip install -e '.[data]'` and `{prepare_command(name, data_dir)}` "
-                            f"(on any machine; then copy {root} here)") from None
-        prepare.prepare(name, data_dir)
+    if prepare is not None:
+        prepare(name, data_dir)
         return Prepared(root)
     raise DataError(f"dataset={name!r} is not prepared in {root}: run `{prepare_command(name, data_dir)}`")

@@ -1,4 +1,5 @@
 """Reproduction runs that write results/ (each table names its command, commit, machine and date)."""
+
 import csv
 import os
 import platform
@@ -23,5 +24,8 @@ def write_csv(path, rows):
 def machine():
     """The machine line of a results header."""
     import jax
-    return (f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} "
-            f"on {jax.devices()[0].platform})")
+
+    return (
+        f"{platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, jax {jax.__version__} "
+        f"on {jax.devices()[0].platform})"
+    )

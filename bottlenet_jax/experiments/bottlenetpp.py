@@ -1,7 +1,7 @@
 """BottleNet++ at small scale on real Fashion-MNIST: AWGN and binary-erasure channels, with and
 without the channel condition fed to the encoder, against sending the features uncoded.
 
-    python -m bottlenet_jax.experiments.bottlenetpp            # full run, ~35 min on 2 CPU cores
+    python -m bottlenet_jax.experiments.bottlenetpp            # full run (wall time: see its results.md)
     python -m bottlenet_jax.experiments.bottlenetpp --quick    # smoke test of the whole script (CI)
 
 --quick reuses (or trains) experiments.fashion_mnist's quick baseline, a ResNet-18 layout, and so
@@ -22,6 +22,7 @@ Evaluation: every test image at each sigma in SIGMAS and p in PS. The backbone r
 encoder's sigmoid output, unnormalised, as in the paper's code), measured on the test set.
 Writes OUT/results.{csv,md} (header: command, commit, machine, date) and OUT/accuracy_vs_channel.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,33 +31,34 @@ import os
 import sys
 import time
 
-from bottlenet_jax.experiments import git_state, machine, write_csv
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from bottlenet_jax import cli
-from bottlenet_jax.codecs import IdentityCodec, make_codec
+from bottlenet_jax.codecs import IdentityCodec, codec_settings, make_codec
 from bottlenet_jax.codecs.channel import snr_db
+from bottlenet_jax.experiments import git_state, machine, write_csv
 from bottlenet_jax.models import feature_shape
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
 PS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
 CHANNELS = {"awgn": ("sigma", SIGMAS), "bec": ("p", PS)}
+# The eval condition during training (the trainer's own end-of-run check) and the uniform training draw.
+TRAIN_CONDITION = {"awgn": dict(sigma=0.1, sigma_range=(0.0, 0.2)), "bec": dict(p=0.01, p_range=(0.0, 0.05))}
 METHODS = ("conditioned", "unconditioned", "no channel coding")
 
 
 def model_config(a, base, channel, condition):
-    from configs import fashion_mnist_bottlenetpp
     from bottlenet_jax.models.resnet import channels_after_block
-    c = fashion_mnist_bottlenetpp.get_config()
+
+    c = cli.load_config_file(a.config)
     c.model.update(width=base.model.width, depth=base.model.depth)
     c.split.after = a.split_after
     c.split.channels = max(1, channels_after_block(c.model.depth, c.model.width, a.split_after) // a.reduction)
     c.split.condition = condition
-    c.codec.name = channel
+    c.codec = ml_collections.ConfigDict(codec_settings(channel, **TRAIN_CONDITION[channel]))
     c.init_from = a.baseline
     c.num_epochs = a.epochs
     c.learning_rate = a.lr * 256 / c.batch_size
@@ -76,18 +78,22 @@ def ensure_baseline(a):
         print(f"baseline: reusing {a.baseline}", flush=True)
         return
     from bottlenet_jax.experiments import fashion_mnist as fm
-    base = fm.base_config(argparse.Namespace(width=8, depth=fm.QUICK_DEPTH if a.quick else 50, q_train=30,
-                                             seed=a.seed, quick=a.quick))
+
+    base = fm.base_config(
+        argparse.Namespace(width=8, depth=fm.QUICK_DEPTH if a.quick else 50, q_train=30, seed=a.seed, quick=a.quick)
+    )
     base.num_epochs = 2.0
     if a.quick:
         base.num_train_steps = 6
     from bottlenet_jax import train_lib
+
     print(f"\n### baseline: training in {a.baseline}", flush=True)
     cli.guarded(train_lib.train_and_evaluate, base, a.baseline)
 
 
 def load_variables(workdir):
     from bottlenet_jax.checkpoint import Checkpoints
+
     raw = Checkpoints(workdir).restore_raw()
     return {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
 
@@ -97,6 +103,7 @@ def channel_sweep(cfg, variables, codec, values, seed, n_examples):
     from bottlenet_jax.data import loader, records
     from bottlenet_jax.models import build_model
     from bottlenet_jax.steps import normalize
+
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.eval_examples = n_examples
     model = build_model(c, bn_axis_name=None, codec=codec)
@@ -124,12 +131,17 @@ def channel_sweep(cfg, variables, codec, values, seed, n_examples):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/fashion_mnist_bottlenetpp.py", help="the model config (a file path)")
     p.add_argument("--quick", action="store_true", help="4 steps per model, 500 test images, 2 conditions")
     p.add_argument("--baseline", default=None, help="baseline workdir (default: experiments.fashion_mnist's)")
     p.add_argument("--out", default=None)
     p.add_argument("--workdir", default=None)
-    p.add_argument("--split_after", type=int, default=None,
-                   help="split after this block (default: the baseline's last, RB16 for ResNet-50)")
+    p.add_argument(
+        "--split_after",
+        type=int,
+        default=None,
+        help="split after this block (default: the baseline's last, RB16 for ResNet-50)",
+    )
     p.add_argument("--reduction", type=int, default=64, help="channel reduction factor C/C'")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--stage1", type=float, default=0.3, help="fraction of steps with the backbone frozen")
@@ -141,14 +153,17 @@ def main(argv=None):
     a.workdir = a.workdir or ("workdir/bpp_quick" if a.quick else "workdir/bottlenetpp")
     a.baseline = a.baseline or ("workdir/repro_quick/baseline" if a.quick else "workdir/repro/baseline")
     from absl import logging
+
     logging.set_verbosity(logging.WARNING)
     from bottlenet_jax import train_lib
-    from bottlenet_jax.evaluation import load_config
+    from bottlenet_jax.checkpoint import load_config
+
     t0 = time.time()
     ensure_baseline(a)
     base = load_config(a.baseline)
     if a.split_after is None:
         from bottlenet_jax.models.resnet import STAGE_SIZES
+
         a.split_after = sum(STAGE_SIZES[base.model.depth])
     n_eval = 500 if a.quick else -1
     grid = {ch: (f, (v[0], v[2]) if a.quick else v) for ch, (f, v) in CHANNELS.items()}
@@ -169,10 +184,19 @@ def main(argv=None):
                 variables, codec = load_variables(os.path.join(a.workdir, name)), make_codec(cfg.codec.to_dict())
             info[(ch, method)] = feature_shape(cfg)
             for val, r in zip(values, channel_sweep(cfg, variables, codec, values, a.seed, n_eval)):
-                rows.append({"channel": ch, "field": field, "value": val, "method": method, "top1": round(r["top1"], 5),
-                             "examples": r["examples"], "channel_power": round(r["power"], 5),
-                             "snr_db": round(snr_db(r["power"], val), 2) if ch == "awgn" else "",
-                             "values_per_sample": int(np.prod(info[(ch, method)]))})
+                rows.append(
+                    {
+                        "channel": ch,
+                        "field": field,
+                        "value": val,
+                        "method": method,
+                        "top1": round(r["top1"], 5),
+                        "examples": r["examples"],
+                        "channel_power": round(r["power"], 5),
+                        "snr_db": round(snr_db(r["power"], val), 2) if ch == "awgn" else "",
+                        "values_per_sample": int(np.prod(info[(ch, method)])),
+                    }
+                )
                 print(f"{ch} {method:18s} {field}={val:<6g} top1={r['top1']:.4f}", flush=True)
     ref = ml_collections.ConfigDict(model_config(a, base, "awgn", False).to_dict())
     ref.split.unit = False
@@ -186,19 +210,23 @@ def write_outputs(rows, base, info, a, wall, argv):
     full, coded = info[("awgn", "no channel coding")], info[("awgn", "conditioned")]
     nf, nc = int(np.prod(full)), int(np.prod(coded))
     b = 100 * base["top1"]
-    lines = [f"# BottleNet++ on Fashion-MNIST ({'quick smoke run' if a.quick else 'full run'})", "",
-             f"- command: `python -m bottlenet_jax.experiments.bottlenetpp {' '.join(argv)}`".rstrip(),
-             f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-             f"- machine: {machine()}",
-             f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min (baseline reused from "
-             f"`{a.baseline}` when present); seed {a.seed}, one seed",
-             f"- split after RB{a.split_after}: features {'x'.join(map(str, full))} = {nf} values -> encoder output "
-             f"{'x'.join(map(str, coded))} = {nc} values ({nf / nc:.0f}x fewer). BEC sends {nc} B/sample at 8 bit vs "
-             f"{4 * nf} B of float32 features: {4 * nf / nc:.0f}x fewer bits. AWGN: {nc} channel uses/sample.",
-             f"- training: {a.epochs:g} epoch per model from the baseline, Adam peak {a.lr:g} with cosine decay, first "
-             f"{100 * a.stage1:.0f} % of steps codec-only (backbone frozen); sigma ~ U[0, 0.2], p ~ U[0, 0.05] per batch",
-             f"- baseline (float32 features, no channel): top-1 {b:.2f} % on {base['examples']} test images; "
-             "'no channel coding' = those features min-max scaled per sample, then the same channel", ""]
+    lines = [
+        f"# BottleNet++ on Fashion-MNIST ({'quick smoke run' if a.quick else 'full run'})",
+        "",
+        f"- command: `python -m bottlenet_jax.experiments.bottlenetpp {' '.join(argv)}`".rstrip(),
+        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- machine: {machine()}",
+        f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min (baseline reused from "
+        f"`{a.baseline}` when present); seed {a.seed}, one seed",
+        f"- split after RB{a.split_after}: features {'x'.join(map(str, full))} = {nf} values -> encoder output "
+        f"{'x'.join(map(str, coded))} = {nc} values ({nf / nc:.0f}x fewer). BEC sends {nc} B/sample at 8 bit vs "
+        f"{4 * nf} B of float32 features: {4 * nf / nc:.0f}x fewer bits. AWGN: {nc} channel uses/sample.",
+        f"- training: {a.epochs:g} epoch per model from the baseline, Adam peak {a.lr:g} with cosine decay, first "
+        f"{100 * a.stage1:.0f} % of steps codec-only (backbone frozen); sigma ~ U[0, 0.2], p ~ U[0, 0.05] per batch",
+        f"- baseline (float32 features, no channel): top-1 {b:.2f} % on {base['examples']} test images; "
+        "'no channel coding' = those features min-max scaled per sample, then the same channel",
+        "",
+    ]
     for ch, (field, _) in CHANNELS.items():
         vals = sorted({r["value"] for r in rows if r["channel"] == ch})
         get = lambda m, v: next(r for r in rows if r["channel"] == ch and r["method"] == m and r["value"] == v)
@@ -214,8 +242,10 @@ def write_outputs(rows, base, info, a, wall, argv):
         hit = [r for r in rows if r["channel"] == ch and r["method"] == "conditioned" and r["value"] == v]
         if hit:
             loss = b - 100 * hit[0]["top1"]
-            lines.append(f"- {ch.upper()} {CHANNELS[ch][0]}={v:g}: conditioned model {100 * hit[0]['top1']:.2f} % vs "
-                         f"baseline {b:.2f} %: loss {loss:.2f} points ({'meets' if loss < 2 else 'misses'} < 2)")
+            lines.append(
+                f"- {ch.upper()} {CHANNELS[ch][0]}={v:g}: conditioned model {100 * hit[0]['top1']:.2f} % vs "
+                f"baseline {b:.2f} %: loss {loss:.2f} points ({'meets' if loss < 2 else 'misses'} < 2)"
+            )
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plot(rows, b, a.out)
@@ -225,8 +255,10 @@ def write_outputs(rows, base, info, a, wall, argv):
 
 def plot(rows, base_top1, out):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, (ch, (field, _)) in zip(axes, CHANNELS.items()):
         for m, style in zip(METHODS, ("o-", "s--", "v:")):

@@ -1,10 +1,10 @@
 """BottleNet's central claim, checked at small scale on real Fashion-MNIST (one command).
 
-    python -m bottlenet_jax.experiments.fashion_mnist            # full run, ~70 min on 2 CPU cores
-    python -m bottlenet_jax.experiments.fashion_mnist --quick    # smoke test of the whole script (CI, ~1 min)
+    python -m bottlenet_jax.experiments.fashion_mnist            # full run (wall time: see its results.md)
+    python -m bottlenet_jax.experiments.fashion_mnist --quick    # smoke test of the whole script (CI)
 
 --quick trains each model a few steps, evaluates 500 test images and uses the ResNet-18 layout
-(QUICK_DEPTH below); add --depth 50 to smoke-test the full run's layout (~2.5 min).
+(QUICK_DEPTH below); add --depth 50 to smoke-test the full run's layout.
 
 Runs, on the train/test split, with a CPU-sized ResNet-50 layout (small stem, base width 8):
   1. baseline (no bottleneck) from scratch;
@@ -19,6 +19,7 @@ Runs, on the train/test split, with a CPU-sized ResNet-50 layout (small stem, ba
      RB4..RB14 fine-tuned for --split_epochs, RB1 is run 3).
 Writes OUT/results.csv, OUT/results.md (header: command, commit, machine, date), OUT/*.png.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,15 +28,11 @@ import os
 import sys
 import time
 
-from bottlenet_jax.experiments import git_state, machine, write_csv
-
-import cv2
-import jax
 import ml_collections
-import numpy as np
 
 from bottlenet_jax import cli
-from bottlenet_jax.codecs import jpeg
+from bottlenet_jax.codecs import codec_settings, make_codec
+from bottlenet_jax.experiments import git_state, machine, write_csv
 
 QUALITIES = (10, 30, 50, 70, 90)
 # --quick's default depth. A few-step run is nearly all tracing and XLA compiling, which grow with the
@@ -45,13 +42,11 @@ QUICK_DEPTH = 18
 
 
 def base_config(a):
-    from configs import fashion_mnist
-    c = fashion_mnist.get_config()
+    c = cli.load_config_file(a.config)
     c.model.width = a.width
     c.model.depth = a.depth
     c.split.after = 0
-    c.codec = ml_collections.ConfigDict(dict(name="identity", quality=a.q_train, layout="grid", optimize=False,
-                                             threads=0, minmax=False))
+    c.codec = ml_collections.ConfigDict(codec_settings("identity"))
     c.seed = a.seed
     c.checkpoint_every_steps = 10_000
     c.eval_every_steps = 10_000_000  # evaluate at the end only
@@ -64,10 +59,16 @@ def base_config(a):
 def bottlenet_config(a, base, after, codec, stride=None):
     c = ml_collections.ConfigDict(base.to_dict())
     from bottlenet_jax.models.resnet import size_after_block
+
     h = size_after_block(c.image_size, c.model.depth, c.model.stem, after)
-    c.split.update(after=after, unit=True, channels=a.channels, kernel=2 if (stride or 2) == 2 else 3,
-                   stride=stride or (2 if h % 2 == 0 else 1))
-    c.codec.name = codec
+    c.split.update(
+        after=after,
+        unit=True,
+        channels=a.channels,
+        kernel=2 if (stride or 2) == 2 else 3,
+        stride=stride or (2 if h % 2 == 0 else 1),
+    )
+    c.codec = ml_collections.ConfigDict(codec_settings(codec, **({"quality": a.q_train} if codec == "jpeg" else {})))
     c.init_from = os.path.join(a.workdir, "baseline")
     c.num_epochs = a.finetune_epochs
     c.learning_rate = a.finetune_lr
@@ -80,11 +81,13 @@ def bottlenet_config(a, base, after, codec, stride=None):
 def train(name, cfg, a):
     """Train (or resume) one model; returns (workdir, its final test summary)."""
     from bottlenet_jax import train_lib
+
     t = time.time()
     print(f"\n### {name}: training in {a.workdir}/{name}", flush=True)
     summary = cli.guarded(train_lib.train_and_evaluate, cfg, os.path.join(a.workdir, name))
     if not summary:  # already trained (resumed at its last step): evaluate the saved weights
         from bottlenet_jax.evaluation import evaluate_workdir
+
         summary = cli.guarded(evaluate_workdir, os.path.join(a.workdir, name), cfg, None, ())[0]
     print(f"### {name}: {time.time() - t:.0f} s", flush=True)
     return os.path.join(a.workdir, name), summary
@@ -94,48 +97,91 @@ def sweep(method, trained, cfg, qualities, rows, codec_over=None):
     """Rows for each q; the training's own final evaluation (same weights, same codec) is reused
     for q = the trained quality instead of compiling and running it again."""
     from bottlenet_jax.evaluation import evaluate_workdir
+
     workdir, summary = trained
     c = ml_collections.ConfigDict(cfg.to_dict())
-    c.codec.update(**(codec_over or {}))
+    if codec_over:
+        c.codec = ml_collections.ConfigDict(codec_settings(**codec_over))
+    field = make_codec(c.codec).sweep_field
     reuse = c.codec.name == cfg.codec.name and bool(summary)
-    todo = [q for q in qualities if not (reuse and q == cfg.codec.quality)]
-    found = {r["quality"]: r for r in (cli.guarded(evaluate_workdir, workdir, c, None, todo, None, False) if todo else [])}
-    if reuse and cfg.codec.quality in qualities:
-        found[cfg.codec.quality] = summary
+    todo = [q for q in qualities if not (reuse and q == cfg.codec[field])]
+    found = {r[field]: r for r in (cli.guarded(evaluate_workdir, workdir, c, None, todo, None, False) if todo else [])}
+    if reuse and cfg.codec[field] in qualities:
+        found[cfg.codec[field]] = summary
     for q in qualities:
-        rows.append({"method": method, "split": f"RB{c.split.after}", "C'": c.split.channels if c.split.unit else "",
-                     "stride": c.split.stride if c.split.unit else "", "q": q, **_pick(found[q])})
+        rows.append(
+            {
+                "method": method,
+                "split": f"RB{c.split.after}",
+                "C'": c.split.channels if c.split.unit else "",
+                "stride": c.split.stride if c.split.unit else "",
+                "q": q,
+                **_pick(found[q]),
+            }
+        )
 
 
 def _pick(r):
-    return {k: round(r[k], 5) if isinstance(r.get(k), float) else r.get(k, "") for k in
-            ("top1", "examples", "bytes_payload_mean", "bytes_payload_median", "bytes_full_mean", "bytes_full_median")}
+    return {
+        k: round(r[k], 5) if isinstance(r.get(k), float) else r.get(k, "")
+        for k in (
+            "top1",
+            "examples",
+            "bytes_payload_mean",
+            "bytes_payload_median",
+            "bytes_full_mean",
+            "bytes_full_median",
+        )
+    }
 
 
 def input_jpeg_rows(a, cfg, workdir, qualities, rows):
     """The baseline on JPEG'd input images: bytes of each image and the accuracy it still gives."""
     from bottlenet_jax.evaluation import input_image_jpeg
+
     for r in input_image_jpeg(cfg, workdir, qualities):
         q = r.pop("q")
-        rows.append({"method": "input image JPEG" if q else "input image raw", "split": "input", "C'": "",
-                     "stride": "", "q": q or "", **{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()}})
+        rows.append(
+            {
+                "method": "input image JPEG" if q else "input image raw",
+                "split": "input",
+                "C'": "",
+                "stride": "",
+                "q": q or "",
+                **{k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()},
+            }
+        )
 
 
 def write_outputs(rows, a, wall, argv):
     write_csv(os.path.join(a.out, "results.csv"), rows)
     commit, dirty = a.commit
-    head = [f"# Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})", "",
-            f"- command: `python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}`".rstrip() + "",
-            f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-            f"- machine: {machine()}",
-            f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min; seed {a.seed} (one seed: "
-            f"a second did not fit the time budget)",
-            f"- model: ResNet-{a.depth} layout, small stem, base width {a.width}; bottleneck C'={a.channels}, "
-            f"q_train={a.q_train}; top-1 on {rows[0]['examples']} test images",
-            "- bytes: per sample, `len()` of real payloads; 'abbr' = abbreviated JPEG stream (tables fixed by q "
-            "dropped), 'full' = complete JFIF file; min-max side info (8 B) included where used", ""]
-    cols = ["method", "split", "C'", "stride", "q", "top1", "bytes_payload_mean", "bytes_payload_median",
-            "bytes_full_mean", "bytes_full_median"]
+    head = [
+        f"# Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})",
+        "",
+        f"- command: `python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}`".rstrip() + "",
+        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- machine: {machine()}",
+        f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min; seed {a.seed} (one seed: "
+        f"a second did not fit the time budget)",
+        f"- model: ResNet-{a.depth} layout, small stem, base width {a.width}; bottleneck C'={a.channels}, "
+        f"q_train={a.q_train}; top-1 on {rows[0]['examples']} test images",
+        "- bytes: per sample, `len()` of real payloads; 'abbr' = abbreviated JPEG stream (tables fixed by q "
+        "dropped), 'full' = complete JFIF file; min-max side info (8 B) included where used",
+        "",
+    ]
+    cols = [
+        "method",
+        "split",
+        "C'",
+        "stride",
+        "q",
+        "top1",
+        "bytes_payload_mean",
+        "bytes_payload_median",
+        "bytes_full_mean",
+        "bytes_full_median",
+    ]
     names = ["method", "split", "C'", "stride", "q", "top-1 %", "abbr mean", "abbr median", "full mean", "full median"]
     table = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for r in rows:
@@ -148,11 +194,17 @@ def write_outputs(rows, a, wall, argv):
 
 def plot(rows, out):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for method, style in (("BottleNet RB1 (JPEG-aware)", "o-"), ("BottleNet RB1 (identity-trained)", "s--"),
-                          ("RB1 JPEG, no retraining", "v:"), ("input image JPEG", "^-.")):
+    for method, style in (
+        ("BottleNet RB1 (JPEG-aware)", "o-"),
+        ("BottleNet RB1 (identity-trained)", "s--"),
+        ("RB1 JPEG, no retraining", "v:"),
+        ("input image JPEG", "^-."),
+    ):
         pts = sorted((r["bytes_payload_mean"], 100 * r["top1"], r["q"]) for r in rows if r["method"] == method)
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=method)
@@ -186,7 +238,10 @@ def plot(rows, out):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="few steps, 500 test images: checks the script, not the figures")
+    p.add_argument("--config", default="configs/fashion_mnist.py", help="the base config (a file path)")
+    p.add_argument(
+        "--quick", action="store_true", help="few steps, 500 test images: checks the script, not the figures"
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--workdir", default=None)
     p.add_argument("--width", type=int, default=8)
@@ -204,6 +259,7 @@ def main(argv=None):
     a.out = a.out or ("workdir/repro_quick/results" if a.quick else "results/fashion_mnist")
     a.workdir = a.workdir or ("workdir/repro_quick" if a.quick else "workdir/repro")
     from absl import logging
+
     logging.set_verbosity(logging.WARNING)
     t0 = time.time()
     qualities = (a.q_train,) if a.quick else QUALITIES
@@ -222,18 +278,35 @@ def main(argv=None):
     ident = bottlenet_config(a, base, 1, "identity")
     sweep("BottleNet RB1 (identity-trained)", train("rb1_identity", ident, a), ident, qualities, rows, {"name": "jpeg"})
     input_jpeg_rows(a, base, bwd, qualities, rows)
-    for k in ((4,) if a.quick else (4, 8, 14)):
+    for k in (4,) if a.quick else (4, 8, 14):
         c = bottlenet_config(a, base, k, "jpeg")
         c.num_epochs = a.split_epochs
         sweep("BottleNet split point", train(f"rb{k}_jpeg", c, a), c, (a.q_train,), rows)
-    rows += [dict(r, method="BottleNet split point") for r in rows
-             if r["method"] == "BottleNet RB1 (JPEG-aware)" and r["q"] == a.q_train]
-    rows.sort(key=lambda r: ["baseline", "input image raw", "input image JPEG", "RB1 JPEG, no retraining",
-                             "BottleNet RB1 (identity-trained)", "BottleNet RB1 (JPEG-aware)",
-                             "BottleNet split point"].index(r["method"]) * 100 + (int(r["split"][2:]) if r["split"].startswith("RB") and r["method"] == "BottleNet split point" else 0))
+    rows += [
+        dict(r, method="BottleNet split point")
+        for r in rows
+        if r["method"] == "BottleNet RB1 (JPEG-aware)" and r["q"] == a.q_train
+    ]
+    rows.sort(
+        key=lambda r: (
+            [
+                "baseline",
+                "input image raw",
+                "input image JPEG",
+                "RB1 JPEG, no retraining",
+                "BottleNet RB1 (identity-trained)",
+                "BottleNet RB1 (JPEG-aware)",
+                "BottleNet split point",
+            ].index(r["method"])
+            * 100
+            + (int(r["split"][2:]) if r["split"].startswith("RB") and r["method"] == "BottleNet split point" else 0)
+        )
+    )
     write_outputs(rows, a, time.time() - t0, argv)
-    print(f"\nwrote {a.out}/results.md, results.csv, accuracy_vs_bytes.png, split_point.png "
-          f"({(time.time() - t0) / 60:.1f} min)")
+    print(
+        f"\nwrote {a.out}/results.md, results.csv, accuracy_vs_bytes.png, split_point.png "
+        f"({(time.time() - t0) / 60:.1f} min)"
+    )
 
 
 if __name__ == "__main__":

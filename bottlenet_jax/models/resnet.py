@@ -11,10 +11,12 @@
 * Two stems: ``imagenet`` (7x7/2 conv + 3x3/2 max-pool) and ``small`` (3x3/1 conv, no pool) for
   28-64 px inputs. ``width`` scales every stage (64 = the standard network).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -86,7 +88,9 @@ class BasicBlock(nn.Module):
         y = self.conv(self.filters, (3, 3), padding=_pad(3), name="conv2")(y)
         y = self.norm(name="bn2")(y)
         if x.shape[-1] != self.filters or self.strides != 1:
-            x = self.conv(self.filters, (1, 1), (self.strides, self.strides), padding="VALID", name="downsample_conv")(x)
+            x = self.conv(self.filters, (1, 1), (self.strides, self.strides), padding="VALID", name="downsample_conv")(
+                x
+            )
             x = self.norm(name="downsample_bn")(x)
         return nn.relu(x + y)
 
@@ -118,17 +122,23 @@ class ResNet(nn.Module):
     width: int = 64
     stem: str = "imagenet"
     dtype: Any = jnp.float32
-    bn_axis_name: Optional[str] = None  # "data" under shard_map: BN statistics over the global batch
+    bn_axis_name: str | None = None  # "data" under shard_map: BN statistics over the global batch
 
     @property
     def num_blocks(self) -> int:
         return sum(STAGE_SIZES[self.depth])
 
     @nn.compact
-    def __call__(self, x, train: bool = False, start: int = 0, stop: Optional[int] = None):
+    def __call__(self, x, train: bool = False, start: int = 0, stop: int | None = None):
         conv = partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init)
-        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype, axis_name=self.bn_axis_name)
+        norm = partial(
+            nn.BatchNorm,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
+            axis_name=self.bn_axis_name,
+        )
         x = x.astype(self.dtype)
         if start == 0:
             if self.stem == "imagenet":
@@ -143,8 +153,7 @@ class ResNet(nn.Module):
         for k, (stage, index) in enumerate(block_layout(self.depth), start=1):
             if start < k <= last:
                 strides = 2 if (index == 0 and stage > 1) else 1
-                x = block_cls(self.width * 2 ** (stage - 1), strides, conv, norm,
-                              name=block_name(stage, index))(x)
+                x = block_cls(self.width * 2 ** (stage - 1), strides, conv, norm, name=block_name(stage, index))(x)
         if stop is not None:
             return x
         x = jnp.mean(x, axis=(-3, -2))

@@ -10,17 +10,23 @@
                                    over channel conditions run the backbone once
 With ``split_after == 0`` the model is the plain backbone and stats is empty.
 """
-from __future__ import annotations
 
-from typing import Any, Optional
+from __future__ import annotations
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bottlenet_jax.codecs import Codec, ConfigError, IdentityCodec, make_codec
-from bottlenet_jax.models.resnet import (STAGE_SIZES, STEMS, ResNet, channels_after_block,
-                                         size_after_block, stride_after_block)
+from bottlenet_jax.codecs import Codec, IdentityCodec, make_codec
+from bottlenet_jax.errors import ConfigError
+from bottlenet_jax.models.resnet import (
+    STAGE_SIZES,
+    STEMS,
+    ResNet,
+    channels_after_block,
+    size_after_block,
+    stride_after_block,
+)
 from bottlenet_jax.units import Reduction, Restoration
 
 PARTS = ("full", "edge", "cloud", "trunk", "encoder")
@@ -54,9 +60,9 @@ class SplitModel(nn.Module):
             if part == "trunk":
                 return z
             if self.unit_channels:
-                z = Reduction(self.unit_channels, self.unit_kernel, self.unit_stride, bb.dtype,
-                              bb.bn_axis_name, name="reduce")(
-                    z, train, condition if self.condition_encoder else None)
+                z = Reduction(
+                    self.unit_channels, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name, name="reduce"
+                )(z, train, condition if self.condition_encoder else None)
             if part in ("edge", "encoder"):
                 return z
         stats = {}
@@ -65,8 +71,7 @@ class SplitModel(nn.Module):
             self.sow("intermediates", "x_hat", z)  # what the cloud half received (apply(..., mutable="intermediates"))
         if self.unit_channels:
             c = channels_after_block(bb.depth, bb.width, k)
-            z = Restoration(c, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name,
-                            name="restore")(z, train)
+            z = Restoration(c, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name, name="restore")(z, train)
         logits = bb(z, train, start=k)
         return (logits, stats) if part == "full" else logits
 
@@ -95,19 +100,36 @@ def validate(cfg) -> None:
     h = size_after_block(cfg.image_size, m.depth, m.stem, s.after)
     if cfg.image_size <= 0 or (s.after and s.unit and h % s.stride):
         total = stride_after_block(m.depth, m.stem, s.after) * s.stride
-        raise ConfigError(f"image_size={cfg.image_size}: features after RB{s.after} are {h}x{h}, not divisible by "
-                          f"the reduction stride {s.stride}; use an image size divisible by {total} (or split.stride=1)")
+        raise ConfigError(
+            f"image_size={cfg.image_size}: features after RB{s.after} are {h}x{h}, not divisible by "
+            f"the reduction stride {s.stride}; use an image size divisible by {total} (or split.stride=1)"
+        )
 
 
-def build_model(cfg, bn_axis_name: Optional[str] = "data", codec: Optional[Codec] = None) -> SplitModel:
+def build_model(cfg, bn_axis_name: str | None = "data", codec: Codec | None = None) -> SplitModel:
     """Model from a config (see configs/default.py); bad values fail here, before any compute."""
     validate(cfg)
     m, s = cfg.model, cfg.split
-    backbone = ResNet(depth=m.depth, num_classes=m.num_classes, width=m.width, stem=m.stem,
-                      dtype=DTYPES[m.dtype], bn_axis_name=bn_axis_name)
-    codec = codec if codec is not None else make_codec(cfg.codec.to_dict() if hasattr(cfg.codec, "to_dict") else cfg.codec)
-    return SplitModel(backbone, s.after, s.channels if (s.after and s.unit) else 0, s.kernel, s.stride, codec,
-                      bool(s.get("condition", True)))
+    backbone = ResNet(
+        depth=m.depth,
+        num_classes=m.num_classes,
+        width=m.width,
+        stem=m.stem,
+        dtype=DTYPES[m.dtype],
+        bn_axis_name=bn_axis_name,
+    )
+    codec = (
+        codec if codec is not None else make_codec(cfg.codec.to_dict() if hasattr(cfg.codec, "to_dict") else cfg.codec)
+    )
+    return SplitModel(
+        backbone,
+        s.after,
+        s.channels if (s.after and s.unit) else 0,
+        s.kernel,
+        s.stride,
+        codec,
+        bool(s.get("condition", True)),
+    )
 
 
 def feature_shape(cfg) -> tuple[int, int, int]:

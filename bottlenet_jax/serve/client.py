@@ -9,6 +9,7 @@ to the export's input size and normalised with its mean/std. A channel-condition
 export needs `--condition` (its manifest's `edge_condition`: sigma or p). The Python API is
 `EdgeClient`; the transport is `tritonclient.grpc`, a standard KServe v2 client.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ class EdgeClient:
         import tritonclient.grpc as tc
 
         from bottlenet_jax.export import Half, load_codec, load_manifest
+
         self.manifest = load_manifest(export_dir)
         self.codec = load_codec(self.manifest)
         self.edge = Half(export_dir, "edge")
@@ -40,6 +42,7 @@ class EdgeClient:
             if not self.manifest.get("edge_onnx"):
                 raise ValueError(f"{export_dir}: has no edge.onnx (export with --onnx)")
             import onnxruntime
+
             self.onnx = onnxruntime.InferenceSession(os.path.join(export_dir, self.manifest["edge_onnx"]))
         self.timeout = timeout
         self._tc = tc
@@ -86,8 +89,14 @@ class EdgeClient:
             payloads = self.encode(img[None], None if condition is None else np.atleast_1d(condition))
             logits = self.send(payloads)[0]
             label = int(np.argmax(logits))
-            out.append({"label": label, "name": names[label] if label < len(names) else str(label),
-                        "bytes": len(payloads[0]), "ms": 1e3 * (time.perf_counter() - t)})
+            out.append(
+                {
+                    "label": label,
+                    "name": names[label] if label < len(names) else str(label),
+                    "bytes": len(payloads[0]),
+                    "ms": 1e3 * (time.perf_counter() - t),
+                }
+            )
         return out
 
     def close(self):
@@ -116,8 +125,9 @@ def main(argv=None):
     try:
         client = EdgeClient(a.export, a.server, onnx=a.onnx)
         if client.edge.conditioned and a.condition is None:
-            sys.exit(f"error: {a.export} is channel-conditioned: pass --condition "
-                     f"({client.manifest['edge_condition']})")
+            sys.exit(
+                f"error: {a.export} is channel-conditioned: pass --condition ({client.manifest['edge_condition']})"
+            )
         images = np.stack([read_image(f, client.input_shape) for f in a.images])
         results = client.classify(images, a.condition)
     except (OSError, ValueError) as e:

@@ -9,6 +9,7 @@ exported cloud half; `ModelProcess` runs it in a process of its own (see why the
 and runs the cloud half once per batch. Its queue is bounded: when full, `submit` raises `QueueFull`
 at once instead of letting latency grow without limit.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -59,6 +60,7 @@ class _CompileCounter:
             def on_event(event, duration_secs, **_):
                 if event == "/jax/core/compile/backend_compile_duration":
                     cls.count += 1
+
             jax.monitoring.register_event_duration_secs_listener(on_event)
             cls._installed = True
 
@@ -77,6 +79,7 @@ class PayloadDecoder:
 
     def __init__(self, manifest: dict):
         from bottlenet_jax.export import load_codec
+
         self.manifest = manifest
         self.codec = load_codec(manifest)
         self.feature_shape = tuple(manifest["feature_shape"])
@@ -86,20 +89,26 @@ class PayloadDecoder:
     def decode_one(self, element: bytes) -> np.ndarray:
         """A framed payload -> float32 features [h, w, c], or PayloadError naming what is wrong."""
         if len(element) > self.max_payload + CRC_BYTES:
-            raise PayloadError(f"payload of {len(element)} bytes: larger than any {self.manifest['codec']['name']} "
-                               f"payload for features {list(self.feature_shape)} ({self.max_payload} bytes)")
+            raise PayloadError(
+                f"payload of {len(element)} bytes: larger than any {self.manifest['codec']['name']} "
+                f"payload for features {list(self.feature_shape)} ({self.max_payload} bytes)"
+            )
         body = unframe(element)
         try:
             z = self.codec.decode([body], (1, *self.feature_shape))
         except Exception as e:  # the codec's own error, one line
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise PayloadError(f"payload of {len(element)} bytes: the {self.manifest['codec']['name']} codec cannot "
-                               f"decode it to features {list(self.feature_shape)}: {why}") from None
+            raise PayloadError(
+                f"payload of {len(element)} bytes: the {self.manifest['codec']['name']} codec cannot "
+                f"decode it to features {list(self.feature_shape)}: {why}"
+            ) from None
         z = np.asarray(z, np.float32)
         if z.shape != (1, *self.feature_shape) or not np.isfinite(z).all():
-            raise PayloadError(f"payload of {len(element)} bytes: decodes to {list(z.shape[1:])} "
-                               f"{'non-finite values' if z.shape[1:] == self.feature_shape else ''}, expected "
-                               f"{list(self.feature_shape)}")
+            raise PayloadError(
+                f"payload of {len(element)} bytes: decodes to {list(z.shape[1:])} "
+                f"{'non-finite values' if z.shape[1:] == self.feature_shape else ''}, expected "
+                f"{list(self.feature_shape)}"
+            )
         return z[0]
 
 
@@ -110,6 +119,7 @@ class CloudModel:
         import jax
 
         from bottlenet_jax.export import Half, load_manifest
+
         _CompileCounter.install()
         manifest = load_manifest(export_dir)
         self.feature_shape = tuple(manifest["feature_shape"])
@@ -119,8 +129,10 @@ class CloudModel:
         self.sizes = bucket_sizes(max_batch)
         fn = jax.jit(cloud.exported.call)
         # Ahead of time, one executable per batch size: a request cannot trigger a compile.
-        self._compiled = {s: fn.lower(self._variables, jax.ShapeDtypeStruct((s, *self.feature_shape), np.float32))
-                          .compile() for s in self.sizes}
+        self._compiled = {
+            s: fn.lower(self._variables, jax.ShapeDtypeStruct((s, *self.feature_shape), np.float32)).compile()
+            for s in self.sizes
+        }
         self._padded = {s: np.zeros((s, *self.feature_shape), np.float32) for s in self.sizes}
         self._compiles_at_warmup = _CompileCounter.count
 
@@ -167,17 +179,20 @@ class ModelProcess:
     """`CloudModel` in a process of its own, used through the same `infer`.
 
     Why a process: XLA's CPU runtime needs the GIL many times during one execution, so a model
-    running in a thread beside a busy gRPC event loop waits on the GIL for most of each batch (a
-    25 ms batch took 0.5-1 s next to a Python loop). In its own process the model keeps a core to
-    itself; a batch crosses a pipe as raw float32 bytes."""
+    running in a thread beside a busy gRPC event loop waits on the GIL for most of each batch
+    (measured: 20-40x slower next to a Python loop; benchmarks/README.md). In its own process the
+    model keeps a core to itself; a batch crosses a pipe as raw float32 bytes."""
 
     def __init__(self, export_dir: str, max_batch: int = 32):
         import multiprocessing as mp
+
         from bottlenet_jax.export import load_manifest
+
         self.feature_shape = tuple(load_manifest(export_dir)["feature_shape"])
         self._conn, child = mp.get_context("spawn").Pipe()
-        self._proc = mp.get_context("spawn").Process(target=_model_worker, args=(export_dir, max_batch, child),
-                                                     name="bottlenet-model", daemon=True)
+        self._proc = mp.get_context("spawn").Process(
+            target=_model_worker, args=(export_dir, max_batch, child), name="bottlenet-model", daemon=True
+        )
         self._proc.start()
         child.close()
         try:
@@ -213,7 +228,7 @@ class ModelProcess:
 class Batcher:
     """Dynamic batching in one thread: requests in, one `model.infer` per batch, futures out."""
 
-    def __init__(self, model: "CloudModel | ModelProcess", max_batch: int, max_delay: float, queue_size: int):
+    def __init__(self, model: CloudModel | ModelProcess, max_batch: int, max_delay: float, queue_size: int):
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
@@ -268,7 +283,7 @@ class Batcher:
         self.queue_ns += sum(t0 - t for _, _, t in batch)
         start = 0
         for f, fut, _ in batch:
-            fut.set_result(logits[start:start + len(f)])
+            fut.set_result(logits[start : start + len(f)])
             start += len(f)
 
     def close(self, timeout: float = 30.0):

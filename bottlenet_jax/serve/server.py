@@ -17,6 +17,7 @@ ends that request with INVALID_ARGUMENT naming the problem and never reaches a b
 wait in a bounded queue for the batcher (RESOURCE_EXHAUSTED when it is full). SIGTERM/SIGINT stop
 accepting requests, finish the ones in flight, then exit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def bytes_elements(tensor, raw: bytes | None) -> list[bytes]:
         (n,), i = struct.unpack_from("<I", raw, i), i + 4
         if i + n > len(raw):
             raise PayloadError(f"raw BYTES tensor: element of {n} bytes overruns the {len(raw)}-byte buffer")
-        out.append(raw[i:i + n])
+        out.append(raw[i : i + n])
         i += n
     return out
 
@@ -76,38 +77,60 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     @staticmethod
     async def _check_model(name, version, context):
         if name != MODEL or version not in ("", VERSION):
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"model {name!r} version {version!r}: this server has "
-                                                     f"{MODEL!r} version {VERSION}")
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"model {name!r} version {version!r}: this server has {MODEL!r} version {VERSION}",
+            )
 
     async def ModelMetadata(self, request, context):
         await self._check_model(request.name, request.version, context)
         t = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=MODEL, versions=[VERSION], platform="jax",
+            name=MODEL,
+            versions=[VERSION],
+            platform="jax",
             inputs=[t(name="PAYLOAD", datatype="BYTES", shape=[-1])],
-            outputs=[t(name="LOGITS", datatype="FP32", shape=[-1, self.model.num_classes]),
-                     t(name="CLASS", datatype="INT32", shape=[-1])])
+            outputs=[
+                t(name="LOGITS", datatype="FP32", shape=[-1, self.model.num_classes]),
+                t(name="CLASS", datatype="INT32", shape=[-1]),
+            ],
+        )
 
     async def ModelConfig(self, request, context):
         await self._check_model(request.name, request.version, context)
-        return pb.ModelConfigResponse(config=mc.ModelConfig(
-            name=MODEL, platform="jax", max_batch_size=self.batcher.max_batch,
-            input=[mc.ModelInput(name="PAYLOAD", data_type=mc.TYPE_STRING, dims=[1])],
-            output=[mc.ModelOutput(name="LOGITS", data_type=mc.TYPE_FP32, dims=[self.model.num_classes]),
-                    mc.ModelOutput(name="CLASS", data_type=mc.TYPE_INT32, dims=[1])],
-            dynamic_batching=mc.ModelDynamicBatching(
-                preferred_batch_size=self.model.sizes,
-                max_queue_delay_microseconds=int(self.batcher.max_delay * 1e6))))
+        return pb.ModelConfigResponse(
+            config=mc.ModelConfig(
+                name=MODEL,
+                platform="jax",
+                max_batch_size=self.batcher.max_batch,
+                input=[mc.ModelInput(name="PAYLOAD", data_type=mc.TYPE_STRING, dims=[1])],
+                output=[
+                    mc.ModelOutput(name="LOGITS", data_type=mc.TYPE_FP32, dims=[self.model.num_classes]),
+                    mc.ModelOutput(name="CLASS", data_type=mc.TYPE_INT32, dims=[1]),
+                ],
+                dynamic_batching=mc.ModelDynamicBatching(
+                    preferred_batch_size=self.model.sizes,
+                    max_queue_delay_microseconds=int(self.batcher.max_delay * 1e6),
+                ),
+            )
+        )
 
     async def ModelStatistics(self, request, context):
         if request.name:
             await self._check_model(request.name, request.version, context)
         b, d = self.batcher, pb.StatisticDuration
         stats = pb.ModelStatistics(
-            name=MODEL, version=VERSION, inference_count=b.inferences, execution_count=b.executions,
-            inference_stats=pb.InferStatistics(success=d(count=b.inferences), fail=d(count=self.failures),
-                                               queue=d(count=b.inferences, ns=b.queue_ns),
-                                               compute_infer=d(count=b.executions, ns=b.exec_ns)))
+            name=MODEL,
+            version=VERSION,
+            inference_count=b.inferences,
+            execution_count=b.executions,
+            inference_stats=pb.InferStatistics(
+                success=d(count=b.inferences),
+                fail=d(count=self.failures),
+                queue=d(count=b.inferences, ns=b.queue_ns),
+                compute_infer=d(count=b.executions, ns=b.exec_ns),
+            ),
+        )
         return pb.ModelStatisticsResponse(model_stats=[stats])
 
     # -- inference
@@ -128,13 +151,17 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             self.failures += 1
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         out, n = pb.ModelInferResponse.InferOutputTensor, len(logits)
-        tensors = {"LOGITS": (out(name="LOGITS", datatype="FP32", shape=[n, logits.shape[1]]),
-                              logits.astype("<f4").tobytes()),
-                   "CLASS": (out(name="CLASS", datatype="INT32", shape=[n]),
-                             np.argmax(logits, -1).astype("<i4").tobytes())}
-        return pb.ModelInferResponse(model_name=MODEL, model_version=VERSION, id=request.id,
-                                     outputs=[tensors[k][0] for k in wanted],
-                                     raw_output_contents=[tensors[k][1] for k in wanted])
+        tensors = {
+            "LOGITS": (out(name="LOGITS", datatype="FP32", shape=[n, logits.shape[1]]), logits.astype("<f4").tobytes()),
+            "CLASS": (out(name="CLASS", datatype="INT32", shape=[n]), np.argmax(logits, -1).astype("<i4").tobytes()),
+        }
+        return pb.ModelInferResponse(
+            model_name=MODEL,
+            model_version=VERSION,
+            id=request.id,
+            outputs=[tensors[k][0] for k in wanted],
+            raw_output_contents=[tensors[k][1] for k in wanted],
+        )
 
     def _payloads(self, request) -> list[bytes]:
         inputs = list(request.inputs)
@@ -157,20 +184,32 @@ class Server:
     One event loop serves every connection: a request waiting for its batch is a suspended
     coroutine, not a blocked thread, so thousands can wait without thread switching."""
 
-    def __init__(self, export_dir: str, host: str = "127.0.0.1", port: int = 8001, max_batch: int = 32,
-                 max_delay: float = 0.002, queue_size: int = 256):
+    def __init__(
+        self,
+        export_dir: str,
+        host: str = "127.0.0.1",
+        port: int = 8001,
+        max_batch: int = 32,
+        max_delay: float = 0.002,
+        queue_size: int = 256,
+    ):
         from bottlenet_jax.export import load_manifest
+
         self.decoder = PayloadDecoder(load_manifest(export_dir))
         self.model = ModelProcess(export_dir, max_batch)
         self.batcher = Batcher(self.model, max_batch, max_delay, queue_size)
         self.service = InferenceService(self.decoder, self.model, self.batcher)
         self._loop = asyncio.new_event_loop()
-        self._started: "asyncio.Future | None" = None
+        self._started: asyncio.Future | None = None
         ready, failure = threading.Event(), []
 
         async def serve():
-            self._grpc = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE),
-                                                  ("grpc.max_send_message_length", MAX_MESSAGE)])
+            self._grpc = grpc.aio.server(
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE),
+                    ("grpc.max_send_message_length", MAX_MESSAGE),
+                ]
+            )
             pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self._grpc)
             try:
                 self.port = self._grpc.add_insecure_port(f"{host}:{port}")
@@ -209,8 +248,14 @@ class Server:
         self._thread.join(10)
 
 
-def start(export_dir: str, host: str = "127.0.0.1", port: int = 8001, max_batch: int = 32,
-          max_delay: float = 0.002, queue_size: int = 256) -> Server:
+def start(
+    export_dir: str,
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    max_batch: int = 32,
+    max_delay: float = 0.002,
+    queue_size: int = 256,
+) -> Server:
     """Load the export, compile, and serve (returns at once; `.stop()` drains and ends it)."""
     return Server(export_dir, host, port, max_batch, max_delay, queue_size)
 
@@ -226,23 +271,30 @@ def main(argv=None):
     a = p.parse_args(argv)
     if a.max_batch < 1 or a.queue < 1 or a.max_delay_ms < 0:
         sys.exit("error: --max-batch and --queue must be >= 1, --max-delay-ms >= 0")
-    from bottlenet_jax.checkpoint import CheckpointError
+    from bottlenet_jax.errors import CheckpointError
+
     try:
         server = start(a.export, a.host, a.port, a.max_batch, a.max_delay_ms / 1e3, a.queue)
     except (OSError, RuntimeError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     m, port, batcher = server.decoder.manifest, server.port, server.batcher
-    print(f"serving {a.export} (RB{m['split_after']}, {m['codec']['name']}, features "
-          f"{m['feature_shape']}) as model {MODEL!r} on {a.host}:{port}; batch sizes {server.model.sizes}, "
-          f"max delay {a.max_delay_ms} ms, queue {a.queue}", flush=True)
+    print(
+        f"serving {a.export} (RB{m['split_after']}, {m['codec']['name']}, features "
+        f"{m['feature_shape']}) as model {MODEL!r} on {a.host}:{port}; batch sizes {server.model.sizes}, "
+        f"max delay {a.max_delay_ms} ms, queue {a.queue}",
+        flush=True,
+    )
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     print("stopping: finishing requests in flight", flush=True)
     server.stop()
-    print(f"stopped after {batcher.inferences} inferences in {batcher.executions} batches; "
-          f"compiles after warm-up: {server.compiles_after_warmup}", flush=True)
+    print(
+        f"stopped after {batcher.inferences} inferences in {batcher.executions} batches; "
+        f"compiles after warm-up: {server.compiles_after_warmup}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

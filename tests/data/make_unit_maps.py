@@ -26,7 +26,7 @@ def main():
     import jax
     from bottlenet_jax.checkpoint import Checkpoints
     from bottlenet_jax.codecs.base import quantize_u8_np
-    from bottlenet_jax.evaluation import load_config
+    from bottlenet_jax.checkpoint import load_config
     from bottlenet_jax.models import build_model
 
     cfg = load_config(a.workdir)

@@ -1,0 +1,99 @@
+"""The package's import graph runs one way (README, "Layout"): nothing imports upward, nothing
+imports the repo-root `configs/` (entry points load config files by path), and there are no cycles.
+
+Read from the source with `ast`, so imports inside functions count too."""
+
+import ast
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent / "bottlenet_jax"
+
+# Lower tiers never import higher ones. Within a tier imports are allowed but must not form a cycle.
+TIERS = [
+    ("errors",),
+    ("parallel", "codecs", "data", "convert"),
+    ("models", "units"),
+    ("steps",),
+    ("checkpoint", "evaluation", "actions"),
+    ("train_lib", "export"),
+    ("cli", "demo", "experiments", "serve"),
+]
+
+
+def tier(module: str) -> int:
+    top = module.split(".")[1] if module.count(".") else ""
+    for i, names in enumerate(TIERS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module}: not in any tier of tests/test_layering.py (add it where it belongs)")
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    p = ROOT.parent.joinpath(*name.split("."))
+    return p.with_suffix(".py").exists() or (p / "__init__.py").exists()
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in ROOT.rglob("*.py"):
+        src, out = module_name(path), set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                out |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out |= {
+                    f"{node.module}.{a.name}" if is_module(f"{node.module}.{a.name}") else node.module
+                    for a in node.names
+                }
+        graph[src] = {m for m in out if m.split(".")[0] in ("bottlenet_jax", "configs")}
+    return graph
+
+
+GRAPH = import_graph()
+
+
+def test_the_graph_was_read():
+    assert GRAPH["bottlenet_jax.train_lib"] >= {"bottlenet_jax.steps", "bottlenet_jax.evaluation"}
+    assert "bottlenet_jax.codecs.base" in GRAPH["bottlenet_jax.codecs.jpeg"]
+
+
+@pytest.mark.parametrize("src", sorted(m for m in GRAPH if m != "bottlenet_jax"))
+def test_no_module_imports_upward_or_the_repo_root(src):
+    for dst in GRAPH[src]:
+        assert not dst.startswith("configs"), f"{src} imports {dst}: load config files by path (cli.load_config_file)"
+        if dst == "bottlenet_jax":
+            continue
+        assert tier(dst) <= tier(src), f"{src} (tier {tier(src)}) imports {dst} (tier {tier(dst)}): upward"
+
+
+def test_codecs_and_models_know_nothing_of_training_evaluation_export_or_experiments():
+    upper = ("train_lib", "evaluation", "export", "experiments", "steps", "checkpoint", "actions")
+    for src, dsts in GRAPH.items():
+        if src.startswith(("bottlenet_jax.codecs", "bottlenet_jax.models")):
+            bad = [d for d in dsts if d.split(".")[1:2] and d.split(".")[1] in upper]
+            assert not bad, f"{src} imports {bad}"
+    assert not any(d.startswith("bottlenet_jax.train_lib") for d in GRAPH["bottlenet_jax.evaluation"])
+
+
+def test_no_cycles():
+    state = {}
+
+    def visit(m, path):
+        if state.get(m) == "done":
+            return
+        assert state.get(m) != "open", "import cycle: " + " -> ".join(path + [m])
+        state[m] = "open"
+        for d in GRAPH.get(m, ()):
+            if d in GRAPH and d != m and not m.startswith(d + "."):  # a package's own __init__ is not a cycle
+                visit(d, path + [m])
+        state[m] = "done"
+
+    for m in GRAPH:
+        visit(m, [])
