@@ -42,13 +42,15 @@ lint: $(VENV)/.test-installed
 
 # CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
 smoke: $(VENV)/.test-installed data
-	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick
+	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick workdir/seeds_quick
 	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.fashion_mnist --quick && \
 	  echo "smoke: fashion_mnist --quick took $$(( $$(date +%s) - t )) s wall"
 	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline && \
 	  echo "smoke: lightweight --quick took $$(( $$(date +%s) - t )) s wall"
 	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.bottlenetpp --quick --baseline workdir/repro_quick/baseline && \
 	  echo "smoke: bottlenetpp --quick took $$(( $$(date +%s) - t )) s wall"
+	$(PY) -m bottlenet_jax.experiments.seeds --seeds 0,1 --baseline_epochs 0.01 --finetune_epochs 0.01 \
+	  --workdir workdir/seeds_quick --out workdir/seeds_quick/results
 	$(PY) benchmarks/codec_throughput.py --smoke
 	$(PY) benchmarks/train_throughput.py --smoke
 	$(PY) benchmarks/input_pipeline.py --smoke
@@ -56,6 +58,7 @@ smoke: $(VENV)/.test-installed data
 
 # The committed results (2 CPU cores: ~70 + ~16 + ~35 min); the last two reuse the first's baseline.
 repro: $(VENV)/.test-installed data
+	$(PY) -m bottlenet_jax.experiments.seeds
 	$(PY) -m bottlenet_jax.experiments.fashion_mnist
 	$(PY) -m bottlenet_jax.experiments.lightweight
 	$(PY) -m bottlenet_jax.experiments.bottlenetpp

@@ -117,7 +117,11 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: not found (is --workdir a training workdir?)")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        cfg = json.load(f)
+    from bottlenet_jax.codecs import upgrade_settings  # configs saved before codecs owned their settings
+
+    cfg["codec"] = upgrade_settings(cfg.get("codec", {"name": "identity"}))
+    return ml_collections.ConfigDict(cfg)
 
 
 def load_eval_state(workdir: str, mesh) -> TrainState:

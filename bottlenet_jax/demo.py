@@ -32,6 +32,7 @@ def configs(path: str, a):
     base.split.update(after=0, unit=False)
     base.codec = ml_collections.ConfigDict(dict(name="identity"))
     base.num_epochs = a.baseline_epochs
+    base.seed = bottlenet.seed = a.seed
     bottlenet.init_from = os.path.join(a.workdir, "baseline")
     bottlenet.num_epochs = a.finetune_epochs
     bottlenet.learning_rate = a.finetune_lr
@@ -45,23 +46,18 @@ def matched(bottlenet_top1: float, inputs: list[dict]) -> dict | None:
     return min(ok, key=lambda r: r["bytes_payload_mean"]) if ok else None
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/fashion_mnist.py", help="the BottleNet config (a file path)")
-    p.add_argument("--workdir", default="workdir/demo")
-    p.add_argument("--baseline_epochs", type=float, default=1.0)
-    p.add_argument("--finetune_epochs", type=float, default=0.5)
-    p.add_argument("--finetune_lr", type=float, default=0.05)
-    a = p.parse_args(argv)
+def run(a) -> dict:
+    """Train/evaluate the three and return their figures (also written to WORKDIR/demo.json)."""
     from absl import logging
 
-    logging.set_verbosity(logging.WARNING)
     from bottlenet_jax import train_lib
+    from bottlenet_jax.checkpoint import write_json
     from bottlenet_jax.evaluation import input_image_jpeg
 
+    logging.set_verbosity(logging.WARNING)
     t0 = time.time()
     base, bn = cli.guarded(configs, a.config, a)
-    print(f"### 1/3 baseline (no bottleneck), {a.baseline_epochs:g} epoch(s)", flush=True)
+    print(f"### 1/3 baseline (no bottleneck), {a.baseline_epochs:g} epoch(s), seed {a.seed}", flush=True)
     b = cli.guarded(train_lib.train_and_evaluate, base, os.path.join(a.workdir, "baseline"))
     print(
         f"### 2/3 BottleNet RB{bn.split.after}, C'={bn.split.channels}, stride {bn.split.stride}, "
@@ -71,28 +67,42 @@ def main(argv=None):
     s = cli.guarded(train_lib.train_and_evaluate, bn, os.path.join(a.workdir, "bottlenet"))
     print("### 3/3 the test images themselves as JPEG, classified by the baseline", flush=True)
     inputs = cli.guarded(input_image_jpeg, base, os.path.join(a.workdir, "baseline"), INPUT_QUALITIES)
-    raw = inputs[0]
+    out = {
+        "seed": a.seed,
+        "baseline": b,
+        "bottlenet": s,
+        "inputs": inputs,
+        "matched": matched(s["top1"], inputs),
+        "minutes": (time.time() - t0) / 60,
+        "dataset": bn.dataset,
+        "eval_split": bn.eval_split,
+        "validation_split": bn.validation_split,
+        "split_after": bn.split.after,
+        "channels": bn.split.channels,
+        "stride": bn.split.stride,
+        "quality": bn.codec.quality,
+    }
+    write_json(os.path.join(a.workdir, "demo.json"), out)
+    return out
+
+
+def report(r: dict) -> None:
+    raw, b, s = r["inputs"][0], r["baseline"], r["bottlenet"]
 
     def line(name, top1, abbr, full):
         return f"{name:44s} {100 * top1:6.2f} %  {abbr:8.1f} B  [{full:.1f}]"
 
     print(
-        f"\n=== BottleNet demo: {bn.dataset} {bn.eval_split} split ({s['examples']} images), models selected on "
-        f"{bn.validation_split or 'the last step'}; {(time.time() - t0) / 60:.1f} min ==="
+        f"\n=== BottleNet demo: {r['dataset']} {r['eval_split']} split ({s['examples']} images), models selected on "
+        f"{r['validation_split'] or 'the last step'}, seed {r['seed']}; {r['minutes']:.1f} min ==="
     )
     print(f"{'':44s} {'top-1':>8s}  {'bytes/sample':>10s} [full JFIF]")
     print(line("baseline, raw image sent", b["top1"], raw["bytes_payload_mean"], raw["bytes_full_mean"]))
-    for r in inputs[1:]:
-        print(line(f"baseline, input image JPEG q={r['q']}", r["top1"], r["bytes_payload_mean"], r["bytes_full_mean"]))
-    print(
-        line(
-            f"BottleNet RB{bn.split.after} features, JPEG q={bn.codec.quality}",
-            s["top1"],
-            s["bytes_payload_mean"],
-            s["bytes_full_mean"],
-        )
-    )
-    m = matched(s["top1"], inputs)
+    for q in r["inputs"][1:]:
+        print(line(f"baseline, input image JPEG q={q['q']}", q["top1"], q["bytes_payload_mean"], q["bytes_full_mean"]))
+    name = f"BottleNet RB{r['split_after']} features, JPEG q={r['quality']}"
+    print(line(name, s["top1"], s["bytes_payload_mean"], s["bytes_full_mean"]))
+    m = r["matched"]
     if m is None:
         print(
             f"\nno input-image JPEG quality reaches BottleNet's {100 * s['top1']:.2f} %: at every quality tried "
@@ -105,6 +115,21 @@ def main(argv=None):
             f"input image needs JPEG q={m['q']}, {m['bytes_payload_mean']:.1f} B ({100 * m['top1']:.2f} %): "
             f"{ratio:.2f}x {'more' if ratio > 1 else 'less (BottleNet does not win here)'}"
         )
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/fashion_mnist.py", help="the BottleNet config (a file path)")
+    p.add_argument("--workdir", default="workdir/demo")
+    p.add_argument("--baseline_epochs", type=float, default=1.0)
+    p.add_argument("--finetune_epochs", type=float, default=0.5)
+    p.add_argument("--finetune_lr", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None):
+    report(run(parser().parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bottlenet_jax.checkpoint import read_tree, write_json, write_tree
-from bottlenet_jax.codecs import make_codec
+from bottlenet_jax.codecs import make_codec, upgrade_settings
 from bottlenet_jax.errors import CheckpointError, DataError
 
 
@@ -169,7 +169,7 @@ def load_manifest(export_dir: str) -> dict:
 
 
 def load_codec(manifest: dict):
-    return make_codec(manifest["codec"])
+    return make_codec(upgrade_settings(manifest["codec"]))
 
 
 def main(argv=None):

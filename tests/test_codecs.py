@@ -188,3 +188,37 @@ def test_process_pool_workers_exit_when_the_trainer_is_killed(tmp_path):
     while any(_alive(pid) for pid in pids) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in pids), f"orphaned JPEG workers still running: {pids}"
+
+
+def test_codec_settings_are_the_codecs_own_and_old_saved_blocks_still_load():
+    from bottlenet_jax.codecs import codec_settings, upgrade_settings
+
+    assert codec_settings("awgn", sigma=0.1)["sigma"] == 0.1 and "quality" not in codec_settings("awgn")
+    with pytest.raises(ConfigError, match=r"codec.sigma: not a setting of the jpeg codec \(its settings: quality"):
+        make_codec({"name": "jpeg", "sigma": 0.1})
+    with pytest.raises(ConfigError, match="codec.name='nope': unknown codec"):
+        codec_settings("nope")
+    # a workdir's config.json / an export's manifest from before: one shared block, `threads`
+    old = {
+        "name": "jpeg",
+        "quality": 30,
+        "layout": "grid",
+        "optimize": False,
+        "backend": "host",
+        "threads": 2,
+        "pool": "threads",
+        "sigma": 0.0,
+        "sigma_range": [0.0, 0.2],
+        "p": 0.0,
+        "p_range": [0.0, 0.05],
+        "per_sample": False,
+        "minmax": False,
+    }
+    assert make_codec(upgrade_settings(old)).settings() == JpegCodec(quality=30, workers=2).settings()
+    assert upgrade_settings({**old, "name": "bec"}) == {
+        "name": "bec",
+        "p": 0.0,
+        "p_range": [0.0, 0.05],
+        "per_sample": False,
+        "minmax": False,
+    }

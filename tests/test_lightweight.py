@@ -56,7 +56,7 @@ def test_ecsq_lambda_zero_is_lloyd_max_and_rate_falls_with_lambda(rng):
 
 def test_codec_contract(rng):
     x = np.maximum(rng.normal(size=(5, 6, 6, 4)), 0).astype(np.float32)
-    codec = make_codec(lw.calibrate(x, 4))
+    codec = make_codec(lw.calibrate(x, 4)[0])
     x_hat, stats = jax.jit(lambda x: codec(x))(x)
     payloads = codec.encode(x)
     np.testing.assert_array_equal(codec.decode(payloads, x.shape), np.asarray(x_hat))

@@ -16,6 +16,7 @@ from bottlenet_jax.codecs.base import (
     codec_settings,
     make_codec,
     register,
+    upgrade_settings,
 )
 from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
 from bottlenet_jax.codecs.jpeg import JpegCodec

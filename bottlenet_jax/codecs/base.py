@@ -56,6 +56,22 @@ def codec_settings(name: str, **overrides) -> dict:
     return {**out, **overrides}
 
 
+# Before codecs owned their settings, every config carried one shared block with all of these.
+_SHARED_BLOCK = {"quality", "layout", "optimize", "backend", "threads", "pool", "sigma", "sigma_range", "p", "p_range",
+                 "per_sample", "minmax"}
+
+
+def upgrade_settings(block: dict) -> dict:
+    """A codec block as saved by an older version (a workdir's config.json, an export's manifest):
+    the shared keys its codec does not take are dropped, `threads` is now `workers`. Only saved
+    files go through this; a config being written is checked strictly by `make_codec`."""
+    block = dict(block)
+    known = set(codec_settings(block.get("name", "identity")))
+    if "threads" in block and "workers" in known:
+        block.setdefault("workers", block.pop("threads"))
+    return {k: v for k, v in block.items() if k in known or k not in _SHARED_BLOCK}
+
+
 def make_codec(cfg=None, **overrides):
     """Build the codec a config mapping names (`name` + that codec's settings); an unknown
     setting is a one-line ConfigError, not silently ignored."""

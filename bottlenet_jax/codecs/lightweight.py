@@ -228,8 +228,9 @@ class LightweightCodec(Codec):
         return np.stack([lv[decode_symbols(p, count, self.probs)].reshape(shape[1:]) for p in payloads])
 
 
-def calibrate(x: np.ndarray, n: int, lam: float | None = None) -> dict:
-    """Codec settings from calibration activations: model clip, then uniform (lam=None) or ECSQ."""
+def calibrate(x: np.ndarray, n: int, lam: float | None = None) -> tuple[dict, dict]:
+    """(codec settings, diagnostics) from calibration activations: model clip, then uniform
+    (lam=None) or ECSQ. The settings are a `make_codec` config; diagnostics: the clip, the entropy."""
     c = model_clip(x, n)
     if lam is None:
         levels, thresholds = uniform_levels(c, n)
@@ -238,11 +239,10 @@ def calibrate(x: np.ndarray, n: int, lam: float | None = None) -> dict:
     sym = quantize(x, levels, thresholds)
     counts = np.bincount(sym.ravel(), minlength=len(levels))
     probs = np.maximum(counts / counts.sum(), 1e-6)
-    return {
+    settings = {
         "name": "lightweight",
         "levels": tuple(map(float, levels)),
         "thresholds": tuple(map(float, thresholds)),
         "probs": tuple(map(float, probs / probs.sum())),
-        "clip": c,
-        "entropy_bits": entropy_bits(sym, len(levels)),
     }
+    return settings, {"clip": c, "entropy_bits": entropy_bits(sym, len(levels))}

@@ -98,17 +98,15 @@ def main(argv=None):
     settings += [("ECSQ", 16, lam * b * b) for lam in ((0.1,) if a.quick else (0.02, 0.05, 0.1, 0.2, 0.5))]
     rows = []
     for kind, n, lam in settings:
-        cal = lw.calibrate(x, n, lam)
+        settings, cal = lw.calibrate(x, n, lam)
         c = ml_collections.ConfigDict(cfg.to_dict())
-        c.codec = ml_collections.ConfigDict(
-            {k: v for k, v in cal.items() if k in ("name", "levels", "thresholds", "probs")}
-        )
+        c.codec = ml_collections.ConfigDict(settings)
         r = cli.guarded(evaluate_workdir, a.baseline, c, None, ())[0]
         rows.append(
             {
                 "quantizer": kind,
                 "N": n,
-                "levels used": len(cal["levels"]),
+                "levels used": len(settings["levels"]),
                 "lambda/b^2": "" if lam is None else round(lam / (b * b), 3),
                 "clip c": round(cal["clip"], 4),
                 "c/b": round(cal["clip"] / b, 3),
