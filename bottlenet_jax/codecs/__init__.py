@@ -35,4 +35,5 @@ __all__ = [
     "codec_settings",
     "make_codec",
     "register",
+    "upgrade_settings",
 ]
