@@ -57,8 +57,20 @@ def codec_settings(name: str, **overrides) -> dict:
 
 
 # Before codecs owned their settings, every config carried one shared block with all of these.
-_SHARED_BLOCK = {"quality", "layout", "optimize", "backend", "threads", "pool", "sigma", "sigma_range", "p", "p_range",
-                 "per_sample", "minmax"}
+_SHARED_BLOCK = {
+    "quality",
+    "layout",
+    "optimize",
+    "backend",
+    "threads",
+    "pool",
+    "sigma",
+    "sigma_range",
+    "p",
+    "p_range",
+    "per_sample",
+    "minmax",
+}
 
 
 def upgrade_settings(block: dict) -> dict:
