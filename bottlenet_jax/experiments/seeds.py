@@ -23,6 +23,8 @@ import numpy as np
 from bottlenet_jax import demo
 from bottlenet_jax.experiments import git_state, machine, write_csv
 
+MATCHED = "input image JPEG at BottleNet's accuracy"
+
 
 def per_seed_rows(r: dict) -> list[dict]:
     rows = [
@@ -58,7 +60,7 @@ def per_seed_rows(r: dict) -> list[dict]:
     rows.append(
         {
             "seed": r["seed"],
-            "method": "input image JPEG at BottleNet's accuracy",
+            "method": MATCHED,
             "q": m["q"] if m else "none",
             "top1": m["top1"] if m else float("nan"),
             "bytes": m["bytes_payload_mean"] if m else float("nan"),
@@ -71,7 +73,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     """mean ± sd (ddof=1) over seeds of each (method, q) row; the matched row by method only."""
     keys = []
     for r in rows:
-        k = (r["method"], r["q"] if r["method"] != "input image JPEG at BottleNet's accuracy" else "")
+        k = (r["method"], r["q"] if r["method"] != MATCHED else "")
         if k not in keys:
             keys.append(k)
     out = []
@@ -81,7 +83,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         out.append(
             {
                 "method": method,
-                "q": q if q != "" else ", ".join(str(r["q"]) for r in sel),
+                "q": ", ".join(str(r["q"]) for r in sel) if method == MATCHED else q,
                 "n": len(sel),
                 "top1_mean": float(np.nanmean(t)),
                 "top1_sd": float(np.nanstd(t, ddof=1)) if len(sel) > 1 else 0.0,
