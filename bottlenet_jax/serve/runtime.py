@@ -180,7 +180,7 @@ class ModelProcess:
 
     Why a process: XLA's CPU runtime needs the GIL many times during one execution, so a model
     running in a thread beside a busy gRPC event loop waits on the GIL for most of each batch
-    (measured: 20-40x slower next to a Python loop; benchmarks/README.md). In its own process the
+    (benchmarks/gil_contention.py; figures in benchmarks/README.md). In its own process the
     model keeps a core to itself; a batch crosses a pipe as raw float32 bytes."""
 
     def __init__(self, export_dir: str, max_batch: int = 32):
