@@ -264,6 +264,24 @@ def wire_bytes(port, requests, n=200):
     }
 
 
+def print_sweep(results, levels, label):
+    """One row per concurrency (batched | unbatched | ratios), then the peak-to-peak line."""
+    for c in levels:
+        b, u = results["batched"][c], results["unbatched"][c]
+        fill = f"{b['fill']:5.1f}" if "fill" in b else f"{'':5s}"
+        print(
+            f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {fill} "
+            f"{b.get('rejects', b.get('failed', 0)):4d} | {u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} "
+            f"{u['p99']:6.1f} | {b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}"
+        )
+    best_b = max(results["batched"].values(), key=lambda r: r["rps"])
+    best_u = max(results["unbatched"].values(), key=lambda r: r["rps"])
+    print(
+        f"{label}: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched "
+        f"{best_u['rps']:.0f} req/s (p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x"
+    )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--export", default=None)
@@ -311,34 +329,10 @@ def main():
         f"{'conc':>4s} | {'batched req/s':>13s} {'p50':>6s} {'p95':>6s} {'p99':>6s} {'fill':>5s} {'rej':>4s} | "
         f"{'unbatched req/s':>15s} {'p50':>6s} {'p95':>6s} {'p99':>6s} | {'thr x':>5s} {'p95 x':>5s}"
     )
-    for c in levels:
-        b, u = results["batched"][c], results["unbatched"][c]
-        print(
-            f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {b['fill']:5.1f} "
-            f"{b['rejects']:4d} | {u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
-            f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}"
-        )
-    best_b = max(results["batched"].values(), key=lambda r: r["rps"])
-    best_u = max(results["unbatched"].values(), key=lambda r: r["rps"])
-    print(
-        f"peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched {best_u['rps']:.0f} req/s "
-        f"(p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x"
-    )
+    print_sweep(results, levels, "peak")
     if all(second[k][c] for k in second for c in levels):
         print("second measurement, h2load (C, one connection, C streams; same request each time):")
-        for c in levels:
-            b, u = second["batched"][c], second["unbatched"][c]
-            print(
-                f"{c:4d} | {b['rps']:13.0f} {b['p50']:6.1f} {b['p95']:6.1f} {b['p99']:6.1f} {'':5s} {b['failed']:4d} | "
-                f"{u['rps']:15.0f} {u['p50']:6.1f} {u['p95']:6.1f} {u['p99']:6.1f} | "
-                f"{b['rps'] / u['rps']:5.2f} {b['p95'] / u['p95']:5.2f}"
-            )
-        best_b = max(second["batched"].values(), key=lambda r: r["rps"])
-        best_u = max(second["unbatched"].values(), key=lambda r: r["rps"])
-        print(
-            f"h2load peak: batched {best_b['rps']:.0f} req/s (p95 {best_b['p95']:.1f} ms) vs unbatched "
-            f"{best_u['rps']:.0f} req/s (p95 {best_u['p95']:.1f} ms): {best_b['rps'] / best_u['rps']:.2f}x"
-        )
+        print_sweep(second, levels, "h2load peak")
     else:
         print("second measurement: h2load not found (apt-get install nghttp2-client)")
     w = wire

@@ -248,16 +248,10 @@ class Server:
         self._thread.join(10)
 
 
-def start(
-    export_dir: str,
-    host: str = "127.0.0.1",
-    port: int = 8001,
-    max_batch: int = 32,
-    max_delay: float = 0.002,
-    queue_size: int = 256,
-) -> Server:
-    """Load the export, compile, and serve (returns at once; `.stop()` drains and ends it)."""
-    return Server(export_dir, host, port, max_batch, max_delay, queue_size)
+def start(export_dir: str, **options) -> Server:
+    """Load the export, compile, and serve (returns at once; `.stop()` drains and ends it).
+    `options`: Server's host, port, max_batch, max_delay, queue_size."""
+    return Server(export_dir, **options)
 
 
 def main(argv=None):
@@ -274,7 +268,14 @@ def main(argv=None):
     from bottlenet_jax.errors import CheckpointError
 
     try:
-        server = start(a.export, a.host, a.port, a.max_batch, a.max_delay_ms / 1e3, a.queue)
+        server = start(
+            a.export,
+            host=a.host,
+            port=a.port,
+            max_batch=a.max_batch,
+            max_delay=a.max_delay_ms / 1e3,
+            queue_size=a.queue,
+        )
     except (OSError, RuntimeError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     m, port, batcher = server.decoder.manifest, server.port, server.batcher
