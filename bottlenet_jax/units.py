@@ -65,26 +65,16 @@ class Restoration(nn.Module):
     def __call__(self, x, train: bool = False):
         k, s = self.kernel, self.stride
         x = x.astype(self.dtype)
-        if s == 1:
-            x = nn.Conv(
-                self.channels,
-                (k, k),
-                padding="SAME",
-                use_bias=False,
-                dtype=self.dtype,
-                kernel_init=conv_init,
-                name="conv",
-            )(x)
-        else:
-            x = nn.ConvTranspose(
-                self.channels,
-                (k, k),
-                (s, s),
-                padding="SAME",
-                use_bias=False,
-                dtype=self.dtype,
-                kernel_init=conv_init,
-                name="conv",
-            )(x)
+        layer = nn.Conv if s == 1 else nn.ConvTranspose  # same kernel, same parameter name
+        x = layer(
+            self.channels,
+            (k, k),
+            (s, s),
+            padding="SAME",
+            use_bias=False,
+            dtype=self.dtype,
+            kernel_init=conv_init,
+            name="conv",
+        )(x)
         x = _norm(train, self.dtype, self.bn_axis_name, "bn")(x)
         return nn.relu(x)
