@@ -1,7 +1,7 @@
 """`make demo`: BottleNet's point on real Fashion-MNIST, in one command on a CPU.
 
     python -m bottlenet_jax.demo [--config configs/fashion_mnist.py] [--workdir workdir/demo]
-        [--baseline_epochs 1] [--finetune_epochs 0.5]
+        [--baseline_epochs 1] [--finetune_epochs 0.5] [--identity]
 
 1. trains the plain network (no bottleneck) — the baseline;
 2. fine-tunes BottleNet (the config's split, reduction unit and JPEG quality in the loop) from it;
@@ -10,6 +10,9 @@
 Prints the three side by side: top-1 and bytes per sample (abbreviated JPEG streams, the tables a
 quality fixes dropped, on both sides; full JFIF files in brackets). Model selection uses the
 config's validation split (held out from training); the test split is evaluated once per model.
+--identity adds the ablation (off by default, to keep `make demo` within its time): the same unit
+fine-tuned the same way but with the identity codec, then evaluated with the JPEG it never saw —
+what training with JPEG in the loop buys.
 Re-running resumes (or just re-evaluates) the runs in --workdir.
 """
 
@@ -40,6 +43,13 @@ def configs(path: str, a):
     return base, bottlenet
 
 
+def identity_trained(bottlenet):
+    """The BottleNet config with the identity codec in the loop (same unit, init, epochs, seed)."""
+    ident = ml_collections.ConfigDict(bottlenet.to_dict())
+    ident.codec = ml_collections.ConfigDict(dict(name="identity"))
+    return ident
+
+
 def matched(bottlenet_top1: float, inputs: list[dict]) -> dict | None:
     """The cheapest input-image JPEG whose top-1 reaches BottleNet's (None if none does)."""
     ok = [r for r in inputs if r["q"] is not None and r["top1"] >= bottlenet_top1]
@@ -52,11 +62,15 @@ def run(a) -> dict:
 
     from bottlenet_jax import train_lib
     from bottlenet_jax.checkpoint import write_json
-    from bottlenet_jax.evaluation import input_image_jpeg
+    from bottlenet_jax.evaluation import evaluate_workdir, input_image_jpeg
 
     logging.set_verbosity(logging.WARNING)
     t0 = time.time()
     base, bn = cli.guarded(configs, a.config, a)
+    # runs that had finished before this call: their training time is not in this call's minutes
+    done_before = [
+        n for n in ("baseline", "bottlenet", "identity") if os.path.exists(os.path.join(a.workdir, n, "test.json"))
+    ]
     print(f"### 1/3 baseline (no bottleneck), {a.baseline_epochs:g} epoch(s), seed {a.seed}", flush=True)
     b = cli.guarded(train_lib.train_and_evaluate, base, os.path.join(a.workdir, "baseline"))
     print(
@@ -65,15 +79,23 @@ def run(a) -> dict:
         flush=True,
     )
     s = cli.guarded(train_lib.train_and_evaluate, bn, os.path.join(a.workdir, "bottlenet"))
+    ident = None
+    if a.identity:
+        print("### 2b/3 the same unit fine-tuned with the identity codec, evaluated with that JPEG", flush=True)
+        wd = os.path.join(a.workdir, "identity")
+        cli.guarded(train_lib.train_and_evaluate, identity_trained(bn), wd)
+        ident = cli.guarded(evaluate_workdir, wd, bn)[0]
     print("### 3/3 the test images themselves as JPEG, classified by the baseline", flush=True)
     inputs = cli.guarded(input_image_jpeg, base, os.path.join(a.workdir, "baseline"), INPUT_QUALITIES)
     out = {
         "seed": a.seed,
         "baseline": b,
         "bottlenet": s,
+        "identity": ident,
         "inputs": inputs,
         "matched": matched(s["top1"], inputs),
         "minutes": (time.time() - t0) / 60,
+        "trained_before": done_before,
         "dataset": bn.dataset,
         "eval_split": bn.eval_split,
         "validation_split": bn.validation_split,
@@ -102,6 +124,13 @@ def report(r: dict) -> None:
         print(line(f"baseline, input image JPEG q={q['q']}", q["top1"], q["bytes_payload_mean"], q["bytes_full_mean"]))
     name = f"BottleNet RB{r['split_after']} features, JPEG q={r['quality']}"
     print(line(name, s["top1"], s["bytes_payload_mean"], s["bytes_full_mean"]))
+    if r.get("identity"):
+        i = r["identity"]
+        print(
+            line(
+                "  the same unit identity-trained, same JPEG", i["top1"], i["bytes_payload_mean"], i["bytes_full_mean"]
+            )
+        )
     m = r["matched"]
     if m is None:
         print(
@@ -125,6 +154,7 @@ def parser():
     p.add_argument("--finetune_epochs", type=float, default=0.5)
     p.add_argument("--finetune_lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--identity", action="store_true", help="also the identity-trained unit (the ablation)")
     return p
 
 

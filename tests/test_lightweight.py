@@ -63,3 +63,32 @@ def test_codec_contract(rng):
     assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
     w = rng.normal(size=x.shape).astype(np.float32)
     np.testing.assert_array_equal(jax.grad(lambda x: (w * codec(x)[0]).sum())(x), w)
+
+
+def brute_force_ecsq(x, n, c, lam, iters=50):
+    """ECSQ written directly: every value against every level, each iteration (the reference)."""
+    x = np.minimum(np.asarray(x, np.float64).ravel(), c)
+    y, p = np.linspace(0, c, n), np.full(n, 1 / n)
+    for _ in range(iters):
+        sym = np.argmin((x[:, None] - y[None]) ** 2 + lam * -np.log2(np.maximum(p, 1e-12))[None], axis=1)
+        counts = np.bincount(sym, minlength=len(y))
+        keep = counts > 0
+        keep[0] = keep[-1] = True
+        new_y = np.array([x[sym == k].mean() if counts[k] else y[k] for k in range(len(y))])
+        new_y[0], new_y[-1] = 0.0, c
+        if len(y) == keep.sum() and np.allclose(y, new_y, rtol=0, atol=1e-12 * c):
+            return new_y, counts / counts.sum()
+        y, p = new_y[keep], (counts / counts.sum())[keep]
+    return y, p
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.02, 0.1, 0.5, 2.0])
+@pytest.mark.parametrize("n", [4, 16])
+def test_ecsq_interval_cells_match_brute_force(rng, lam, n):
+    x = relu_data(rng, n=20_000)
+    c = lw.model_clip(x, n)
+    y, _, p = lw.ecsq(x, n, c, lam * 1.3**2)
+    y_ref, p_ref = brute_force_ecsq(x, n, c, lam * 1.3**2)
+    assert len(y) == len(y_ref), (y, y_ref)  # the same levels dropped
+    np.testing.assert_allclose(y, y_ref, rtol=1e-9, atol=1e-9 * c)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-9, atol=1e-12)

@@ -1,13 +1,17 @@
-"""Lightweight codec (no retraining) on the Fashion-MNIST baseline, split after RB1.
+"""Lightweight codec (no retraining) on the Fashion-MNIST baseline, at several split points.
 
     python -m bottlenet_jax.experiments.lightweight            # after experiments.fashion_mnist (its baseline)
     python -m bottlenet_jax.experiments.lightweight --quick    # smoke test (500 test images, 2 settings)
 
-RB1's output is a ReLU (the residual block's last op), so the clip model's ReLU case applies.
-Calibration: `--calib` training images through the edge half, no gradient step. Then for each N
-(uniform on [0, c*]) and each lambda (ECSQ, N=16) the codec is calibrated and the frozen baseline is
-evaluated with real range-coded bytes. Writes OUT/results.{csv,md} and OUT/accuracy_vs_rate.png
-(with feature-JPEG and BottleNet points from results/fashion_mnist/results.csv when present).
+Where, if anywhere at this scale, does the paper's "< 1 point loss at <= 1 bit/element" hold? For
+each split point (--splits; default RB1, RB4, RB8, RB14 of the ResNet-50 layout) the baseline is cut
+there with no unit and no retraining. Every residual block ends in a ReLU, so the clip model's ReLU
+case applies at each. Calibration: `--calib` training images through the edge half, no gradient
+step. Then for each N (uniform on [0, c*]) and each lambda (ECSQ, N=16) the codec is calibrated and
+the frozen baseline is evaluated with real range-coded bytes. Writes OUT/results.{csv,md} (per split:
+the cheapest setting within 1 point, the best setting at <= 1 bit/element, then every row) and
+OUT/accuracy_vs_rate.png (loss vs bits/element per split; bytes/sample with the feature-JPEG and
+BottleNet points from results/fashion_mnist/results.csv when present).
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import argparse
 import csv
 import datetime
 import os
-import platform
 import sys
 import time
 
@@ -27,7 +30,7 @@ import numpy as np
 from bottlenet_jax import cli, parallel
 from bottlenet_jax.codecs import lightweight as lw
 from bottlenet_jax.codecs import make_codec
-from bottlenet_jax.experiments import git_state, write_csv
+from bottlenet_jax.experiments import git_state, machine, write_csv
 
 
 def calibration_features(cfg, workdir, n):
@@ -50,63 +53,41 @@ def calibration_features(cfg, workdir, n):
     return np.concatenate(feats)
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--baseline", default="workdir/repro/baseline")
-    p.add_argument("--out", default=None)
-    p.add_argument("--calib", type=int, default=512)
-    p.add_argument("--split_after", type=int, default=1)
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--plot_only", action="store_true", help="redraw OUT's plot from OUT/results.csv (no evaluation)")
-    a = p.parse_args(argv)
-    a.commit = git_state()  # at start: the code that produced the numbers
-    a.out = a.out or ("workdir/lightweight_quick" if a.quick else "results/fashion_mnist/lightweight")
-    if a.plot_only:
-        with open(os.path.join(a.out, "results.csv")) as f:
-            rows = [
-                {k: (float(v) if k in ("top1", "bits/element (bytes)") else v) for k, v in r.items()}
-                for r in csv.DictReader(f)
-            ]
-        top_base = rows[0]["top1"] + float(rows[0]["loss vs baseline (pts)"]) / 100
-        plot(
-            rows, top_base, a.out, int(round(8 * float(rows[0]["bytes/sample mean"]) / rows[0]["bits/element (bytes)"]))
-        )
-        return print(f"redrew {a.out}/accuracy_vs_rate.png")
-    from absl import logging
+UNIFORM_N = (2, 3, 4, 6, 8, 16)
+ECSQ_LAMBDAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # lambda / b^2, N = 16
+TARGET_LOSS, TARGET_BITS = 1.0, 1.0  # the paper's operating point: < 1 point at <= 1 bit/element
 
-    logging.set_verbosity(logging.WARNING)
-    from bottlenet_jax.checkpoint import load_config
+
+def sweep_split(cfg, a, k, top_base):
+    """Rows for every quantizer setting with the baseline cut after RB k; and the calibration facts."""
     from bottlenet_jax.evaluation import evaluate_workdir
 
-    t0 = time.time()
-    cfg = cli.guarded(load_config, a.baseline)
-    if a.quick:
-        cfg.eval_examples = 500
-    cfg.split.update(after=a.split_after, unit=False)
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.split.update(after=k, unit=False)
     x = calibration_features(cfg, a.baseline, a.calib)
     p0, b = lw.fit_exponential(x)
     elements = int(np.prod(x.shape[1:]))
+    facts = {"split": f"RB{k}", "features": "x".join(map(str, x.shape[1:])), "zeros %": round(100 * p0, 1), "b": b}
     print(
-        f"calibration: {x.shape[0]} samples of {x.shape[1:]} ({elements} elements), zeros {100 * p0:.1f} %, "
-        f"exponential scale b={b:.4f}"
+        f"RB{k}: calibration {x.shape[0]} samples of {x.shape[1:]} ({elements} elements), zeros {100 * p0:.1f} %, "
+        f"exponential scale b={b:.4f}",
+        flush=True,
     )
-    base = ml_collections.ConfigDict(cfg.to_dict())
-    base.split.after = 0
-    top_base = cli.guarded(evaluate_workdir, a.baseline, base, None, ())[0]["top1"]
-    settings = [("uniform", n, None) for n in ((2, 8) if a.quick else (2, 3, 4, 6, 8, 16))]
-    settings += [("ECSQ", 16, lam * b * b) for lam in ((0.1,) if a.quick else (0.02, 0.05, 0.1, 0.2, 0.5))]
+    settings = [("uniform", n, None) for n in ((2, 8) if a.quick else UNIFORM_N)]
+    settings += [("ECSQ", 16, lam * b * b) for lam in ((0.1,) if a.quick else ECSQ_LAMBDAS)]
     rows = []
     for kind, n, lam in settings:
-        settings, cal = lw.calibrate(x, n, lam)
+        codec, cal = lw.calibrate(x, n, lam)
         c = ml_collections.ConfigDict(cfg.to_dict())
-        c.codec = ml_collections.ConfigDict(settings)
+        c.codec = ml_collections.ConfigDict(codec)
         r = cli.guarded(evaluate_workdir, a.baseline, c, None, ())[0]
         rows.append(
             {
+                "split": f"RB{k}",
+                "elements": elements,
                 "quantizer": kind,
                 "N": n,
-                "levels used": len(settings["levels"]),
+                "levels used": len(codec["levels"]),
                 "lambda/b^2": "" if lam is None else round(lam / (b * b), 3),
                 "clip c": round(cal["clip"], 4),
                 "c/b": round(cal["clip"] / b, 3),
@@ -120,48 +101,150 @@ def main(argv=None):
             }
         )
         print(rows[-1], flush=True)
-    write(rows, a, top_base, x.shape, p0, b, time.time() - t0, argv)
+    return rows, facts
 
 
-def write(rows, a, top_base, shape, p0, b, wall, argv):
+def operating_points(rows):
+    """Per split: the cheapest setting losing < TARGET_LOSS points, and the most accurate setting at
+    <= TARGET_BITS bits/element (None where there is none)."""
+    out = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        rs = [r for r in rows if r["split"] == split]
+        ok = [r for r in rs if r["loss vs baseline (pts)"] < TARGET_LOSS]
+        cheap = [r for r in rs if r["bits/element (bytes)"] <= TARGET_BITS]
+        out.append(
+            {
+                "split": split,
+                "within_loss": min(ok, key=lambda r: r["bits/element (bytes)"]) if ok else None,
+                "within_bits": max(cheap, key=lambda r: r["top1"]) if cheap else None,
+                "both": any(r in cheap for r in ok),
+            }
+        )
+    return out
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--baseline", default="workdir/repro/baseline")
+    p.add_argument("--out", default=None)
+    p.add_argument("--calib", type=int, default=512)
+    p.add_argument("--splits", default=None, help="residual blocks to cut after (default 1,4,8,14; 1,4 with --quick)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--plot_only", action="store_true", help="redraw OUT's plot from OUT/results.csv (no evaluation)")
+    a = p.parse_args(argv)
+    a.commit = git_state()  # at start: the code that produced the numbers
+    a.out = a.out or ("workdir/lightweight_quick" if a.quick else "results/fashion_mnist/lightweight")
+    try:
+        splits = [int(k) for k in (a.splits or ("1,4" if a.quick else "1,4,8,14")).split(",")]
+    except ValueError:
+        p.error(f"--splits {a.splits!r}: expected residual block numbers separated by commas, e.g. 1,4,8")
+    if a.plot_only:
+        with open(os.path.join(a.out, "results.csv")) as f:
+            rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        plot(rows, rows[0]["top1"] + rows[0]["loss vs baseline (pts)"] / 100, a.out)
+        return print(f"redrew {a.out}/accuracy_vs_rate.png")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    from bottlenet_jax.checkpoint import load_config
+    from bottlenet_jax.evaluation import evaluate_workdir
+
+    t0 = time.time()
+    cfg = cli.guarded(load_config, a.baseline)
+    a.seed = cfg.seed
+    if a.quick:
+        cfg.eval_examples = 500
+    from bottlenet_jax.models.split import validate
+
+    for k in splits:  # every split point checked before any work
+        c = ml_collections.ConfigDict(cfg.to_dict())
+        c.split.update(after=k, unit=False)
+        cli.guarded(validate, c)
+    base = ml_collections.ConfigDict(cfg.to_dict())
+    base.split.update(after=0, unit=False)
+    top_base = cli.guarded(evaluate_workdir, a.baseline, base, None, ())[0]["top1"]
+    rows, facts, minutes = [], [], []
+    for k in splits:
+        t = time.time()
+        r, f = sweep_split(cfg, a, k, top_base)
+        rows += r
+        facts.append(f)
+        minutes.append((time.time() - t) / 60)
+    write(rows, facts, a, top_base, time.time() - t0, minutes, argv)
+
+
+def _num(v):
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return float(v)
+        except ValueError:
+            return v
+
+
+def write(rows, facts, a, top_base, wall, minutes, argv):
     write_csv(os.path.join(a.out, "results.csv"), rows)
     commit, dirty = a.commit
-    cols = list(rows[0])
+    cols = [c for c in rows[0] if c != "elements"]
+    per_split = ", ".join(f"{f['split']} {m:.1f}" for f, m in zip(facts, minutes))
     md = [
-        f"# Lightweight codec (no retraining) on the Fashion-MNIST baseline, split after RB{a.split_after}",
+        "# Lightweight codec (no retraining) on the Fashion-MNIST baseline, at several split points",
         "",
-        f"- command: `python -m bottlenet_jax.experiments.lightweight {' '.join(argv)}`",
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}; machine: {platform.node()} "
-        f"({os.cpu_count()} CPU cores, jax {jax.__version__} "
-        f"on {jax.devices()[0].platform}); date: {datetime.date.today().isoformat()}; wall {wall / 60:.1f} min",
-        f"- baseline `{a.baseline}`: top-1 {100 * top_base:.2f} % with float features; calibration: {shape[0]} "
-        f"training images, features {tuple(shape[1:])}, {100 * p0:.1f} % zeros, exponential b = {b:.4f}",
+        f"- command: `python -m bottlenet_jax.experiments.lightweight {' '.join(argv)}`".rstrip(),
+        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- machine: {machine()}",
+        f"- date: {datetime.date.today().isoformat()}; wall {wall / 60:.1f} min (per split: {per_split} min)",
+        f"- baseline `{a.baseline}` (trained with seed {a.seed}; one seed): top-1 {100 * top_base:.2f} % with "
+        f"float features, {rows[0]['examples']} test images; calibration: {a.calib} training images per split",
+        "- features at each split (the residual block's ReLU output): "
+        + "; ".join(f"{f['split']} {f['features']}, {f['zeros %']} % zeros, b = {f['b']:.4f}" for f in facts),
         "- rate: `len()` of each sample's range-coded stream (constriction), in bits per element; the calibration "
         "entropy is shown beside it; side info (tables, sent once per model) is not in the per-sample rate",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        f"Per split: the cheapest setting within {TARGET_LOSS:g} point of the baseline, and the best at "
+        f"<= {TARGET_BITS:g} bit/element.",
+        "",
+        "| split | features | < 1 pt loss: cheapest | bits/element | loss (pts) "
+        "| <= 1 bit/element: best | bits/element | loss (pts) | both at once |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    name = lambda r: f"{r['quantizer']} N={r['N']}" + (f" λ={r['lambda/b^2']}b²" if r["lambda/b^2"] != "" else "")
+    for f, op in zip(facts, operating_points(rows)):
+        cells = [f["split"], f["features"]]
+        for r in (op["within_loss"], op["within_bits"]):
+            cells += [name(r), str(r["bits/element (bytes)"]), str(r["loss vs baseline (pts)"])] if r else ["none"] * 3
+        md.append("| " + " | ".join(cells + ["yes" if op["both"] else "no"]) + " |")
+    md += ["", "All settings:", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(f"{100 * r[c]:.2f}" if c == "top1" else str(r[c]) for c in cols) + " |" for r in rows]
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write("\n".join(md) + "\n")
-    plot(rows, top_base, a.out, int(np.prod(shape[1:])))
+    plot(rows, top_base, a.out)
     print("\n".join(md))
 
 
-def plot(rows, top_base, out, elements):
+def plot(rows, top_base, out):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for kind, style in (("uniform", "o-"), ("ECSQ", "s--")):
-        pts = sorted(
-            (r["bits/element (bytes)"] * elements / 8, 100 * r["top1"]) for r in rows if r["quantizer"] == kind
-        )
-        if pts:
-            ax.plot(*zip(*pts), style, label=f"lightweight, {kind} (no retraining)")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for i, split in enumerate(dict.fromkeys(r["split"] for r in rows)):
+        for kind, style in (("uniform", "o-"), ("ECSQ", "s--")):
+            rs = sorted((r for r in rows if r["split"] == split and r["quantizer"] == kind), key=lambda r: r["N"])
+            rs.sort(key=lambda r: r["bits/element (bytes)"])
+            if rs:
+                kw = dict(color=f"C{i}", label=f"{split}, {kind}")
+                ax.plot([r["bits/element (bytes)"] for r in rs], [r["loss vs baseline (pts)"] for r in rs], style, **kw)
+                bx.plot([r["bytes/sample mean"] for r in rs], [100 * r["top1"] for r in rs], style, **kw)
+    ax.axhline(TARGET_LOSS, color="k", ls=":", lw=0.8)
+    ax.axvline(TARGET_BITS, color="k", ls=":", lw=0.8)
+    ax.set_yscale("symlog", linthresh=1)
+    ax.set_xlabel("bits per element (range-coded bytes)")
+    ax.set_ylabel("top-1 loss vs baseline (points)")
+    ax.set_title("lightweight codec, no retraining (dotted: < 1 pt at <= 1 bit)", fontsize=9)
     ref = "results/fashion_mnist/results.csv"
     if os.path.exists(ref):
         with open(ref) as f:
@@ -175,13 +258,14 @@ def plot(rows, top_base, out, elements):
                 (float(r["bytes_payload_mean"]), 100 * float(r["top1"])) for r in prev if r["method"] == method
             )
             if pts:
-                ax.plot(*zip(*pts), style, label=method)
-    ax.axhline(100 * top_base, color="k", ls=":", lw=0.8, label="baseline, float features")
-    ax.set_xscale("log")
-    ax.set_xlabel("bytes per sample (real streams, mean)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+                bx.plot(*zip(*pts), style, color="gray", label=method, lw=0.8)
+    bx.axhline(100 * top_base, color="k", ls=":", lw=0.8, label="baseline, float features")
+    bx.set_xscale("log")
+    bx.set_xlabel("bytes per sample (real streams, mean)")
+    bx.set_ylabel("test top-1 (%)")
+    for x in (ax, bx):
+        x.grid(alpha=0.3, which="both")
+        x.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "accuracy_vs_rate.png"), dpi=130)
     plt.close(fig)

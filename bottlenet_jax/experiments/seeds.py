@@ -2,10 +2,11 @@
 
     python -m bottlenet_jax.experiments.seeds [--seeds 0,1,2] [--out results/fashion_mnist/seeds]
 
-Runs `bottlenet_jax.demo` (baseline from scratch; BottleNet fine-tuned from it with JPEG in the
-loop; the test images themselves JPEG'd at several qualities and classified by the baseline) once
-per seed, each in WORKDIR/seed<k> (re-running resumes), and writes OUT/results.md (per-seed rows,
-mean ± sd; header: command, commit, machine, date, wall time), OUT/results.csv and
+Runs `bottlenet_jax.demo --identity` (baseline from scratch; BottleNet fine-tuned from it with JPEG
+in the loop; the same unit fine-tuned with the identity codec and evaluated with that JPEG; the test
+images themselves JPEG'd at several qualities and classified by the baseline) once per seed, each
+in WORKDIR/seed<k> (re-running resumes), and writes OUT/results.md (per-seed rows, mean ± sd;
+header: command, commit, machine, date, wall time, runs resumed), OUT/results.csv and
 OUT/accuracy_vs_bytes.png (mean ± sd of both axes). Model selection uses the validation split held
 out from training; the test split is evaluated once per model.
 """
@@ -56,6 +57,16 @@ def per_seed_rows(r: dict) -> list[dict]:
             "bytes": s["bytes_payload_mean"],
         }
     )
+    if r.get("identity"):
+        rows.append(
+            {
+                "seed": r["seed"],
+                "method": f"BottleNet RB{r['split_after']} C'={r['channels']}, identity-trained",
+                "q": r["quality"],
+                "top1": r["identity"]["top1"],
+                "bytes": r["identity"]["bytes_payload_mean"],
+            }
+        )
     m = r["matched"]
     rows.append(
         {
@@ -116,15 +127,15 @@ def plot(summary, out):
             f"q{r['q']}", (r["bytes_mean"], 100 * r["top1_mean"]), fontsize=6, xytext=(2, 2), textcoords="offset points"
         )
     bn = [r for r in summary if r["method"].startswith("BottleNet")]
-    for r in bn:
+    for r, (fmt, color) in zip(bn, (("o", "C3"), ("s", "C2"))):
         ax.errorbar(
             [r["bytes_mean"]],
             [100 * r["top1_mean"]],
             xerr=[r["bytes_sd"]],
             yerr=[100 * r["top1_sd"]],
-            fmt="o",
+            fmt=fmt,
             capsize=3,
-            color="C3",
+            color=color,
             label=f"{r['method']}, q{r['q']}",
         )
     base = [r for r in summary if r["method"] == "baseline (raw image)"][0]
@@ -152,13 +163,16 @@ def main(argv=None):
     p.add_argument("--out", default="results/fashion_mnist/seeds")
     a, rest = p.parse_known_args(argv)
     commit, dirty = git_state()
-    t0, rows, walls = time.time(), [], []
+    t0, rows, walls, earlier = time.time(), [], [], []
     for seed in [int(s) for s in a.seeds.split(",")]:
-        d = demo.parser().parse_args([*rest, "--seed", str(seed), "--workdir", os.path.join(a.workdir, f"seed{seed}")])
+        d = demo.parser().parse_args(
+            [*rest, "--identity", "--seed", str(seed), "--workdir", os.path.join(a.workdir, f"seed{seed}")]
+        )
         r = demo.run(d)
         demo.report(r)
         rows += per_seed_rows(r)
         walls.append(r["minutes"])
+        earlier += [f"seed{seed}/{n}" for n in r["trained_before"]]
     summary = summarise(rows)
     os.makedirs(a.out, exist_ok=True)
     write_csv(os.path.join(a.out, "results.csv"), rows)
@@ -169,9 +183,11 @@ def main(argv=None):
         f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
         f"- machine: {machine()}",
         f"- date: {datetime.date.today().isoformat()}; wall {(time.time() - t0) / 60:.1f} min "
-        f"(per seed: {', '.join(f'{w:.1f}' for w in walls)} min); seeds {a.seeds}",
-        "- protocol: `python -m bottlenet_jax.demo` per seed (its docstring): baseline trained from scratch, "
-        "BottleNet fine-tuned from it with JPEG in the loop; models selected on the validation split held out "
+        f"(per seed: {', '.join(f'{w:.1f}' for w in walls)} min); seeds {a.seeds}"
+        + (f"; trained by an earlier run and only re-evaluated here: {', '.join(earlier)}" if earlier else ""),
+        "- protocol: `python -m bottlenet_jax.demo --identity` per seed (its docstring): baseline trained from "
+        "scratch, BottleNet fine-tuned from it with JPEG in the loop, the same unit fine-tuned with the identity "
+        "codec and evaluated with that JPEG; models selected on the validation split held out "
         f"from training ({r['validation_split']}), the {r['eval_split']} split ({r['bottlenet']['examples']} images) "
         "evaluated once per model",
         "- bytes: mean `len()` of the abbreviated JPEG stream per test image (tables fixed by q dropped, both sides)",

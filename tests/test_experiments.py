@@ -1,0 +1,66 @@
+"""The experiments' table logic (no training): operating points, seed rows with the identity ablation."""
+
+import ml_collections
+import numpy as np
+
+from bottlenet_jax import demo
+from bottlenet_jax.experiments import lightweight, seeds
+
+
+def lw_row(split, bits, loss, top1=0.8):
+    return {"split": split, "bits/element (bytes)": bits, "loss vs baseline (pts)": loss, "top1": top1}
+
+
+def test_operating_points_per_split():
+    rows = [
+        lw_row("RB1", 2.0, -0.1, 0.89),
+        lw_row("RB1", 1.5, 0.4, 0.88),
+        lw_row("RB1", 0.9, 2.4, 0.86),
+        lw_row("RB1", 0.7, 8.0, 0.80),
+        lw_row("RB8", 1.2, 0.2, 0.88),
+        lw_row("RB8", 0.95, 0.8, 0.879),
+        lw_row("RB8", 0.6, 3.0, 0.85),
+    ]
+    rb1, rb8 = lightweight.operating_points(rows)
+    assert rb1["within_loss"]["bits/element (bytes)"] == 1.5  # cheapest under 1 point
+    assert rb1["within_bits"]["bits/element (bytes)"] == 0.9  # most accurate at <= 1 bit
+    assert not rb1["both"]
+    assert rb8["within_loss"]["bits/element (bytes)"] == 0.95 and rb8["both"]
+    (none,) = lightweight.operating_points([lw_row("RB4", 3.0, 5.0)])
+    assert none["within_loss"] is None and none["within_bits"] is None and not none["both"]
+
+
+def demo_result(seed, base, bn, ident, inputs):
+    return {
+        "seed": seed,
+        "baseline": {"top1": base},
+        "bottlenet": {"top1": bn, "bytes_payload_mean": 120.0 + seed},
+        "identity": {"top1": ident, "bytes_payload_mean": 150.0 + seed},
+        "inputs": [{"q": None, "top1": base, "bytes_payload_mean": 784.0}]
+        + [{"q": q, "top1": t, "bytes_payload_mean": 10.0 * q} for q, t in inputs],
+        "matched": demo.matched(bn, [{"q": q, "top1": t, "bytes_payload_mean": 10.0 * q} for q, t in inputs]),
+        "split_after": 1,
+        "channels": 2,
+        "quality": 30,
+    }
+
+
+def test_seed_rows_carry_the_identity_ablation_and_its_spread():
+    rows = []
+    for seed, ident in ((0, 0.80), (1, 0.84)):
+        rows += seeds.per_seed_rows(demo_result(seed, 0.88, 0.86, ident, [(10, 0.83), (20, 0.87)]))
+    summary = {r["method"]: r for r in seeds.summarise(rows)}
+    ident = summary["BottleNet RB1 C'=2, identity-trained"]
+    assert ident["n"] == 2 and ident["q"] == 30
+    np.testing.assert_allclose(ident["top1_mean"], 0.82)
+    np.testing.assert_allclose(ident["top1_sd"], np.std([0.80, 0.84], ddof=1))
+    np.testing.assert_allclose(ident["bytes_mean"], 150.5)
+    assert summary[seeds.MATCHED]["q"] == "20, 20"  # the cheapest input quality reaching 86 %, per seed
+
+
+def test_identity_trained_config_differs_only_in_the_codec():
+    bn = ml_collections.ConfigDict({"codec": {"name": "jpeg", "quality": 30}, "split": {"after": 1}, "seed": 3})
+    ident = demo.identity_trained(bn)
+    assert ident.codec.to_dict() == {"name": "identity"}
+    assert bn.codec.name == "jpeg"  # the BottleNet config is left as it was
+    assert {k: v for k, v in ident.items() if k != "codec"} == {k: v for k, v in bn.items() if k != "codec"}
