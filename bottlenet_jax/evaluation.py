@@ -138,13 +138,9 @@ def input_image_jpeg(cfg, workdir: str, qualities) -> list[dict]:
     for q in (None, *qualities):
         full, abbr, dec = [imgs[0].size], [imgs[0].size], imgs
         if q is not None:
+            params = [cv2.IMWRITE_JPEG_QUALITY, int(q)]
             encs = [
-                cv2.imencode(
-                    ".jpg",
-                    im[..., 0] if grey else cv2.cvtColor(im, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, int(q)],
-                )[1]
-                for im in imgs
+                jpeg.encode_image(im[..., 0] if grey else cv2.cvtColor(im, cv2.COLOR_RGB2BGR), params) for im in imgs
             ]
             full = [e.size for e in encs]
             abbr = [len(jpeg.abbreviate(e.tobytes(), False)) for e in encs]

@@ -201,3 +201,25 @@ def test_host_and_device_jpeg_train_to_bit_identical_parameters(uninterrupted, t
     assert out["digest"] == uninterrupted[1]["digest"]
     for k in ("bytes_full_mean", "bytes_payload_mean", "top1"):
         assert out["summary"][k] == uninterrupted[1]["summary"][k]
+
+
+def test_input_image_jpeg_codes_each_image_and_classifies_the_decoded_one(uninterrupted):
+    import cv2
+
+    from bottlenet_jax.checkpoint import load_config
+    from bottlenet_jax.data import loader, records
+    from bottlenet_jax.evaluation import input_image_jpeg
+
+    wd, _ = uninterrupted
+    cfg = load_config(str(wd))
+    raw, q30, q90 = input_image_jpeg(cfg, str(wd), [30, 90])
+    imgs = np.concatenate(
+        [b["image"][b["mask"]] for b in loader.eval_iterator(records.open_prepared(cfg.dataset, cfg.data_dir), cfg)]
+    )
+    assert raw["q"] is None and raw["bytes_payload_mean"] == imgs[0].size == raw["bytes_full_mean"]
+    files = [
+        cv2.imencode(".jpg", cv2.cvtColor(im, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 30])[1] for im in imgs
+    ]
+    assert q30["bytes_full_mean"] == np.mean([f.size for f in files])  # the real files, each image once
+    assert q30["bytes_payload_mean"] < q30["bytes_full_mean"] < q90["bytes_full_mean"]
+    assert all(0 <= r["top1"] <= 1 and r["examples"] == len(imgs) for r in (raw, q30, q90))

@@ -201,14 +201,20 @@ def _pool(kind: str, n: int) -> concurrent.futures.Executor:
         return _POOLS[kind, n]
 
 
+def encode_image(img: np.ndarray, params: list[int]) -> np.ndarray:
+    """One grey uint8 image -> its complete JFIF file (uint8 array)."""
+    ok, enc = cv2.imencode(".jpg", img, params)
+    if not ok:
+        raise RuntimeError(f"cv2.imencode failed on a {img.shape} {img.dtype} image")
+    return enc
+
+
 def code_images(imgs: np.ndarray, params: list[int], out: np.ndarray | None = None):
     """Encode and decode each grey image: (decoded [n, H, W] uint8, full JFIF sizes [n] int32)."""
     out = np.empty_like(imgs) if out is None else out
     full = np.empty((len(imgs),), np.int32)
     for i, img in enumerate(imgs):
-        ok, enc = cv2.imencode(".jpg", img, params)
-        if not ok:
-            raise RuntimeError("cv2.imencode failed")
+        enc = encode_image(img, params)
         out[i] = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
         full[i] = enc.size
     return out, full
@@ -332,11 +338,9 @@ class JpegCodec(Codec):
         x = np.asarray(x, np.float32)
         lo, scale = minmax_range(x) if self.minmax else (np.float32(0), np.float32(1))
         imgs = tile(quantize_u8_np((x - lo) / scale), self.layout)
-        out = []
+        out, params = [], _params(self.quality, self.optimize)
         for i, img in enumerate(imgs):
-            ok, enc = cv2.imencode(".jpg", img, _params(self.quality, self.optimize))
-            if not ok:
-                raise RuntimeError("cv2.imencode failed")
+            enc = encode_image(img, params)
             side = np.array([lo.flat[i], scale.flat[i]], "<f4").tobytes() if self.minmax else b""
             out.append(side + abbreviate(enc.tobytes(), self.optimize))
         return out
