@@ -168,6 +168,7 @@ def write_outputs(rows, a, wall, argv):
         f"q_train={a.q_train}; top-1 on {rows[0]['examples']} test images",
         "- bytes: per sample, `len()` of real payloads; 'abbr' = abbreviated JPEG stream (tables fixed by q "
         "dropped), 'full' = complete JFIF file; min-max side info (8 B) included where used",
+        f"- checkpoints: {_selection(a.validation_split)}",
         "",
     ]
     cols = [
@@ -190,6 +191,15 @@ def write_outputs(rows, a, wall, argv):
         f.write("\n".join(head + table) + "\n")
     plot(rows, a.out)
     print("\n".join(table))
+
+
+def _selection(validation_split):
+    if validation_split:
+        return (
+            f"each model's best validation top-1 on {validation_split} (held out from training); the test split "
+            "is evaluated once per model, on that checkpoint"
+        )
+    return "each model's last step (no validation split: nothing selected)"
 
 
 def plot(rows, out):
@@ -264,6 +274,7 @@ def main(argv=None):
     t0 = time.time()
     qualities = (a.q_train,) if a.quick else QUALITIES
     base = base_config(a)
+    a.validation_split = base.validation_split
     base.num_epochs = a.baseline_epochs
     if a.quick:
         base.num_train_steps = 6
