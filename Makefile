@@ -56,7 +56,8 @@ smoke: $(VENV)/.test-installed data
 	$(PY) benchmarks/input_pipeline.py --smoke
 	$(PY) benchmarks/serve_load.py --smoke
 
-# The committed results (2 CPU cores: ~70 + ~16 + ~35 min); the last two reuse the first's baseline.
+# The committed results (2 CPU cores, 2026-11-23: seeds ~58 min from scratch, fashion_mnist 53, lightweight 18,
+# bottlenetpp ~43); the last two reuse fashion_mnist's baseline.
 repro: $(VENV)/.test-installed data
 	$(PY) -m bottlenet_jax.experiments.seeds
 	$(PY) -m bottlenet_jax.experiments.fashion_mnist

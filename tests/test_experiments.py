@@ -64,3 +64,23 @@ def test_identity_trained_config_differs_only_in_the_codec():
     assert ident.codec.to_dict() == {"name": "identity"}
     assert bn.codec.name == "jpeg"  # the BottleNet config is left as it was
     assert {k: v for k, v in ident.items() if k != "codec"} == {k: v for k, v in bn.items() if k != "codec"}
+
+
+def test_git_state_ignores_uncommitted_results_but_not_code(tmp_path, monkeypatch):
+    import subprocess
+
+    from bottlenet_jax.experiments import git_state
+
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "table.md").write_text("old\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results" / "table.md").write_text("new\n")  # an earlier run's output, not yet committed
+    commit, dirty = git_state()
+    assert len(commit) >= 7 and not dirty
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_state()[1]

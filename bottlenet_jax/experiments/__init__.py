@@ -7,9 +7,11 @@ import subprocess
 
 
 def git_state():
-    """(short commit, True if tracked files differ from it)."""
+    """(short commit, True if tracked files other than results/ differ from it). Results written by
+    an earlier run and not yet committed are outputs, not code, so they do not mark a run dirty."""
     run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()
-    return run("rev-parse", "--short", "HEAD") or "unknown", bool(run("status", "--porcelain", "--untracked-files=no"))
+    dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return run("rev-parse", "--short", "HEAD") or "unknown", bool(dirty)
 
 
 def write_csv(path, rows):
