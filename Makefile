@@ -58,7 +58,7 @@ smoke: $(VENV)/.test-installed data
 
 # The committed results (2 CPU cores, 2026-11-23: seeds 30 min of training + 28 min re-evaluating and adding the
 # identity unit, fashion_mnist 53, lightweight 18,
-# bottlenetpp ~43); the last two reuse fashion_mnist's baseline.
+# bottlenetpp 41); the last two reuse fashion_mnist's baseline.
 repro: $(VENV)/.test-installed data
 	$(PY) -m bottlenet_jax.experiments.seeds
 	$(PY) -m bottlenet_jax.experiments.fashion_mnist
