@@ -25,6 +25,13 @@ def _norm(train, dtype, axis_name, name):
     )
 
 
+def _unit_conv(layer, channels: int, k: int, s: int, dtype):
+    """The bottleneck units' k x k, stride-s conv (no bias, SAME), named "conv" in both units."""
+    return layer(
+        channels, (k, k), (s, s), padding="SAME", use_bias=False, dtype=dtype, kernel_init=conv_init, name="conv"
+    )
+
+
 class Reduction(nn.Module):
     channels: int
     kernel: int = 2
@@ -39,16 +46,7 @@ class Reduction(nn.Module):
         if condition is not None:
             cmap = jnp.broadcast_to(condition.astype(x.dtype)[..., None, None, None], x.shape[:-1] + (1,))
             x = jnp.concatenate([x, cmap], axis=-1)
-        x = nn.Conv(
-            self.channels,
-            (k, k),
-            (s, s),
-            padding="SAME",
-            use_bias=False,
-            dtype=self.dtype,
-            kernel_init=conv_init,
-            name="conv",
-        )(x)
+        x = _unit_conv(nn.Conv, self.channels, k, s, self.dtype)(x)
         wide = jnp.promote_types(self.dtype, jnp.float32)  # bf16 -> f32, f64 stays f64
         x = _norm(train, wide, self.bn_axis_name, "bn")(x.astype(wide))
         return nn.sigmoid(x)
@@ -66,15 +64,6 @@ class Restoration(nn.Module):
         k, s = self.kernel, self.stride
         x = x.astype(self.dtype)
         layer = nn.Conv if s == 1 else nn.ConvTranspose  # same kernel, same parameter name
-        x = layer(
-            self.channels,
-            (k, k),
-            (s, s),
-            padding="SAME",
-            use_bias=False,
-            dtype=self.dtype,
-            kernel_init=conv_init,
-            name="conv",
-        )(x)
+        x = _unit_conv(layer, self.channels, k, s, self.dtype)(x)
         x = _norm(train, self.dtype, self.bn_axis_name, "bn")(x)
         return nn.relu(x)

@@ -233,7 +233,7 @@ def plot(rows, top_base, out):
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, split in enumerate(dict.fromkeys(r["split"] for r in rows)):
         for kind, style in (("uniform", "o-"), ("ECSQ", "s--")):
-            rs = sorted((r for r in rows if r["split"] == split and r["quantizer"] == kind), key=lambda r: r["N"])
+            rs = [r for r in rows if r["split"] == split and r["quantizer"] == kind]
             rs.sort(key=lambda r: r["bits/element (bytes)"])
             if rs:
                 kw = dict(color=f"C{i}", label=f"{split}, {kind}")
