@@ -17,7 +17,9 @@ elementwise work, prefix sums and gathers over [..., blocks, 64]: it vectorises 
 Huffman tables: the default ones are Annex K's (K.3 luminance DC, K.5 luminance AC). With
 ``optimize`` libjpeg builds per-image tables from the symbol histogram (jpeg_gen_optimal_table:
 Huffman's procedure with ties to the larger symbol, the reserved pseudo-symbol 256, then the K.2
-adjustment to 16-bit codes); `optimal_tables` runs the same procedure, vectorised over images.
+adjustment to 16-bit codes); `optimal_tables` computes the same tables, vectorised over images,
+with a fixed amount of work (no data-dependent loop: on a GPU every iteration of one waits for
+the host to read its condition).
 """
 
 from __future__ import annotations
@@ -195,67 +197,133 @@ def stream_bytes(value, length):
     return (total + 7) // 8 + stuffed + pad_ff.astype(jnp.int32)
 
 
-def _huffman_code_sizes(freq):
-    """libjpeg's jpeg_gen_optimal_table, Huffman part: code size per symbol, [..., 257] -> [..., 257].
+# The symbols baseline 8-bit JPEG can emit (T.81 F.1.2): DC size categories 0..11; AC EOB, ZRL and
+# (run 0..15, size 1..10). Only these can have nonzero counts, so the tables are built over them alone.
+DC_SYMBOLS = np.arange(12)
+AC_SYMBOLS = np.array(sorted([0x00, 0xF0] + [(run << 4) | size for run in range(16) for size in range(1, 11)]))
 
-    Repeatedly merge the two least frequent trees (ties: the larger symbol number) and lengthen
-    every code in both; runs until every row has one tree left.
+
+def max_code_length(total: int) -> int:
+    """The longest code Huffman's procedure can give for integer counts summing to `total`: the
+    largest d with Fibonacci F(d + 2) <= total (the least total weight of a depth-d Huffman tree)."""
+    a, b, d = 1, 2, 0  # F(d + 2), F(d + 3)
+    while b <= total:
+        a, b, d = b, a + b, d + 1
+    return max(d, 1)
+
+
+def _huffman_code_sizes(freq, merges: int):
+    """libjpeg's jpeg_gen_optimal_table, Huffman part: code size per symbol, [..., n] -> [..., n].
+
+    Symbols in increasing number (the pseudo-symbol last). Repeatedly merge the two least frequent
+    trees (ties: the larger symbol number) and lengthen every code in both. `merges` (static) is
+    the most any input can need (symbols - 1): the steps are unrolled, so the program has no
+    data-dependent loop (on a GPU each iteration of one would wait for the host); a row with
+    fewer trees just stops changing.
     """
-    idx = jnp.arange(freq.shape[-1], dtype=jnp.int32)
+    n = freq.shape[-1]
+    idx = jnp.arange(n, dtype=jnp.int32)
     big = jnp.iinfo(jnp.int32).max
-
-    def smallest(f, excluded):
-        key = jnp.where((f > 0) & ~excluded, f, big)
-        low = key.min(-1, keepdims=True)
-        return jnp.max(jnp.where(key == low, idx, -1), -1), low[..., 0] < big
-
-    def body(state):
-        f, group, size, _ = state
-        c1, _ = smallest(f, jnp.zeros_like(f, bool))
-        c2, merge = smallest(f, idx == c1[..., None])
-        c1, c2 = c1[..., None], c2[..., None]
-        in_tree = merge[..., None] & ((group == c1) | (group == c2))
-        f2 = jnp.take_along_axis(f, jnp.maximum(c2, 0), -1)
-        f = jnp.where(merge[..., None] & (idx == c1), f + f2, jnp.where(merge[..., None] & (idx == c2), 0, f))
-        group = jnp.where(merge[..., None] & (group == c2), c1, group)
-        return f, group, size + in_tree, merge
-
     zero = freq * 0  # carries derived from freq share its type (varying inside shard_map)
-    init = (freq, zero + idx, zero, zero[..., 0] == 0)
-    return jax.lax.while_loop(lambda s: jnp.any(s[3]), body, init)[2]
+    f, group, size = freq, zero + idx, zero
+    for _ in range(merges):
+        # one key orders by count, ties to the larger symbol (counts < 2^31 / 512 here)
+        key = jnp.where(f > 0, f * 512 + (511 - idx), big)
+        k1 = key.min(-1, keepdims=True)
+        c1 = 511 - (k1 & 511)
+        k2 = jnp.where(idx == c1, big, key).min(-1, keepdims=True)
+        c2, merge = 511 - (k2 & 511), k2 < big
+        size = size + (merge & ((group == c1) | (group == c2)))
+        f = jnp.where(merge & (idx == c1), f + (k2 >> 9), jnp.where(merge & (idx == c2), 0, f))
+        group = jnp.where(merge & (group == c2), c1, group)
+    return size
 
 
-def _limit_lengths(bits):
-    """T.81 K.2 (libjpeg's adjustment): no code longer than 16 bits, then drop the pseudo-symbol."""
+def _limit_lengths(bits, longest: int):
+    """T.81 K.2 (libjpeg's adjustment), no code longer than 16 bits, then drop the pseudo-symbol.
+
+    ``bits`` [..., 33] (index = length); ``longest`` (static) bounds the lengths present. libjpeg
+    loops: for i = longest..17, while bits[i] > 0, take two codes of length i, give one length
+    i - 1 and hang the other below the longest code of length j <= i - 2 (both become j + 1).
+    Per level i the pairs it moves are bits[i] / 2 at once, and the codes it splits, always the
+    longest available, are used up deepest level first, a whole code subtree at a time: a code at
+    level k <= m = i - 2 absorbs 2^(m+1-k) - 1 splits (its subtree filled down to level m + 1).
+    So each level is closed-form arithmetic over the 33 lengths plus one partly filled subtree,
+    walked down level by level: fixed work, no data-dependent loop.
+    """
     lens = jnp.arange(bits.shape[-1], dtype=jnp.int32)
-
-    def highest(b, allowed):
-        return jnp.max(jnp.where((b > 0) & allowed, lens, -1), -1, keepdims=True)
-
-    def body(b):
-        i = highest(b, lens > MAX_CODE_LEN)
-        j = highest(b, lens <= i - 2)
-        act = i > MAX_CODE_LEN
-        delta = -2 * (lens == i) + (lens == i - 1) + 2 * (lens == j + 1) - (lens == j)
-        return b + jnp.where(act, delta, 0)
-
-    bits = jax.lax.while_loop(lambda b: jnp.any(b[..., MAX_CODE_LEN + 1 :] > 0), body, bits)
-    bits = bits - (lens == highest(bits, lens >= 0))  # the pseudo-symbol held one longest code
+    cap = jnp.int32(1 << 20)  # more splits than any level can ask for (<= 128): costs beyond it are equal
+    for i in range(longest, MAX_CODE_LEN, -1):
+        m = i - 2
+        r = bits[..., i : i + 1] // 2  # pairs at level i (an even count: the deepest level of a full tree)
+        bits = bits + jnp.where(lens == i, -bits[..., i : i + 1], 0) + jnp.where(lens == i - 1, r, 0)
+        region = (lens >= 1) & (lens <= m)
+        cost = jnp.where(region, jnp.minimum((jnp.int32(2) << jnp.clip(m - lens, 0, 30)) - 1, cap), 0)
+        load = bits * cost  # splits each level's codes absorb when filled to level m + 1
+        cum = jnp.flip(jnp.cumsum(jnp.flip(load, -1), -1), -1)  # levels >= k (deepest first)
+        partial = region & (cum > r)
+        kstar = jnp.max(jnp.where(partial, lens, 0), -1, keepdims=True)  # the level used up only in part
+        full = region & (lens > kstar)  # levels used up entirely
+        before = jnp.sum(jnp.where(full, load, 0), -1, keepdims=True)
+        leaves = jnp.sum(jnp.where(full, bits, 0), -1, keepdims=True)
+        ck = jnp.sum(jnp.where(lens == kstar, cost, 0), -1, keepdims=True)
+        rem = jnp.where(kstar > 0, r - before, 0)
+        whole = rem // jnp.maximum(ck, 1)  # codes of level k* filled entirely
+        t = rem - whole * ck  # splits left for one code of level k*, fewer than fill it
+        bits = jnp.where(full, 0, bits)
+        bits = bits + jnp.where(lens == kstar, -(whole + (t > 0)), 0)
+        bits = bits + jnp.where(lens == m + 1, before + leaves + whole * (ck + 1), 0)
+        # the partly filled code (t splits, t <= r <= 81: a level holds at most 163 codes): split
+        # it; if t - 1 >= a child's fill cost, fill the first child (its codes all at m + 1) and
+        # carry on in the second with t - 1 - that cost, else leave the second child a code and
+        # carry on in the first with t - 1; a node reached with no splits left is a code. While a
+        # child's size 2^(m-level) exceeds t, it only leaves codes at the next levels: that run is
+        # computed at once, the rest (< 8 levels, as 2^7 > 81) step by step.
+        k, t = kstar[..., 0], t[..., 0]
+        e = jnp.arange(bits.shape[-1], dtype=jnp.int32)
+        depth = m + 1 - k  # levels below k* down to m + 1
+        stop = (e < depth[..., None]) & (
+            (jnp.int32(1) << jnp.clip(depth[..., None] - e - 1, 0, 30)) <= t[..., None] - e
+        )
+        run = jnp.minimum(jnp.min(jnp.where(stop, e, 99), -1), t)  # levels of the run
+        bits = bits + ((lens > k[..., None]) & (lens <= (k + run)[..., None])).astype(bits.dtype)
+        level, t = k + run, t - run
+        bits = bits + jnp.where(((run > 0) & (t == 0))[..., None] & (lens == level[..., None]), 1, 0)
+        filled, at = 0, []
+        for _ in range(8):
+            live = t > 0
+            child = (jnp.int32(1) << jnp.clip(m - level, 0, 30)) - 1  # a child's fill cost
+            fill = live & (t - 1 >= child)
+            filled = filled + jnp.where(fill, child + 1, 0)
+            at.append(jnp.where(live & ~fill, level + 1, -1))  # the second child, left a code
+            t = jnp.where(fill, t - 1 - child, t - live)
+            level = level + live
+            at.append(jnp.where(live & (t == 0), level, -1))  # where the walk ends
+        bits = bits + (jnp.stack(at, -1)[..., None, :] == lens[:, None]).sum(-1).astype(bits.dtype)
+        bits = bits + jnp.where(lens == m + 1, filled[..., None], 0)
+    bits = bits - (lens == jnp.max(jnp.where(bits > 0, lens, -1), -1, keepdims=True))  # the pseudo-symbol
     return bits[..., : MAX_CODE_LEN + 1]
 
 
-def optimal_tables(freq):
+def optimal_tables(freq, n_blocks: int):
     """Per-image optimal Huffman tables, as libjpeg builds them for ``optimize_coding``.
 
-    ``freq`` int32 [..., 256] symbol counts -> (codes uint32 [..., 256], lengths int32 [..., 256],
-    BITS [..., 17]); unused symbols get length 0.
+    ``freq`` int32 [..., 2, 256] symbol counts (DC, AC) of images of ``n_blocks`` blocks (static:
+    it bounds the counts, hence the code lengths) -> (codes uint32 [..., 2, 256], lengths int32
+    [..., 2, 256], BITS [..., 2, 17]); unused symbols get length 0.
     """
-    f = jnp.concatenate([freq, jnp.ones_like(freq[..., :1])], -1)  # pseudo-symbol 256, count 1
-    size = _huffman_code_sizes(f)
-    bits = _limit_lengths(length_counts(size, 32, jnp))  # libjpeg's MAX_CLEN
-    key = jnp.where(size[..., :256] > 0, size[..., :256] * 256 + jnp.arange(256), -1)
-    codes, lengths = canonical_codes(key, bits, jnp)
-    return codes, lengths, bits
+    if 63 * n_blocks + 1 >= (1 << 31) // 512:
+        raise ValueError(f"optimize=True: {n_blocks} blocks per image is more than the table builder counts in int32")
+    out = []
+    for t, (symbols, total) in enumerate(((DC_SYMBOLS, n_blocks), (AC_SYMBOLS, 63 * n_blocks))):
+        f = jnp.concatenate([freq[..., t, symbols], jnp.ones_like(freq[..., t, :1])], -1)  # + pseudo-symbol 256
+        size = _huffman_code_sizes(f, len(symbols))
+        longest = min(max_code_length(total + 1), 32)  # libjpeg's MAX_CLEN
+        bits = _limit_lengths(length_counts(size, 32, jnp), longest)
+        full = jnp.zeros(size.shape[:-1] + (256,), jnp.int32).at[..., symbols].set(size[..., :-1])
+        key = jnp.where(full > 0, full * 256 + jnp.arange(256), -1)
+        out.append((*canonical_codes(key, bits, jnp), bits))
+    return tuple(jnp.stack(v, -2) for v in zip(*out))
 
 
 def scan_bytes(zz, optimize: bool = False):
@@ -269,7 +337,7 @@ def scan_bytes(zz, optimize: bool = False):
         n = int(np.prod(lead, dtype=np.int64))
         flat = jnp.where(emitted, index, 512).reshape(n, -1)
         hist = jax.vmap(lambda ix: jnp.zeros(513, jnp.int32).at[ix].add(1))(flat)[:, :512].reshape(*lead, 2, 256)
-        codes, lengths, bits = optimal_tables(hist)
+        codes, lengths, bits = optimal_tables(hist, zz.shape[-2])
         codes, lengths = codes.reshape(*lead, 512), lengths.reshape(*lead, 512)
         take = lambda t: jnp.take_along_axis(t, index.reshape(*lead, -1), -1).reshape(index.shape)
         code, code_len = take(codes), take(lengths)
