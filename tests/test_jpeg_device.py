@@ -286,3 +286,99 @@ def test_training_with_either_backend_is_bit_identical(dtype):
             states["host"].params,
         )
     assert not all(jax.tree.leaves(jax.tree.map(lambda a, b: np.array_equal(a, b), before, states["host"].params)))
+
+
+def libjpeg_optimal_table(freq):
+    """libjpeg's jpeg_gen_optimal_table (jchuff.c), line by line: (BITS[0..16], HUFFVAL)."""
+    max_clen = 32
+    freq = [int(v) for v in freq] + [1]  # the reserved pseudo-symbol 256
+    bits, codesize, others = [0] * (max_clen + 1), [0] * 257, [-1] * 257
+    while True:
+        c1, v = -1, 10**9
+        for i in range(257):
+            if freq[i] and freq[i] <= v:
+                v, c1 = freq[i], i
+        c2, v = -1, 10**9
+        for i in range(257):
+            if freq[i] and freq[i] <= v and i != c1:
+                v, c2 = freq[i], i
+        if c2 < 0:
+            break
+        freq[c1] += freq[c2]
+        freq[c2] = 0
+        codesize[c1] += 1
+        while others[c1] >= 0:
+            c1 = others[c1]
+            codesize[c1] += 1
+        others[c1] = c2
+        codesize[c2] += 1
+        while others[c2] >= 0:
+            c2 = others[c2]
+            codesize[c2] += 1
+    for i in range(257):
+        if codesize[i]:
+            bits[codesize[i]] += 1
+    for i in range(max_clen, 16, -1):
+        while bits[i] > 0:
+            j = i - 2
+            while bits[j] == 0:
+                j -= 1
+            bits[i] -= 2
+            bits[i - 1] += 1
+            bits[j + 1] += 2
+            bits[j] -= 1
+    i = 16
+    while bits[i] == 0:
+        i -= 1
+    bits[i] -= 1
+    huffval = [j for n in range(1, max_clen + 1) for j in range(256) if codesize[j] == n]
+    return np.array(bits[:17]), huffval, max(codesize)
+
+
+def histograms(rng, n_blocks, n):
+    """Symbol counts of images of n_blocks blocks: random mixes, and chains that make codes longer
+    than 16 bits (counts growing at least like Fibonacci's), which only the K.2 adjustment shortens."""
+    cap = 63 * n_blocks
+    for i in range(n):
+        h = np.zeros((2, 256), np.int64)
+        h[0, rng.choice(jpeg_entropy.DC_SYMBOLS, 3, replace=False)] = rng.multinomial(n_blocks, [0.6, 0.3, 0.1])
+        ac = rng.permutation(jpeg_entropy.AC_SYMBOLS)
+        if i % 2:
+            vals = [1, int(rng.integers(1, 3))]
+            while sum(vals) + vals[-1] + vals[-2] + 3 <= cap and len(vals) < 162:
+                vals.append(vals[-1] + vals[-2] + int(rng.integers(0, 4)))
+            vals = np.concatenate([vals, rng.integers(1, 3, int(rng.integers(0, 40)))])[:162]
+            while vals.sum() > cap:
+                vals = vals[:-1]
+        else:
+            k = int(rng.integers(1, 163))
+            vals = rng.multinomial(int(rng.integers(1, cap + 1)), rng.dirichlet(np.full(k, rng.choice([0.05, 1.0]))))
+        h[1, ac[: len(vals)]] = vals
+        yield h
+
+
+def test_optimal_tables_equal_libjpegs_including_codes_longer_than_16_bits():
+    """The unrolled table builder against a line-by-line port of libjpeg's, on block counts whose
+    totals allow codes up to 18 and 22 bits (84x84 and 224x224 tiles)."""
+    rng = np.random.default_rng(0)
+    build = jax.jit(jpeg_entropy.optimal_tables, static_argnums=1)
+    adjusted = 0
+    for n_blocks in (121, 784):
+        hs = np.stack(list(histograms(rng, n_blocks, 120)))
+        _, lengths, bits = (np.asarray(a) for a in build(jnp.asarray(hs, jnp.int32), n_blocks))
+        for h, got_len, got_bits in zip(hs, lengths, bits):
+            for t in range(2):
+                want_bits, huffval, longest = libjpeg_optimal_table(h[t])
+                adjusted += longest > 16
+                np.testing.assert_array_equal(got_bits[t], want_bits)
+                want_len = np.zeros(256, int)
+                want_len[huffval[: want_bits.sum()]] = np.repeat(np.arange(17), want_bits)
+                np.testing.assert_array_equal(got_len[t], want_len)
+    assert adjusted >= 20  # the K.2 adjustment was exercised
+
+
+def test_optimized_tables_run_without_data_dependent_loops():
+    """No `while` in the program: on a GPU each iteration of one waits for the host to read its condition."""
+    for shape in ((2, 28, 28), (2, 224, 224)):
+        text = jax.jit(lambda x: jpeg_device(x, 50, optimize=True)).lower(jnp.zeros(shape, jnp.uint8)).as_text()
+        assert "while" not in text and "stablehlo.case" not in text
