@@ -100,6 +100,7 @@ class TrainMetrics:
             acc=f"{m['accuracy']:.3f}",
             img_s=f"{m['img_per_s']:.0f}",
             **({"B": f"{m['bytes_payload']:.0f}"} if "bytes_payload" in m else {}),
+            **({"est_B": f"{m['rate_bits'] / 8:.0f}"} if "rate_bits" in m else {}),
         )
         self.writer.scalars(step, "train", m)
         self._window, self._t0 = [], time.perf_counter()

@@ -37,6 +37,8 @@ def summarize_eval(parts: list[dict]) -> dict:
                     f"{k}_p95": float(np.percentile(v, 95)),
                 }
             )
+    if "rate_bits" in cat:  # a rate model's estimate, reported beside the real bytes, never instead
+        out["rate_estimate_bytes_mean"] = float(cat["rate_bits"][m].astype(np.float64).mean() / 8)
     return out
 
 

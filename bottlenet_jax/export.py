@@ -12,8 +12,10 @@ EXPORT_DIR/
   edge.onnx            with --onnx: the edge half for ONNX runtimes (onnxruntime, mobile/embedded)
 
 The codec is not in either graph: the device runs `edge`, then `codec.encode` (real bytes); the
-server runs `codec.decode`, then `cloud`. `Half` / `load_codec` need only jax, orbax and the codec
-module (no model code, no TF). The batch dimension is symbolic: any batch size works.
+server runs `codec.decode`, then `cloud`. A codec with learned parameters (the entropy codec) is
+written into the manifest bound to them (`Codec.with_params`: its integer tables). `Half` /
+`load_codec` need only jax, orbax and the codec module (no model code, no TF). The batch
+dimension is symbolic: any batch size works.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
         "channels": cfg.split.channels,
         "stride": cfg.split.stride,
         "kernel": cfg.split.kernel,
-        "codec": model.codec.settings(),
+        "codec": model.codec.with_params(variables["params"].get("codec", {})).settings(),
         "input_shape": [cfg.image_size, cfg.image_size, channels],
         "feature_shape": [fh, fw, fc],
         "mean": list(cfg.mean),

@@ -1,6 +1,13 @@
 """Train state, optimizer and the pure per-device train/eval steps (run under shard_map, axis AXIS).
 
 The steps never look at the codec: they read whatever per-sample byte counts its stats carry.
+
+The objective (`objective`): task loss + rate_lambda * mean bits/sample + the model's own losses.
+  task: cross-entropy, or with a teacher (`distill.teacher`: a trained workdir) the Entropic
+        Student's mix (1 - w) * CE + w * T^2 * KL(teacher_T || student_T), w = distill.weight,
+        T = distill.temperature;
+  rate: stats["rate_bits"], which codecs with a differentiable rate model report (the entropy codec);
+  own losses: whatever the model sows into its "losses" collection (the entropy codec's quantile fit).
 """
 
 from __future__ import annotations
@@ -54,10 +61,14 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
     elif cfg.optimizer == "adam":
         core = optax.adam(lr)
     else:
-        from bottlenet_jax.errors import ConfigError
-
         raise ConfigError(f"optimizer={cfg.optimizer!r}: must be sgd or adam")
-    parts = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+    parts = []
+    if cfg.weight_decay:
+        # a codec's own parameters are a probability model, not weights: decay would bias the density
+        decay = optax.add_decayed_weights(cfg.weight_decay)
+        if "codec" in params:
+            decay = optax.masked(decay, {k: k != "codec" for k in params})
+        parts.append(decay)
     if cfg.stage1_steps > 0:
         stage1 = int(cfg.stage1_steps)
         frozen = jax.tree.map(lambda t: not t, trainable_mask(params, cfg.stage1_trainable))
@@ -83,11 +94,58 @@ def _device_rng(state, salt: int):
     return jax.random.fold_in(key, lax.axis_index(AXIS))
 
 
-def train_step(state: TrainState, batch, *, model, tx, mean, std):
+@struct.dataclass
+class Objective:
+    """The loss's weights (config keys rate_lambda, distill.*); see the module docstring."""
+
+    rate_lambda: float = 0.0
+    distill_weight: float = 0.0
+    temperature: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg, teacher: bool = False):
+        d = cfg.get("distill") or {}
+        return cls(
+            float(cfg.get("rate_lambda", 0.0)),
+            float(d.get("weight", 0.5)) if teacher else 0.0,
+            float(d.get("temperature", 1.0)),
+        )
+
+
+def distillation(logits, teacher_logits, temperature: float):
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)) per sample (Hinton et al.)."""
+    t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
+    s = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature)
+    return temperature**2 * jnp.sum(jnp.exp(t) * (t - s), axis=-1)
+
+
+def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=None):
+    """(this device's loss, its parts) for a slice; see the module docstring."""
+    ce = jnp.mean(cross_entropy(logits, labels, logits.shape[-1]))
+    parts = {"ce": ce}
+    task = ce
+    if teacher_logits is not None:
+        parts["kd"] = jnp.mean(distillation(logits, teacher_logits, obj.temperature))
+        task = (1.0 - obj.distill_weight) * ce + obj.distill_weight * parts["kd"]
+    loss = task
+    if obj.rate_lambda:
+        loss = loss + obj.rate_lambda * jnp.mean(stats["rate_bits"])
+    own = jax.tree.leaves(own_losses)
+    if own:
+        parts["own_losses"] = sum(jnp.sum(v) for v in own)
+        loss = loss + parts["own_losses"]
+    return loss, parts
+
+
+def train_step(state: TrainState, batch, teacher_vars=None, *, model, tx, mean, std, objective_=None, teacher=None):
     """One SGD step on this device's slice; the loss is the pmean over the mesh, so its gradient
-    w.r.t. the replicated params is the global-batch gradient (and BN uses global statistics)."""
-    num_classes = model.backbone.num_classes
+    w.r.t. the replicated params is the global-batch gradient (and BN uses global statistics).
+    `teacher` (a model) with `teacher_vars` (its variables, replicated): distillation targets."""
+    obj = objective_ or Objective()
     images = normalize(batch["image"], mean, std)
+    t_logits = None
+    if teacher is not None:
+        t_logits = lax.stop_gradient(teacher.apply(teacher_vars, images, train=False)[0])
 
     def loss_fn(params):
         (logits, stats), new_vars = model.apply(
@@ -95,15 +153,17 @@ def train_step(state: TrainState, batch, *, model, tx, mean, std):
             images,
             train=True,
             rngs={"codec": _device_rng(state, 0)},
-            mutable=["batch_stats"],
+            mutable=["batch_stats", "losses"],
         )
-        loss = lax.pmean(jnp.mean(cross_entropy(logits, batch["label"], num_classes)), AXIS)
-        return loss, (logits, stats, new_vars["batch_stats"])
+        loss, parts = objective(obj, logits, batch["label"], stats, new_vars.get("losses", {}), t_logits)
+        return lax.pmean(loss, AXIS), (logits, stats, parts, new_vars["batch_stats"])
 
-    (loss, (logits, stats, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, stats, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "accuracy": lax.pmean(jnp.mean(jnp.argmax(logits, -1) == batch["label"]), AXIS)}
+    if len(parts) > 1:
+        metrics.update({k: lax.pmean(v, AXIS) for k, v in parts.items()})
     for k, v in stats.items():
         metrics[k] = lax.pmean(jnp.mean(v.astype(jnp.float32)), AXIS)
     new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
@@ -140,15 +200,30 @@ def check_batch(cfg, mesh):
             raise ConfigError(f"{name}={b}: must be a positive multiple of the device count ({mesh.size})")
 
 
-def compile_steps(model, tx, mesh, cfg):
-    """The data-parallel train and eval steps; they take uint8 batches and normalise with cfg.mean/std."""
+def compile_steps(model, tx, mesh, cfg, teacher=None):
+    """The data-parallel train and eval steps; they take uint8 batches and normalise with cfg.mean/std.
+    `teacher`: (model, variables) to distil from; its variables are an argument of the compiled
+    step (replicated once here), not constants baked into it."""
     norm = dict(mean=tuple(cfg.mean), std=tuple(cfg.std))
-    p_train = parallel.data_parallel(
-        functools.partial(train_step, model=model, tx=tx, **norm),
-        mesh,
-        (REPLICATED, BATCH),
-        (REPLICATED, REPLICATED),
-        donate_argnums=(0,),
-    )
+    obj = Objective.from_config(cfg, teacher is not None)
+    if obj.rate_lambda and not model.codec.differentiable_rate:
+        raise ConfigError(
+            f"rate_lambda={obj.rate_lambda}: codec {model.codec.name!r} has no differentiable rate "
+            f"(use codec.name=entropy, or rate_lambda=0)"
+        )
+    step = functools.partial(train_step, model=model, tx=tx, objective_=obj, **norm)
+    if teacher is None:
+        p_train = parallel.data_parallel(step, mesh, (REPLICATED, BATCH), (REPLICATED, REPLICATED), donate_argnums=(0,))
+    else:
+        t_model, t_vars = teacher
+        t_vars = parallel.replicate(t_vars, mesh)
+        with_teacher = parallel.data_parallel(
+            functools.partial(step, teacher=t_model),
+            mesh,
+            (REPLICATED, BATCH, REPLICATED),
+            (REPLICATED, REPLICATED),
+            donate_argnums=(0,),
+        )
+        p_train = lambda state, batch: with_teacher(state, batch, t_vars)
     p_eval = parallel.data_parallel(functools.partial(eval_step, model=model, **norm), mesh, (REPLICATED, BATCH), BATCH)
     return p_train, p_eval

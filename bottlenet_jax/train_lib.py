@@ -9,6 +9,7 @@ import os
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from bottlenet_jax import actions, parallel
@@ -96,6 +97,35 @@ def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -
     return {**chosen, "split": cfg.eval_split, **evaluate(p_eval, state, data, cfg, mesh)}
 
 
+def load_teacher(cfg):
+    """(teacher model, its variables) for `distill.teacher`, or None. The teacher is a trained
+    workdir of ours, or torchvision ResNet weights (.pth/.pt/.npz) for this config's plain backbone."""
+    src = (cfg.get("distill") or {}).get("teacher", "")
+    if not src:
+        return None
+    from bottlenet_jax.checkpoint import load_config
+
+    if src.endswith((".pth", ".pt", ".npz")):
+        from bottlenet_jax.codecs import codec_settings
+        from bottlenet_jax.convert import load_torchvision
+
+        tcfg = ml_collections.ConfigDict(cfg.to_dict())
+        tcfg.split.update(after=0, unit=False)
+        tcfg.codec = ml_collections.ConfigDict(codec_settings("identity"))
+        params, stats = load_torchvision(src)
+        return build_model(tcfg), {"params": {"backbone": params}, "batch_stats": {"backbone": stats}}
+    tcfg = load_config(src)
+    for key in ("image_size", "mean", "std"):
+        if tuple(np.ravel(tcfg[key])) != tuple(np.ravel(cfg[key])):
+            raise CheckpointError(f"distill.teacher={src}: its {key}={tcfg[key]} differs from this run's {cfg[key]}")
+    if tcfg.model.num_classes != cfg.model.num_classes:
+        raise CheckpointError(
+            f"distill.teacher={src}: {tcfg.model.num_classes} classes, this model has {cfg.model.num_classes}"
+        )
+    raw = Checkpoints(src).restore_raw()
+    return build_model(tcfg), {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+
+
 def open_dataset(cfg, prepare_if_missing: bool = True):
     """The config's prepared dataset; a missing one is prepared here first when TFDS is installed
     (the one place training may import TensorFlow), else the error says how."""
@@ -152,7 +182,7 @@ def train(cfg, workdir: str):
     if start:
         print(f"resumed from {ckpt.root}/checkpoints/{start} (examples consumed: {meta['examples_seen']})")
     state = parallel.replicate(state, mesh)
-    p_train, p_eval = compile_steps(model, tx, mesh, cfg)
+    p_train, p_eval = compile_steps(model, tx, mesh, cfg, teacher=load_teacher(cfg))
     writer, bar = actions.Writer(workdir), actions.ProgressBar(steps_per_epoch, total)
 
     def meta(step):  # what a checkpoint records besides the state: the data position and the config

@@ -1,6 +1,7 @@
 """BottleNet's bottleneck unit: the learned layers either side of the codec.
 
-reduction  = Conv(k x k, stride 1|2, C -> C') -> BatchNorm -> sigmoid   (values in [0, 1] for 8-bit)
+reduction  = Conv(k x k, stride 1|2, C -> C') -> BatchNorm -> sigmoid   (values in [0, 1] for 8-bit;
+             no sigmoid for a codec whose input is real-valued, `Codec.unit_output == "linear"`)
              BottleNet++: the conv sees [features || constant map of the channel condition]
 restoration = ConvTranspose(k x k, stride 2) or Conv(stride 1), C' -> C -> BatchNorm -> ReLU
 
@@ -38,6 +39,7 @@ class Reduction(nn.Module):
     stride: int = 2
     dtype: Any = jnp.float32
     bn_axis_name: str | None = None
+    output: str = "sigmoid"  # or "linear" (see the module docstring)
 
     @nn.compact
     def __call__(self, x, train: bool = False, condition=None):
@@ -49,7 +51,7 @@ class Reduction(nn.Module):
         x = _unit_conv(nn.Conv, self.channels, k, s, self.dtype)(x)
         wide = jnp.promote_types(self.dtype, jnp.float32)  # bf16 -> f32, f64 stays f64
         x = _norm(train, wide, self.bn_axis_name, "bn")(x.astype(wide))
-        return nn.sigmoid(x)
+        return nn.sigmoid(x) if self.output == "sigmoid" else x
 
 
 class Restoration(nn.Module):

@@ -21,7 +21,7 @@ def get_config():
     # split.after: RBk the network is cut after (0 = plain model). unit: BottleNet reduction/restoration.
     # condition: a channel codec's condition (sigma, p) is fed to the reduction unit (BottleNet++).
     c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2, condition=True))
-    # codec: `name` (identity | uint8 | jpeg | lightweight | awgn | bec) and that codec's settings,
+    # codec: `name` (identity | uint8 | jpeg | lightweight | awgn | bec | entropy) and that codec's settings,
     # with the defaults the codec itself declares (bottlenet_jax/codecs; an unknown key is an error).
     # To switch codec, replace the block: c.codec = ml_collections.ConfigDict(codec_settings("awgn")).
     c.codec = ml_collections.ConfigDict(codec_settings("jpeg"))
@@ -58,7 +58,12 @@ def get_config():
     # Stage 1 trains only params whose path matches stage1_trainable (e.g. the bottleneck unit with a
     # frozen backbone), then everything trains (BottleNet++'s recipe). 0 steps = one stage.
     c.stage1_steps = 0
-    c.stage1_trainable = "reduce|restore"
+    c.stage1_trainable = "reduce|restore|codec"
+    # The objective: + rate_lambda * bits/sample (codecs with a rate model: codec.name=entropy), and
+    # with distill.teacher (a trained workdir) the Entropic Student's task loss
+    # (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T), T = distill.temperature.
+    c.rate_lambda = 0.0
+    c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0))
 
     # --- init / checkpoints / logging
     c.init_from = ""  # "": random; *.pth / *.npz: torchvision ResNet weights; a dir: a checkpoint of ours

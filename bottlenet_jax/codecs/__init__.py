@@ -19,6 +19,7 @@ from bottlenet_jax.codecs.base import (
     upgrade_settings,
 )
 from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
+from bottlenet_jax.codecs.entropy import EntropyCodec
 from bottlenet_jax.codecs.jpeg import JpegCodec
 from bottlenet_jax.codecs.lightweight import LightweightCodec
 
@@ -30,6 +31,7 @@ __all__ = [
     "JpegCodec",
     "LightweightCodec",
     "AwgnCodec",
+    "EntropyCodec",
     "BecCodec",
     "REGISTRY",
     "codec_settings",

@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,7 +98,12 @@ def make_codec(cfg=None, **overrides):
         )
     settings = codec_settings(name, **cfg)
     del settings["name"]
-    return REGISTRY[name](**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+    return REGISTRY[name](**{k: _tuples(v) for k, v in settings.items()})
+
+
+def _tuples(v):
+    """JSON lists (a saved manifest, a config) back to the tuples a codec holds, at any depth."""
+    return tuple(_tuples(e) for e in v) if isinstance(v, (list, tuple)) else v
 
 
 def varying_axes(x) -> frozenset:
@@ -196,6 +202,23 @@ class Codec:
     sweep_field: ClassVar[str] = ""
     #: the setting a channel-conditioned encoder is given ("" = source codecs: no condition)
     condition_field: ClassVar[str] = ""
+    #: what the reduction unit ends in, i.e. the codec's input domain: "sigmoid" ([0, 1], for the
+    #: 8-bit codecs and channels) or "linear" (real values: the entropy codec quantises to integers)
+    unit_output: ClassVar[str] = "sigmoid"
+    #: whether stats carry "rate_bits" (float32[b], differentiable) that a rate term can train on
+    differentiable_rate: ClassVar[bool] = False
+
+    def layer(self, name: str = "codec") -> nn.Module:
+        """The codec as a layer of the model. Codecs that own parameters (the entropy codec) return
+        a module that creates them (they live in params[name]); the others a parameter-free wrapper,
+        so a model's parameter tree is what it was before codecs could own parameters."""
+        return CodecLayer(self, name=name)
+
+    def with_params(self, params: dict) -> Codec:
+        """The codec for transport given its trained parameters (params[name] of the model; {} for
+        codecs without any): what `encode`/`decode` and an export's manifest need."""
+        del params
+        return self
 
     def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None, condition: Any = None):
         del train, rng, condition
@@ -222,6 +245,15 @@ class Codec:
     def settings(self) -> dict:
         """JSON-able settings a receiver needs (written into export manifests)."""
         return {"name": self.name, **dataclasses.asdict(self)}
+
+
+class CodecLayer(nn.Module):
+    """A parameter-free codec as a model layer (see `Codec.layer`)."""
+
+    codec: Codec
+
+    def __call__(self, x, *, train: bool = False, rng: Any = None, condition: Any = None):
+        return self.codec(x, train=train, rng=rng, condition=condition)
 
 
 @register

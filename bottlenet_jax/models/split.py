@@ -61,13 +61,20 @@ class SplitModel(nn.Module):
                 return z
             if self.unit_channels:
                 z = Reduction(
-                    self.unit_channels, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name, name="reduce"
+                    self.unit_channels,
+                    self.unit_kernel,
+                    self.unit_stride,
+                    bb.dtype,
+                    bb.bn_axis_name,
+                    self.codec.unit_output,
+                    name="reduce",
                 )(z, train, condition if self.condition_encoder else None)
             if part in ("edge", "encoder"):
                 return z
         stats = {}
         if part == "full":
-            z, stats = self.codec(z, train=train, rng=rng, condition=condition)
+            with jax.named_scope("codec"):  # profiles attribute the codec's ops by this name
+                z, stats = self.codec.layer()(z, train=train, rng=rng, condition=condition)
             self.sow("intermediates", "x_hat", z)  # what the cloud half received (apply(..., mutable="intermediates"))
         if self.unit_channels:
             c = channels_after_block(bb.depth, bb.width, k)

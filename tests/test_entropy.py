@@ -1,0 +1,303 @@
+"""The learned entropy bottleneck (codecs/entropy.py): the density, the integer tables, real bytes,
+the rate term and its place in the model, the step, checkpoints and exports."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from bottlenet_jax.codecs import codec_settings, make_codec
+from bottlenet_jax.codecs import entropy as ent
+from bottlenet_jax.errors import ConfigError
+from bottlenet_jax.models import build_model
+
+from helpers import small_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def entropy_config(**split):
+    """small_config's split in the ResNet-18 layout (the tests here are about the codec: fast to compile)."""
+    c = small_config(**split)
+    c.model.depth = 18
+    c.codec = ml_collections.ConfigDict(codec_settings("entropy"))
+    return c
+
+
+def random_density(seed, channels=3, filters=(3, 3, 3)):
+    """Init parameters pushed far from init (large matrices, factors of both signs), as training may."""
+    p = ent.init_density(jax.random.key(seed), channels, filters)
+    ks = iter(jax.random.split(jax.random.key(seed + 1), 64))
+    return {k: v + 3.0 * jax.random.normal(next(ks), v.shape) for k, v in p.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_learned_density_is_a_density(seed):
+    p = jax.device_get(random_density(seed))
+    xs = np.linspace(-200, 200, 40001)[None, None, :].repeat(3, 0)
+    for xp, params in ((np, p), (jnp, p)):
+        cdf = 0.5 * (1 + np.tanh(0.5 * np.asarray(ent.logits_cumulative(params, xp.asarray(xs), xp))))
+        assert np.all(np.diff(cdf, axis=-1) >= -1e-7)  # monotone
+        far = np.asarray(ent.logits_cumulative(params, xp.asarray(np.array([[[-1e6, 1e6]]] * 3)), xp))
+        assert np.all(far[..., 0] < -30) and np.all(far[..., 1] > 30)  # CDF 0 at -inf, 1 at +inf
+    # the integer bins' probabilities sum to one (over a range wide enough to hold the mass)
+    ks = np.arange(-5000, 5001, dtype=np.float64)[None, None, :].repeat(3, 0)
+    np.testing.assert_allclose(ent.likelihood(p, ks, np).sum(-1), 1.0, atol=1e-6)
+
+
+def test_tables_are_integer_frequencies_of_the_density():
+    p = jax.device_get(random_density(0))
+    med = np.array([0.3, -1.2, 0.0], np.float32)
+    x_lo, x_hi = ent.tails({k: np.asarray(v, np.float64) for k, v in p.items()}, 1e-9)
+    cdf = lambda x: 0.5 * (1 + np.tanh(0.5 * ent.logits_cumulative(p, np.asarray(x)[:, None, None], np)[:, 0, 0]))
+    np.testing.assert_allclose(cdf(x_lo), 0.5e-9, rtol=1e-4)
+    np.testing.assert_allclose(1 - cdf(x_hi), 0.5e-9, rtol=1e-4)
+    t = ent.build_tables(p, med, 1e-9, 16, 100000)
+    for c, (f, lo) in enumerate(zip(t.freqs, t.lower)):
+        assert sum(f) == 2**16 and min(f) >= 1
+        assert lo == min(np.floor(x_lo[c] - med[c]), 0)
+        assert len(f) == max(np.ceil(x_hi[c] - med[c]), 0) - lo + 2  # lower..upper, then the escape
+    assert all(len(f) <= 64 + 1 for f in ent.build_tables(p, med, 1e-9, 16, 64).freqs)  # capped
+    assert ent.build_tables(p, med, 1e-9, 16, 100000) == t  # deterministic
+
+
+def _fit_density(y, steps=300, seed=0):
+    """A density trained by Adam on the rate of `y` (the codec's own rate term, nothing else)."""
+    c = y.shape[-1]
+    p = ent.init_density(jax.random.key(seed), c)
+    opt = optax.adam(0.05)
+    st = opt.init(p)
+    yy = jnp.moveaxis(jnp.asarray(y).reshape(-1, c), -1, 0)[:, None, :]
+
+    @jax.jit
+    def step(p, st, key):
+        def loss(p):
+            noisy = yy + jax.random.uniform(key, yy.shape, minval=-0.5, maxval=0.5)
+            return -jnp.mean(jnp.log2(jnp.maximum(ent.likelihood(p, noisy), 1e-9)))
+
+        g = jax.grad(loss)(p)
+        u, st = opt.update(g, st)
+        return optax.apply_updates(p, u), st
+
+    for i in range(steps):
+        p, st = step(p, st, jax.random.key(i))
+    return p
+
+
+def _estimate_bytes(density, y):
+    """The graph's rate (-log2 likelihood of the rounded values) per sample, in bytes."""
+    c = y.shape[-1]
+    lik = ent.likelihood(jax.device_get(density), np.moveaxis(y.reshape(-1, c), -1, 0)[:, None, :], np)
+    return (-np.log2(np.maximum(lik, 1e-9))).reshape(c, len(y), -1).sum((0, 2)) / 8
+
+
+def test_rate_estimate_agrees_with_the_real_stream_on_trained_feature_maps():
+    """1,000 feature maps of the Fashion-MNIST entropy model (tests/data/make_entropy_maps.py): the
+    graph's -log2 likelihood vs len() of each range-coded stream, within 3 % + 8 bytes per sample."""
+    d = np.load(os.path.join(HERE, "data", "entropy_maps.npz"))
+    y = d["symbols"].astype(np.float32) + d["medians"].ravel()
+    params = {"density": {k[8:]: d[k] for k in d.files if k.startswith("density_")}, "medians": d["medians"]}
+    codec = make_codec(codec_settings("entropy")).with_params(params)
+    assert len(y) == 1000
+    est = _estimate_bytes(params["density"], y)
+    real = np.array([len(p) for p in codec.encode(y)])
+    assert np.all(np.abs(real - est) <= 0.03 * est + 8), np.max(np.abs(real - est) - 0.03 * est)
+    np.testing.assert_array_equal(codec.decode(codec.encode(y), y.shape), y)
+
+
+def test_rate_estimate_agrees_with_the_real_stream_on_a_fitted_density(rng):
+    """The same on a density fitted here by Adam to Laplacian symbols of three scales (medians 0)."""
+    y = np.round(rng.laplace(0, [0.4, 2.0, 6.0], (1000, 7, 7, 3))).astype(np.float32)
+    density = _fit_density(y)
+    codec = ent.EntropyCodec().with_params({"density": density, "medians": np.zeros((3, 1, 1), np.float32)})
+    est = _estimate_bytes(density, y)
+    real = np.array([len(p) for p in codec.encode(y)])
+    assert np.all(np.abs(real - est) <= 0.03 * est + 8)
+    assert est.mean() < 0.8 * _estimate_bytes(ent.init_density(jax.random.key(0), 3), y).mean()  # it did fit
+
+
+def test_graph_eval_output_equals_decode_of_encode_and_bytes_are_len(rng):
+    cfg = entropy_config()
+    model = build_model(cfg, bn_axis_name=None)
+    x = jnp.asarray(rng.normal(size=(5, 32, 32, 3)), jnp.float32)
+    v = model.init({"params": jax.random.key(0)}, x)
+    # spread the features so that symbols fall outside the tables (escapes) and far into the tails
+    v["params"]["reduce"]["bn"]["scale"] = v["params"]["reduce"]["bn"]["scale"] * 40.0
+    (logits, stats), inter = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))(v, x)
+    x_hat = np.asarray(inter["intermediates"]["x_hat"][0])
+    codec = model.codec.with_params(v["params"]["codec"])
+    z = np.asarray(jax.jit(lambda v, x: model.apply(v, x, part="edge"))(v, x))
+    assert np.abs(z).max() > 40  # beyond the initial tables (+-10): escapes are exercised
+    payloads = codec.encode(z)
+    np.testing.assert_array_equal(codec.decode(payloads, z.shape), x_hat)  # bit for bit
+    np.testing.assert_array_equal(np.asarray(stats["bytes_payload"]), [len(p) for p in payloads])
+    np.testing.assert_array_equal(stats["bytes_full"], stats["bytes_payload"])
+    # the cloud half on the decoded features gives the full model's logits
+    cloud = model.apply(v, jnp.asarray(codec.decode(payloads, z.shape)), part="cloud")
+    np.testing.assert_allclose(cloud, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_malformed_streams_are_value_errors(rng):
+    cfg = entropy_config()
+    model = build_model(cfg, bn_axis_name=None)
+    v = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
+    codec = model.codec.with_params(v["params"]["codec"])
+    z = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
+    good = codec.encode(z)[0]
+    for bad, why in (
+        (good[:-4], "not an encoding"),
+        (good + b"\0\0\0\0", "not an encoding"),
+        (good[:-1], "multiple of 4"),
+        (b"", "multiple of 4"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            codec.decode([bad], z.shape)
+    with pytest.raises(ValueError, match="channels"):
+        codec.decode([good], (1, 8, 8, 2))
+    with pytest.raises(ValueError, match="not finite"):
+        codec.encode(np.full((1, 8, 8, 3), np.nan, np.float32))
+    with pytest.raises(ValueError, match="no tables"):
+        make_codec(codec_settings("entropy")).encode(z)
+
+
+def test_codec_and_model_parameters_all_receive_gradients(rng):
+    from bottlenet_jax.steps import Objective, objective
+
+    cfg = entropy_config()
+    model = build_model(cfg, bn_axis_name=None)
+    x = jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32)
+    y = jnp.arange(4) % 10
+    v = model.init({"params": jax.random.key(0)}, x)
+
+    def loss(params):
+        (logits, stats), nv = model.apply(
+            {"params": params, "batch_stats": v["batch_stats"]},
+            x,
+            train=True,
+            rngs={"codec": jax.random.key(1)},
+            mutable=["batch_stats", "losses"],
+        )
+        return objective(Objective(rate_lambda=1e-3), logits, y, stats, nv["losses"])[0]
+
+    g = jax.grad(loss)(v["params"])
+    for path, leaf in jax.tree_util.tree_leaves_with_path(g):
+        name = jax.tree_util.keystr(path)
+        assert np.all(np.isfinite(leaf)), name
+        if "bias" in name and "bn" not in name and "density" not in name:
+            continue
+        assert np.abs(np.asarray(leaf)).max() > 0, f"no gradient reaches {name}"
+    assert {"density", "medians"} <= set(g["codec"])
+
+
+def test_rate_term_trains_the_density_and_needs_a_rate_model(rng):
+    from bottlenet_jax.parallel import make_mesh
+    from bottlenet_jax.steps import compile_steps, create_optimizer
+
+    cfg = entropy_config()
+    cfg.codec = ml_collections.ConfigDict(codec_settings("identity"))
+    cfg.rate_lambda = 1e-3
+    model = build_model(cfg)
+    with pytest.raises(ConfigError, match="no differentiable rate"):
+        compile_steps(model, optax.sgd(0.1), make_mesh(jax.devices()[:1]), cfg)
+    # codec parameters are not weight-decayed (a probability model, not weights)
+    cfg = entropy_config()
+    cfg.weight_decay = 0.5
+    params = {"codec": {"q": jnp.ones(2)}, "backbone": {"k": jnp.ones(2)}}
+    tx = create_optimizer(cfg, params, 10, 10)
+    upd, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    assert np.all(np.asarray(upd["codec"]["q"]) == 0) and np.all(np.asarray(upd["backbone"]["k"]) != 0)
+
+
+def test_distillation_term_is_zero_for_the_teacher_itself_and_positive_otherwise():
+    from bottlenet_jax.steps import Objective, distillation, objective
+
+    t = jnp.array([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
+    np.testing.assert_allclose(distillation(t, t, 2.0), 0.0, atol=1e-6)
+    assert np.all(np.asarray(distillation(-t, t, 2.0)) > 0)
+    obj = Objective(rate_lambda=0.0, distill_weight=1.0, temperature=2.0)
+    loss, parts = objective(obj, -t, jnp.array([0, 1]), {}, {}, t)
+    np.testing.assert_allclose(loss, parts["kd"], rtol=1e-6)
+
+
+def test_bad_entropy_settings_fail_at_build():
+    for bad, match in (
+        (dict(train_quantizer="round"), "train_quantizer"),
+        (dict(precision=30), "precision"),
+        (dict(tail_mass=0.0), "tail_mass"),
+        (dict(medians=(0.0,)), "one entry per channel"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            make_codec({"name": "entropy", **bad})
+
+
+def test_a_workdir_and_an_export_saved_before_codecs_owned_parameters_still_load():
+    """tests/data/legacy was written at 17c031e (tests/data/make_legacy.py): its checkpoint resumes
+    into the current TrainState, evaluates to the logits that version computed, and its export
+    serves them through real bytes."""
+    from bottlenet_jax.checkpoint import Checkpoints, load_config
+    from bottlenet_jax.export import Half, load_codec, load_manifest
+    from bottlenet_jax.steps import compile_steps
+    from bottlenet_jax.train_lib import create_train_state
+
+    legacy = os.path.join(HERE, "data", "legacy")
+    want = np.load(os.path.join(legacy, "expected.npz"))
+    cfg = load_config(os.path.join(legacy, "workdir"))
+    assert "rate_lambda" not in cfg and "distill" not in cfg  # an old config.json
+    model = build_model(cfg)
+    fresh, tx = create_train_state(cfg, model, 3, 1, 1)
+    state, meta = Checkpoints(os.path.join(legacy, "workdir")).restore(fresh)  # the resume path
+    assert state is not None and meta["step"] == 0
+    compile_steps(model, tx, jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",)), cfg)  # objective defaults
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    logits, _ = build_model(cfg, bn_axis_name=None).apply(variables, jnp.asarray(want["x"]))
+    np.testing.assert_allclose(logits, want["logits"], rtol=1e-5, atol=1e-5)
+    d = os.path.join(legacy, "export")
+    codec = load_codec(load_manifest(d))
+    z = Half(d, "edge")(want["x"])
+    z_hat = codec.decode(codec.encode(np.asarray(z)), z.shape)
+    np.testing.assert_allclose(Half(d, "cloud")(z_hat), want["logits"], rtol=1e-5, atol=1e-5)
+
+
+def test_checkpoint_and_export_round_trip(tmp_path, rng):
+    from bottlenet_jax.checkpoint import Checkpoints
+    from bottlenet_jax.export import Half, export_variables, load_codec, load_manifest
+    from bottlenet_jax.train_lib import create_train_state
+
+    cfg = entropy_config()
+    model = build_model(cfg)
+    state, _ = create_train_state(cfg, model, 3, 1, 1)
+    # move the codec's parameters off their init, as training does
+    state = state.replace(
+        params={**state.params, "codec": jax.device_get(random_density_params(state.params["codec"]))}
+    )
+    ck = Checkpoints(str(tmp_path / "wd"))
+    ck.save(state, {"step": 0})
+    ck.close()
+    restored, _ = Checkpoints(str(tmp_path / "wd")).restore(state)
+    before = model.codec.with_params(state.params["codec"])
+    after = model.codec.with_params(restored.params["codec"])
+    assert after.settings() == before.settings() and len(after.freqs) == cfg.split.channels
+
+    variables = {"params": restored.params, "batch_stats": restored.batch_stats}
+    export_variables(cfg, variables, str(tmp_path / "export"))
+    m = load_manifest(str(tmp_path / "export"))
+    codec = load_codec(m)
+    assert codec.settings() == before.settings()  # the integer tables travel in the manifest
+    x = jnp.asarray(rng.normal(size=(3, 32, 32, 3)), jnp.float32)
+    z = Half(str(tmp_path / "export"), "edge")(x)
+    logits = Half(str(tmp_path / "export"), "cloud")(codec.decode(codec.encode(np.asarray(z)), z.shape))
+    full, stats = build_model(cfg, bn_axis_name=None).apply(variables, x)
+    np.testing.assert_allclose(logits, full, rtol=1e-5, atol=1e-5)
+    assert m["codec"]["name"] == "entropy" and np.all(np.asarray(stats["bytes_payload"]) > 0)
+
+
+def random_density_params(codec_params):
+    c = codec_params["medians"].shape[0]
+    return {
+        "density": random_density(5, channels=c),
+        "medians": np.linspace(-0.7, 0.4, c, dtype=np.float32)[:, None, None],
+    }
