@@ -58,8 +58,13 @@ ECSQ_LAMBDAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # lambda / b^2, N = 16
 TARGET_LOSS, TARGET_BITS = 1.0, 1.0  # the paper's operating point: < 1 point at <= 1 bit/element
 
 
-def sweep_split(cfg, a, k, top_base):
-    """Rows for every quantizer setting with the baseline cut after RB k; and the calibration facts."""
+def setting_name(r: dict) -> str:
+    return f"{r['quantizer']} N={r['N']}" + (f" λ={r['lambda/b^2']}b²" if r["lambda/b^2"] != "" else "")
+
+
+def sweep_split(cfg, a, k, top_base, settings=None):
+    """Rows for every quantizer setting with the baseline cut after RB k; and the calibration facts.
+    `settings`: (quantizer, N, lambda/b^2 or None) triples (default: this experiment's grid)."""
     from bottlenet_jax.evaluation import evaluate_workdir
 
     cfg = ml_collections.ConfigDict(cfg.to_dict())
@@ -73,8 +78,10 @@ def sweep_split(cfg, a, k, top_base):
         f"exponential scale b={b:.4f}",
         flush=True,
     )
-    settings = [("uniform", n, None) for n in ((2, 8) if a.quick else UNIFORM_N)]
-    settings += [("ECSQ", 16, lam * b * b) for lam in ((0.1,) if a.quick else ECSQ_LAMBDAS)]
+    if settings is None:
+        settings = [("uniform", n, None) for n in ((2, 8) if a.quick else UNIFORM_N)]
+        settings += [("ECSQ", 16, lam) for lam in ((0.1,) if a.quick else ECSQ_LAMBDAS)]
+    settings = [(kind, n, None if lam is None else lam * b * b) for kind, n, lam in settings]
     rows = []
     for kind, n, lam in settings:
         codec, cal = lw.calibrate(x, n, lam)
@@ -210,7 +217,7 @@ def write(rows, facts, a, top_base, wall, minutes, argv):
         "| <= 1 bit/element: best | bits/element | loss (pts) | both at once |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    name = lambda r: f"{r['quantizer']} N={r['N']}" + (f" λ={r['lambda/b^2']}b²" if r["lambda/b^2"] != "" else "")
+    name = setting_name
     for f, op in zip(facts, operating_points(rows)):
         cells = [f["split"], f["features"]]
         for r in (op["within_loss"], op["within_bits"]):
