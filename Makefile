@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint smoke repro data clean
+.PHONY: demo test lint smoke repro data clean gpu-wheels
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,8 @@ lint: $(VENV)/.test-installed
 
 # CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
 smoke: $(VENV)/.test-installed data
-	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick workdir/seeds_quick
+	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick workdir/seeds_quick \
+	  workdir/frontier_quick workdir/gpu_suite_smoke
 	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.fashion_mnist --quick && \
 	  echo "smoke: fashion_mnist --quick took $$(( $$(date +%s) - t )) s wall"
 	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline && \
@@ -55,6 +56,22 @@ smoke: $(VENV)/.test-installed data
 	$(PY) benchmarks/train_throughput.py --smoke
 	$(PY) benchmarks/input_pipeline.py --smoke
 	$(PY) benchmarks/serve_load.py --smoke
+	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.frontier --quick && \
+	  echo "smoke: frontier --quick took $$(( $$(date +%s) - t )) s wall"
+	t=$$(date +%s); $(PY) benchmarks/gpu_suite.py --smoke --out workdir/gpu_suite_smoke && \
+	  echo "smoke: gpu_suite --smoke took $$(( $$(date +%s) - t )) s wall"
+
+# The wheels the device machine's image lacks (Python 3.12, manylinux x86-64, no dependencies resolved
+# there: it has no registry) into .whl/ (ignored), for benchmarks/gpu_suite.py; the device command that
+# carries them is in benchmarks/README.md ("Open").
+GPU_WHEELS := ml-collections==1.1.0 grain==0.2.18 array-record==0.8.6 cloudpickle==3.1.3 portpicker==1.6.0 \
+	tqdm==4.70.1 tensorboardx==2.6.5 constriction==0.5.0
+gpu-wheels: | $(VENV)/bin/python
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --abi cp312 --abi abi3 --abi none --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux_2_28_x86_64 --platform any -d .whl $(GPU_WHEELS)
+	@ls .whl && du -sh .whl
 
 # The committed results (2 CPU cores, 2026-11-23: seeds 30 min of training + 28 min re-evaluating and adding the
 # identity unit, fashion_mnist 53, lightweight 18,

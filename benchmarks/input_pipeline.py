@@ -133,7 +133,13 @@ def end_to_end(data, cfg, a):
     v = make_variant(
         a.variant,
         argparse.Namespace(
-            depth=50, width=64, dtype=a.dtype, res=a.res, batch=a.batch // mesh.size, channels=8, quality=50
+            depth=getattr(a, "depth", 50),
+            width=getattr(a, "width", 64),
+            dtype=a.dtype,
+            res=a.res,
+            batch=a.batch // mesh.size,
+            channels=8,
+            quality=50,
         ),
         mesh,
     )

@@ -2,17 +2,20 @@
 
     python benchmarks/train_throughput.py --batch 256 --res 224 --dtype bfloat16        # GPU: the issue's setting
     python benchmarks/train_throughput.py --smoke                                        # CPU, < 1 min (CI)
+    python benchmarks/train_throughput.py --smoke --variants rb1_identity rb1_entropy   # the entropy codec's cost
 
 Variants (default: the first four): plain ResNet-50; BottleNet RB1 (C'=8, stride 2) with the
 identity codec, host JPEG (`jpeg`, backend host, thread pool), device JPEG (`jpeg`, backend device:
 libjpeg's integer pipeline in XLA, bit-identical to the host codec, per-sample bytes on every step);
-`--variants` adds `rb1_jpeg_host_proc` (host JPEG, process pool) and `rb1_jpeg_device_opt` (device
-JPEG with optimized Huffman tables). The jitted data-parallel train step (jit + shard_map, exactly
-the trainer's) runs on synthetic on-device batches (input pipeline excluded). `--profile DIR`
-writes a `jax.profiler` trace of a few steps of each variant (open in TensorBoard / Perfetto).
-Rounds alternate the variants so machine noise hits all alike; img/s is the median over all timed
-steps (each blocked on its result), and the ratio is to the plain model's. The mean columns count
-occasional slow steps too.
+`--variants` adds `rb1_jpeg_host_proc` (host JPEG, process pool), `rb1_jpeg_device_opt` (device
+JPEG with optimized Huffman tables) and `rb1_entropy` (the learned entropy bottleneck with its rate
+term in the loss: no host callback in a train step). The jitted data-parallel train step (jit + shard_map, exactly
+the trainer's) runs on synthetic on-device batches (input pipeline excluded). `--profile FILE`
+traces a few steps of each variant and writes a text summary to FILE (top ops by device time, the
+codec's share; `--trace_dir` keeps the raw trace too). Rounds alternate the variants so machine
+noise hits all alike; img/s is the median over all timed steps (each blocked on its result); the
+ratios are to the plain model's and to the identity unit's. The mean columns count occasional
+slow steps too.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ VARIANTS = {
     "rb1_jpeg_host_proc": dict(after=1, codec="jpeg", pool="processes"),
     "rb1_jpeg_device": dict(after=1, codec="jpeg", backend="device"),
     "rb1_jpeg_device_opt": dict(after=1, codec="jpeg", backend="device", optimize=True),
+    "rb1_entropy": dict(after=1, codec="entropy", rate_lambda=1e-4),
 }
 DEFAULT_VARIANTS = ["plain", "rb1_identity", "rb1_jpeg_host", "rb1_jpeg_device"]
 
@@ -61,6 +65,7 @@ def make_variant(name, a, mesh):
         quality=a.quality,
     )
     c.codec = ml_collections.ConfigDict(codec_settings(v["codec"], **(jpeg_settings if v["codec"] == "jpeg" else {})))
+    c.rate_lambda = v.get("rate_lambda", 0.0)
     c.image_size = a.res
     c.batch_size = a.batch * mesh.size
     c.warmup_epochs = 0.0
@@ -77,6 +82,53 @@ def make_variant(name, a, mesh):
         mesh,
     )
     return {"state": state, "step": p_train, "batch": batch, "global_batch": c.batch_size}
+
+
+def summarize_trace(trace_dir: str, top: int = 15) -> str:
+    """Text summary of the newest jax.profiler trace under trace_dir (written with
+    create_perfetto_trace=True): device time per op name (GPU streams; on a CPU the XLA work on host
+    threads), and the share of ops whose name or metadata mentions the codec."""
+    import collections
+    import glob
+    import gzip
+    import json
+
+    paths = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))
+    if not paths:
+        return f"no perfetto trace under {trace_dir}"
+    with gzip.open(paths[-1]) as f:
+        t = json.load(f)
+    events = t["traceEvents"] if isinstance(t, dict) else t
+    procs = {e["pid"]: e["args"].get("name", "") for e in events if e.get("ph") == "M" and e["name"] == "process_name"}
+    device = {pid for pid, n in procs.items() if n.startswith("/device:")}
+    runtime = (
+        "$",
+        "PjitFunction",
+        "PjRt",
+        "CommonPjRt",
+        "Execute",
+        "ThunkExecutor",
+        "ParseArguments",
+        "Handle",
+        "Alloc",
+    )
+    per, count = collections.Counter(), collections.Counter()
+    codec = 0.0
+    for e in events:
+        if e.get("ph") != "X" or (device and e["pid"] not in device) or (not device and e["name"].startswith(runtime)):
+            continue
+        per[e["name"]] += e.get("dur", 0.0)
+        count[e["name"]] += 1
+        text = e["name"] + " " + " ".join(str(v) for v in (e.get("args") or {}).values())
+        if any(k in text.lower() for k in ("codec", "jpeg", "entropy")):
+            codec += e.get("dur", 0.0)
+    total = sum(per.values()) or 1.0
+    where = "device streams" if device else "host threads (no device process in the trace)"
+    lines = [f"{total / 1e3:.1f} ms of op time on {where}; ops naming the codec: {100 * codec / total:.1f} %"]
+    lines += [
+        f"  {100 * v / total:5.1f} %  {v / 1e3:8.2f} ms  x{count[k]:<5d} {k[:90]}" for k, v in per.most_common(top)
+    ]
+    return "\n".join(lines)
 
 
 def run_steps(v, n):
@@ -103,7 +155,8 @@ def main():
     p.add_argument("--rounds", type=int, default=4, help="alternations; steps are split across rounds")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
-    p.add_argument("--profile", default="", help="write a jax.profiler trace of 5 steps per variant here")
+    p.add_argument("--profile", default="", help="write a text summary of a trace of 5 steps per variant to this file")
+    p.add_argument("--trace_dir", default="", help="keep the raw jax.profiler trace here (default: a temp dir)")
     p.add_argument("--smoke", action="store_true", help="CPU smoke: 32 px, batch 4, width 8, 20 steps")
     a = p.parse_args()
     if a.smoke:
@@ -123,25 +176,41 @@ def main():
         run_steps(vs[name], a.warmup)
         print(f"compiled + warmed {name} in {time.perf_counter() - t:.1f} s", flush=True)
     if a.profile:
-        with jax.profiler.trace(a.profile):
-            for n in vs:
-                with jax.profiler.TraceAnnotation(f"variant {n}"):
-                    run_steps(vs[n], 5)
-        print(f"profile written to {a.profile}")
+        import tempfile
+
+        summary = []
+        for n in vs:
+            d = a.trace_dir and os.path.join(a.trace_dir, n) or tempfile.mkdtemp(prefix=f"trace_{n}_")
+            with jax.profiler.trace(d, create_perfetto_trace=True):
+                run_steps(vs[n], 5)
+            summary.append(f"## {n} (5 steps)\n{summarize_trace(d)}")
+        with open(a.profile, "w") as f:
+            f.write("\n\n".join(summary) + "\n")
+        print(f"profile summary written to {a.profile}")
     times = {n: [] for n in vs}
     per_round = max(1, -(-a.steps // a.rounds))
     for _ in range(a.rounds):
         for n in vs:
             times[n] += run_steps(vs[n], per_round)
-    print(f"\n{'variant':<20} {'img/s':>9} {'ms/step':>8} {'vs plain':>9} {'mean ms':>8} {'mean vs plain':>14}")
-    ref = None
+    print_table(vs, times)
+
+
+def print_table(vs, times):
+    """img/s per variant and its ratios to plain and to rb1_identity (median and mean step times)."""
+    print(
+        f"\n{'variant':<20} {'img/s':>9} {'ms/step':>8} {'vs plain':>9} {'vs identity':>12} {'mean ms':>8} "
+        f"{'mean vs plain':>14}"
+    )
+    nan = float("nan")
+    med = {n: statistics.median(t) for n, t in times.items()}
+    mean = {n: statistics.fmean(t) for n, t in times.items()}
     for n in vs:
-        med, mean = statistics.median(times[n]), statistics.fmean(times[n])
-        ref = ref or ((med, mean) if n == "plain" else None)
-        r_med, r_mean = (ref[0] / med, ref[1] / mean) if ref else (float("nan"), float("nan"))
+        vs_plain = med["plain"] / med[n] if "plain" in med else nan
+        vs_ident = med["rb1_identity"] / med[n] if "rb1_identity" in med else nan
+        m_plain = mean["plain"] / mean[n] if "plain" in mean else nan
         print(
-            f"{n:<20} {vs[n]['global_batch'] / med:>9.1f} {1e3 * med:>8.2f} {r_med:>9.3f} {1e3 * mean:>8.2f} "
-            f"{r_mean:>14.3f}"
+            f"{n:<20} {vs[n]['global_batch'] / med[n]:>9.1f} {1e3 * med[n]:>8.2f} {vs_plain:>9.3f} {vs_ident:>12.3f} "
+            f"{1e3 * mean[n]:>8.2f} {m_plain:>14.3f}"
         )
 
 
