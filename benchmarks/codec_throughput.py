@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 
 from bottlenet_jax.codecs import JpegCodec  # noqa: E402
 from bottlenet_jax.codecs.base import quantize_u8_np  # noqa: E402
-from bottlenet_jax.codecs.jpeg import POOLS, host_workers, jpeg_roundtrip_np, tile  # noqa: E402
+from bottlenet_jax.codecs.jpeg import jpeg_roundtrip_np, tile  # noqa: E402
+from bottlenet_jax.codecs.jpeg_host import POOLS, host_workers  # noqa: E402
 
 
 def maps(rng, b, s, c):

@@ -195,3 +195,10 @@ def test_eval_meets_the_fixed_condition_not_the_training_range(name, eval_value,
     )
     with pytest.raises(AssertionError):
         _check_eval_uses_the_fixed_condition(broken_model, v, x, eval_value)
+
+
+def test_channel_codecs_need_a_key_to_draw_noise():
+    """A missing rng used to fall back to jax.random.key(0): the same noise on every call."""
+    for codec in (make_codec({"name": "awgn", "sigma": 0.1}), make_codec({"name": "bec", "p": 0.1})):
+        with pytest.raises(ValueError, match="needs a key"):
+            codec(jnp.zeros((2, 4, 4, 3)), train=False)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import JpegCodec, jpeg, make_codec
+from bottlenet_jax.codecs import JpegCodec, jfif, jpeg, jpeg_host, make_codec
 from bottlenet_jax.errors import ConfigError
 
 from helpers import feature_maps
@@ -44,9 +44,9 @@ def test_graph_output_is_cv2_roundtrip_bit_for_bit(rng, layout, optimize):
         np.testing.assert_array_equal(np.round(got * 255).astype(np.uint8), want)  # the pixels
         np.testing.assert_array_equal(got, want.astype(np.float32) * np.float32(1 / 255))  # the scaling
         assert int(stats["bytes_full"][i]) == len(enc)
-        payload = jpeg.abbreviate(enc.tobytes(), optimize)
+        payload = jfif.abbreviate(enc.tobytes(), optimize)
         assert int(stats["bytes_payload"][i]) == len(payload) < len(enc)
-        rebuilt = jpeg.rebuild_full(payload, 40, optimize)
+        rebuilt = jfif.rebuild_full(payload, 40, optimize)
         assert rebuilt == enc.tobytes()
         np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(rebuilt, np.uint8), cv2.IMREAD_UNCHANGED), dec)
 
@@ -128,7 +128,7 @@ def test_vmap_makes_one_callback_call(rng):
 def test_process_pool_codes_exactly_like_the_thread_pool(rng):
     """Same pixels and byte counts whichever pool codes the chunks (3 workers, 7 uneven chunks' worth)."""
     x = feature_maps(rng, 7, 12, 12, 3)
-    outs = {pool: jax.jit(JpegCodec(quality=35, workers=3, pool=pool))(x) for pool in jpeg.POOLS}
+    outs = {pool: jax.jit(JpegCodec(quality=35, workers=3, pool=pool))(x) for pool in jpeg_host.POOLS}
     (xt, st), (xp, sp) = outs["threads"], outs["processes"]
     np.testing.assert_array_equal(xt, xp)
     for k in st:
@@ -167,10 +167,10 @@ def test_process_pool_workers_exit_when_the_trainer_is_killed(tmp_path):
     script = tmp_path / "killed.py"
     script.write_text(
         "import os, signal, numpy as np\n"
-        "from bottlenet_jax.codecs import jpeg\n"
+        "from bottlenet_jax.codecs import jpeg, jpeg_host\n"
         "if __name__ == '__main__':\n"
         "    jpeg.jpeg_roundtrip_np(np.zeros((4, 8, 8, 2), np.uint8), 50, workers=2, pool='processes')\n"
-        "    print(*jpeg._POOLS['processes', 2]._processes, flush=True)\n"
+        "    print(*jpeg_host._POOLS['processes', 2]._processes, flush=True)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     p = subprocess.run(
@@ -222,3 +222,32 @@ def test_codec_settings_are_the_codecs_own_and_old_saved_blocks_still_load():
         "per_sample": False,
         "minmax": False,
     }
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"name": "jpeg", "quality": 50, "minmax": True},
+        {"name": "awgn", "sigma": 0.0, "minmax": True},
+        {"name": "bec", "p": 0.0, "minmax": True},
+    ],
+)
+def test_minmax_side_information_is_one_helper_and_round_trips(rng, settings):
+    """The 8 bytes of (lo, scale) were written three times (jpeg.py, channel.py twice); now
+    base.minmax_pack / minmax_unpack: every codec's payloads start with them, and decode(encode)
+    gives the graph's output (bit for bit for JPEG, whose scaling runs on the host; the channels
+    scale in XLA, which rewrites x / s as x * (1 / s): equal to float32 rounding)."""
+    from bottlenet_jax.codecs.base import MINMAX_BYTES, minmax_range
+
+    codec = make_codec(settings)
+    x = (rng.normal(size=(3, 6, 6, 2)) * 4 + 1).astype(np.float32)
+    x_hat, stats = jax.jit(lambda x: codec(x, train=False, rng=jax.random.key(0)))(x)
+    payloads = codec.encode(x)
+    lo, scale = minmax_range(x)
+    for p, l, s in zip(payloads, lo.ravel(), scale.ravel()):
+        assert np.frombuffer(p[:MINMAX_BYTES], "<f4").tolist() == [l, s]
+    assert [len(p) for p in payloads] == np.asarray(stats["bytes_full"]).tolist() or settings["name"] == "jpeg"
+    if settings["name"] == "jpeg":
+        np.testing.assert_array_equal(codec.decode(payloads, x.shape), np.asarray(x_hat))
+    else:
+        np.testing.assert_allclose(codec.decode(payloads, x.shape), np.asarray(x_hat), rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bottlenet_jax import parallel
-from bottlenet_jax.codecs import JpegCodec, jpeg, jpeg_entropy, jpeg_xla, make_codec
+from bottlenet_jax.codecs import JpegCodec, jfif, jpeg, jpeg_entropy, jpeg_xla, make_codec
 from bottlenet_jax.codecs.jpeg_xla import jpeg_device
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.parallel import BATCH
@@ -128,7 +128,7 @@ def test_huffman_tables_and_fixed_segments_are_what_cv2_writes():
     ok, enc = cv2.imencode(".jpg", np.zeros((8, 8), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 75])
     buf = enc.tobytes()
     segs = {}
-    for marker, start, end in jpeg.segments(buf):
+    for marker, start, end in jfif.segments(buf):
         segs.setdefault(marker, []).append(buf[start:end])
     got = {
         0xD8: 2,
@@ -148,8 +148,8 @@ def test_huffman_tables_and_fixed_segments_are_what_cv2_writes():
         np.testing.assert_array_equal(bits, jpeg_entropy.length_counts(lengths)[1:])
         order = np.lexsort((np.arange(256), lengths))
         np.testing.assert_array_equal(huffval, order[lengths[order] > 0])
-    assert jpeg_xla.omitted_bytes(False) == sum(len(s) for s in jpeg._tables(75, False))
-    assert jpeg_xla.omitted_bytes(True) == sum(len(s) for s in jpeg._tables(75, True))
+    assert jpeg_xla.omitted_bytes(False) == sum(len(s) for s in jfif._tables(75, False))
+    assert jpeg_xla.omitted_bytes(True) == sum(len(s) for s in jfif._tables(75, True))
 
 
 def test_quant_table_follows_libjpeg_scaling():

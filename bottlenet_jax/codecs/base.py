@@ -187,6 +187,37 @@ def minmax_range(x):
     return lo, xp.maximum(xp.max(x, axis=(-3, -2, -1), keepdims=True) - lo, xp.float32(1e-12))
 
 
+MINMAX_BYTES = 8  # the side information of per-sample min-max scaling: (lo, scale) as two float32
+
+
+def minmax_pack(x: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
+    """Transport side of the `minmax` option: (x scaled to [0, 1] per sample, each sample's 8 bytes
+    of side information to put before its payload)."""
+    lo, scale = minmax_range(x)
+    side = np.stack([lo.reshape(-1), scale.reshape(-1)], -1).astype("<f4")
+    return (x - lo) / scale, [s.tobytes() for s in side]
+
+
+def minmax_unpack(payloads) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
+    """The receiver's side: (lo [n,1,1,1], scale [n,1,1,1], the payloads without their side info)."""
+    side = np.stack([np.frombuffer(p[:MINMAX_BYTES], "<f4") for p in payloads]).reshape(-1, 2, 1, 1, 1)
+    return side[:, 0], side[:, 1], [p[MINMAX_BYTES:] for p in payloads]
+
+
+def exact_size(payload: bytes, size: int, what: str) -> None:
+    if len(payload) != size:
+        raise ValueError(f"{len(payload)} bytes: {what} of this shape are exactly {size} bytes")
+
+
+def range_coded_size(payload: bytes, symbols: int, bits_per_symbol: int) -> None:
+    """A range-coded stream (32-bit words) of `symbols` symbols, none costing more than `bits_per_symbol`."""
+    limit = 4 * (-(-(bits_per_symbol * symbols + 64) // 32))
+    if not payload or len(payload) % 4 or len(payload) > limit:
+        raise ValueError(
+            f"{len(payload)} bytes: a range-coded stream of {symbols} symbols is 4..{limit} bytes in 32-bit words"
+        )
+
+
 def per_sample(value: int, x) -> dict:
     """Constant per-sample byte counts for codecs whose size does not depend on content."""
     n = jnp.full(x.shape[:-3], value, jnp.int32)
@@ -242,6 +273,12 @@ class Codec:
     def decode(self, payloads: Sequence[bytes], shape: Sequence[int]) -> np.ndarray:
         raise NotImplementedError
 
+    def check_payload(self, payload: bytes, shape: Sequence[int]) -> None:
+        """Raise ValueError unless `payload` can be one sample of `shape` ([h, w, c]) from this
+        codec, reading only its size and header (a server calls it before any decoding, so a
+        payload's claims cannot make it allocate or compute more than the export's shape needs)."""
+        raise NotImplementedError
+
     def settings(self) -> dict:
         """JSON-able settings a receiver needs (written into export manifests)."""
         return {"name": self.name, **dataclasses.asdict(self)}
@@ -273,6 +310,9 @@ class IdentityCodec(Codec):
     def decode(self, payloads, shape):
         return np.stack([np.frombuffer(p, "<f4").reshape(shape[1:]) for p in payloads])
 
+    def check_payload(self, payload, shape):
+        exact_size(payload, 4 * int(np.prod(shape)), "float32 features")
+
 
 @register
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -291,3 +331,6 @@ class Uint8Codec(Codec):
     def decode(self, payloads, shape):
         u8 = np.stack([np.frombuffer(p, np.uint8).reshape(shape[1:]) for p in payloads])
         return dequantize_u8_np(u8)
+
+    def check_payload(self, payload, shape):
+        exact_size(payload, int(np.prod(shape)), "8-bit features")

@@ -26,10 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from bottlenet_jax.codecs.base import (
+    MINMAX_BYTES,
     Codec,
     dequantize_u8,
     dequantize_u8_np,
+    exact_size,
+    minmax_pack,
     minmax_range,
+    minmax_unpack,
     per_sample,
     quantize_u8,
     quantize_u8_np,
@@ -76,8 +80,10 @@ class ChannelCodec(Codec):
         return jnp.broadcast_to(jax.random.uniform(rng, shape, jnp.float32, lo, hi), batch_shape)
 
     def __call__(self, x, *, train=False, rng=None, condition=None):
-        if rng is None:
-            rng = jax.random.key(0)
+        if rng is None:  # a fixed fallback key would draw the same noise on every call
+            raise ValueError(
+                f"the {self.name} channel draws noise and needs a key: model.apply(..., rngs={{'codec': key}})"
+            )
         k_cond, k_chan = jax.random.split(rng)
         if condition is None:
             condition = self.condition(x.shape[:-3], train=train, rng=k_cond)
@@ -90,7 +96,8 @@ class ChannelCodec(Codec):
         else:
             y = self.channel(x, condition, k_chan)
         h, w, c = x.shape[-3:]
-        return y.astype(dtype), per_sample(self.bytes_per_element * h * w * c + (8 if self.minmax else 0), x)
+        stats = per_sample(self.bytes_per_element * h * w * c + (MINMAX_BYTES if self.minmax else 0), x)
+        return y.astype(dtype), {**stats, "signal_power": self.signal_power(x)}  # the P of the SNR
 
     bytes_per_element: ClassVar[int] = 1
 
@@ -105,6 +112,22 @@ class ChannelCodec(Codec):
 
     def channel(self, x, condition, rng):
         raise NotImplementedError
+
+    def check_payload(self, payload, shape):
+        size = self.bytes_per_element * int(np.prod(shape)) + (MINMAX_BYTES if self.minmax else 0)
+        exact_size(payload, size, f"{self.name} channel inputs")
+
+    def pack(self, x):
+        """(what goes on the channel per sample, its side information): min-max scaled if `minmax`."""
+        x = np.asarray(x, np.float32)
+        return minmax_pack(x) if self.minmax else (x, [b""] * len(x))
+
+    def unpack(self, payloads, read):
+        """Samples back from payloads (`read`: one body -> its values), min-max side info undone."""
+        if not self.minmax:
+            return np.stack([read(p) for p in payloads])
+        lo, scale, bodies = minmax_unpack(payloads)
+        return np.stack([read(p) for p in bodies]) * scale + lo
 
     def _check(self):
         lo, hi = self._range()
@@ -141,23 +164,11 @@ class AwgnCodec(ChannelCodec):
         return x + sigma * jax.random.normal(rng, x.shape, x.dtype)
 
     def encode(self, x):
-        x = np.asarray(x, np.float32)
-        if self.minmax:
-            lo, scale = minmax_range(x)
-            return [
-                np.float32([l.item(), s.item()]).tobytes() + v.astype("<f4").tobytes()
-                for l, s, v in zip(lo, scale, (x - lo) / scale)
-            ]
-        return [np.ascontiguousarray(s, "<f4").tobytes() for s in x]
+        x, sides = self.pack(x)
+        return [s + np.ascontiguousarray(v, "<f4").tobytes() for s, v in zip(sides, x)]
 
     def decode(self, payloads, shape):
-        if self.minmax:
-            out = []
-            for p in payloads:
-                lo, scale = np.frombuffer(p[:8], "<f4")
-                out.append(np.frombuffer(p[8:], "<f4").reshape(shape[1:]) * scale + lo)
-            return np.stack(out)
-        return np.stack([np.frombuffer(p, "<f4").reshape(shape[1:]) for p in payloads])
+        return self.unpack(payloads, lambda p: np.frombuffer(p, "<f4").reshape(shape[1:]))
 
 
 @register
@@ -193,21 +204,8 @@ class BecCodec(ChannelCodec):
         return dequantize_u8(value, x.dtype)
 
     def encode(self, x):
-        x = np.asarray(x, np.float32)
-        if self.minmax:
-            lo, scale = minmax_range(x)
-            return [
-                np.float32([l.item(), s.item()]).tobytes() + u.tobytes()
-                for l, s, u in zip(lo, scale, quantize_u8_np((x - lo) / scale))
-            ]
-        return [u.tobytes() for u in quantize_u8_np(x)]
+        x, sides = self.pack(x)
+        return [s + u.tobytes() for s, u in zip(sides, quantize_u8_np(x))]
 
     def decode(self, payloads, shape):
-        out = []
-        for p in payloads:
-            if self.minmax:
-                lo, scale = np.frombuffer(p[:8], "<f4")
-                out.append(dequantize_u8_np(np.frombuffer(p[8:], np.uint8).reshape(shape[1:])) * scale + lo)
-            else:
-                out.append(dequantize_u8_np(np.frombuffer(p, np.uint8).reshape(shape[1:])))
-        return np.stack(out)
+        return self.unpack(payloads, lambda p: dequantize_u8_np(np.frombuffer(p, np.uint8).reshape(shape[1:])))

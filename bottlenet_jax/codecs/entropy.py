@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import Codec, match_varying, register
+from bottlenet_jax.codecs.base import Codec, match_varying, range_coded_size, register
 from bottlenet_jax.errors import ConfigError
 
 TRAIN_QUANTIZERS = ("ste", "noise")
@@ -349,6 +349,10 @@ class EntropyCodec(Codec):
     def encode(self, x):
         t = self.tables
         return [encode_sample(s, t) for s in quantize_np(x, t.medians)]
+
+    def check_payload(self, payload, shape):
+        # at most a 24-bit categorical symbol (constriction's precision) plus a 16-bit escape each
+        range_coded_size(payload, int(np.prod(shape)), 24 + _ESC_BITS)
 
     def decode(self, payloads, shape):
         t = self.tables

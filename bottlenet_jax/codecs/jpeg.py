@@ -27,15 +27,8 @@ Byte counts, both per sample:
 
 from __future__ import annotations
 
-import atexit
-import concurrent.futures
 import dataclasses
-import functools
 import math
-import multiprocessing
-import os
-import threading
-import time
 from typing import ClassVar
 
 import cv2
@@ -44,21 +37,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from bottlenet_jax.codecs.base import (
+    MINMAX_BYTES,
     Codec,
     dequantize_u8,
     dequantize_u8_np,
+    minmax_pack,
     minmax_range,
+    minmax_unpack,
     quantize_u8,
     quantize_u8_np,
     register,
 )
+from bottlenet_jax.codecs.jfif import abbreviate, check_abbreviated, encode_image, params, rebuild_full
+from bottlenet_jax.codecs.jpeg_host import POOLS, code_tiles
 from bottlenet_jax.codecs.jpeg_xla import jpeg_device, omitted_bytes
 from bottlenet_jax.errors import ConfigError
 
 LAYOUTS = ("grid", "rows")
 BACKENDS = ("host", "device")
-_SOI, _EOI, _SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
-_APP0, _DQT, _DHT = 0xE0, 0xDB, 0xC4
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -93,168 +89,16 @@ def untile(img, h: int, w: int, c: int, layout: str):
     return x.reshape(*lead, h, w, rows * cols)[..., :c]
 
 
-# ----------------------------------------------------------------------------- JPEG segments
-def segments(buf: bytes):
-    """Yield (marker, start, end) for each marker segment before the scan data, then the SOS."""
-    if buf[:2] != _SOI:
-        raise ValueError("not a JPEG stream (no SOI marker)")
-    i = 2
-    while i < len(buf):
-        if buf[i] != 0xFF:
-            raise ValueError(f"corrupt JPEG stream: expected a marker at byte {i}")
-        marker = buf[i + 1]
-        length = int.from_bytes(buf[i + 2 : i + 4], "big")
-        yield marker, i, i + 2 + length
-        if marker == _SOS:
-            return
-        i += 2 + length
-
-
-def _dropped(optimize: bool) -> tuple[int, ...]:
-    return (_APP0, _DQT) if optimize else (_APP0, _DQT, _DHT)
-
-
-def abbreviate(buf: bytes, optimize: bool) -> bytes:
-    drop = _dropped(optimize)
-    keep, last = [_SOI], 2
-    for m, s, e in segments(buf):
-        if m not in drop:
-            keep.append(buf[s:e])
-        last = e
-    keep.append(buf[last:])
-    return b"".join(keep)
-
-
-@functools.cache
-def _tables(quality: int, optimize: bool) -> tuple[bytes, bytes, bytes]:
-    """(APP0, DQT, DHT) segments libjpeg writes at this quality: what the receiver already knows."""
-    ok, enc = cv2.imencode(".jpg", np.zeros((8, 8), np.uint8), _params(quality, False))
-    assert ok
-    buf = enc.tobytes()
-    got = {m: b"" for m in (_APP0, _DQT, _DHT)}
-    for m, s, e in segments(buf):
-        if m in got:
-            got[m] += buf[s:e]
-    return got[_APP0], got[_DQT], (b"" if optimize else got[_DHT])
-
-
-def rebuild_full(payload: bytes, quality: int, optimize: bool) -> bytes:
-    """Abbreviated stream + q -> the complete JFIF file, byte-identical to what cv2 wrote."""
-    app0, dqt, dht = _tables(quality, optimize)
-    segs = list(segments(payload))
-    sof = [payload[s:e] for m, s, e in segs if m not in (_SOS, _DHT)]
-    own_dht = [payload[s:e] for m, s, e in segs if m == _DHT]
-    sos_start = segs[-1][1]
-    return b"".join([_SOI, app0, dqt, *sof, dht, *own_dht, payload[sos_start:]])
-
-
-def _params(quality: int, optimize: bool) -> list[int]:
-    return [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, int(optimize)]
-
-
-# ----------------------------------------------------------------------------- host pools
-POOLS = ("threads", "processes")
-_POOLS: dict[tuple[str, int], concurrent.futures.Executor] = {}
-_POOL_LOCK = threading.Lock()
-
-
-def host_workers(requested: int = 0) -> int:
-    return (
-        requested
-        if requested > 0
-        else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    )
-
-
-def _exit_with_parent(parent: int):
-    """Worker initializer: a killed trainer (SIGKILL, preemption) leaves its spawned workers
-    blocked on their queue forever (seen); each watches its parent and exits when it is gone."""
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True, name="bottlenet-jpeg-parent-watch").start()
-
-
-@atexit.register
-def _shutdown_pools():
-    """Join the workers while the interpreter is whole (a process pool left to its weakref
-    callback at teardown prints a spurious traceback)."""
-    with _POOL_LOCK:
-        for p in _POOLS.values():
-            p.shutdown(wait=True, cancel_futures=True)
-        _POOLS.clear()
-
-
-def _pool(kind: str, n: int) -> concurrent.futures.Executor:
-    with _POOL_LOCK:
-        if (kind, n) not in _POOLS:
-            if kind == "threads":
-                _POOLS[kind, n] = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="bottlenet-jpeg")
-            else:  # spawn, not fork: the parent runs XLA threads, which a fork would copy half-alive
-                ctx = multiprocessing.get_context("spawn")
-                _POOLS[kind, n] = concurrent.futures.ProcessPoolExecutor(
-                    n, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
-                )
-        return _POOLS[kind, n]
-
-
-def encode_image(img: np.ndarray, params: list[int]) -> np.ndarray:
-    """One grey uint8 image -> its complete JFIF file (uint8 array)."""
-    ok, enc = cv2.imencode(".jpg", img, params)
-    if not ok:
-        raise RuntimeError(f"cv2.imencode failed on a {img.shape} {img.dtype} image")
-    return enc
-
-
-def code_images(imgs: np.ndarray, params: list[int], out: np.ndarray | None = None):
-    """Encode and decode each grey image: (decoded [n, H, W] uint8, full JFIF sizes [n] int32)."""
-    out = np.empty_like(imgs) if out is None else out
-    full = np.empty((len(imgs),), np.int32)
-    for i, img in enumerate(imgs):
-        enc = encode_image(img, params)
-        out[i] = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
-        full[i] = enc.size
-    return out, full
-
-
 def jpeg_roundtrip_np(
     u8: np.ndarray, quality: int, layout: str = "grid", optimize: bool = False, workers: int = 0, pool: str = "threads"
 ):
-    """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload).
-
-    One contiguous chunk per worker (``workers`` of them). With ``pool="threads"``: cv2 releases
-    the GIL inside the codec, but each call's Python glue takes it back, so small images stop
-    scaling at a few threads (see
-    benchmarks/codec_throughput.py). ``processes``: spawned workers, no shared GIL; each chunk is
-    pickled across, which pays off on many-core hosts (GPU machines), not on 2 cores.
-    """
+    """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload):
+    tiled, coded by cv2 on the worker pool (jpeg_host), un-tiled."""
     lead, (h, w, c) = u8.shape[:-3], u8.shape[-3:]
     imgs = tile(np.ascontiguousarray(u8.reshape((-1, h, w, c))), layout)
-    n = imgs.shape[0]
-    params = _params(quality, optimize)
-    k = min(host_workers(workers), n)
-    bounds = np.linspace(0, n, k + 1).astype(int)
-    if k <= 1:
-        out, full = code_images(imgs, params)
-    elif pool == "threads":
-        out, full = np.empty_like(imgs), np.empty((n,), np.int32)
-
-        def work(lo, hi):
-            full[lo:hi] = code_images(imgs[lo:hi], params, out[lo:hi])[1]
-
-        for f in [_pool(pool, k).submit(work, lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]:
-            f.result()
-    else:
-        parts = list(
-            _pool(pool, k).map(code_images, [imgs[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])], [params] * k)
-        )
-        out, full = np.concatenate([o for o, _ in parts]), np.concatenate([f for _, f in parts])
-    payload = full - omitted_bytes(optimize)
+    out, full = code_tiles(imgs, params(quality, optimize), workers, pool)
     dec = untile(out, h, w, c, layout).reshape(u8.shape)
-    return dec, full.reshape(lead), payload.reshape(lead)
+    return dec, full.reshape(lead), (full - omitted_bytes(optimize)).reshape(lead)
 
 
 @register
@@ -323,7 +167,7 @@ class JpegCodec(Codec):
         x = np.asarray(x, np.float32)
         lo, scale = minmax_range(x)
         dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / scale))
-        return _unscale(dec, lo, scale), full + 8, payload + 8
+        return _unscale(dec, lo, scale), full + MINMAX_BYTES, payload + MINMAX_BYTES
 
     def device_roundtrip(self, x):
         """The same computation as the host path, in XLA: no callback."""
@@ -336,23 +180,29 @@ class JpegCodec(Codec):
     # ------------------------------------------------------------------ transport (off the graph)
     def encode(self, x):
         x = np.asarray(x, np.float32)
-        lo, scale = minmax_range(x) if self.minmax else (np.float32(0), np.float32(1))
-        imgs = tile(quantize_u8_np((x - lo) / scale), self.layout)
-        out, params = [], _params(self.quality, self.optimize)
-        for i, img in enumerate(imgs):
-            enc = encode_image(img, params)
-            side = np.array([lo.flat[i], scale.flat[i]], "<f4").tobytes() if self.minmax else b""
-            out.append(side + abbreviate(enc.tobytes(), self.optimize))
-        return out
+        x, sides = minmax_pack(x) if self.minmax else (x, [b""] * len(x))
+        p = params(self.quality, self.optimize)
+        return [
+            s + abbreviate(encode_image(img, p).tobytes(), self.optimize)
+            for s, img in zip(sides, tile(quantize_u8_np(x), self.layout))
+        ]
+
+    def check_payload(self, payload, shape):
+        h, w, c = shape
+        body = payload[MINMAX_BYTES:] if self.minmax else payload
+        if self.minmax and len(payload) < MINMAX_BYTES:
+            raise ValueError(f"{len(payload)} bytes: shorter than the min-max side information")
+        check_abbreviated(body, *tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:], self.optimize)
 
     def decode(self, payloads, shape):
         _, h, w, c = shape
-        side = 8 if self.minmax else 0
+        if self.minmax:
+            lo, scale, payloads = minmax_unpack(payloads)
         want = tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:]
         imgs = []
         for i, p in enumerate(payloads):  # checked one by one: a bad payload is named, not a shape clash
             try:
-                full = rebuild_full(p[side:], self.quality, self.optimize)
+                full = rebuild_full(p, self.quality, self.optimize)
             except ValueError as e:
                 raise ValueError(f"payload {i} ({len(p)} bytes): {e}") from None
             img = cv2.imdecode(np.frombuffer(full, np.uint8), cv2.IMREAD_UNCHANGED)
@@ -360,12 +210,8 @@ class JpegCodec(Codec):
                 got = "nothing (not a decodable JPEG stream)" if img is None else f"a {img.shape} image"
                 raise ValueError(f"payload {i} ({len(p)} bytes) decodes to {got}, expected a {want} tile image")
             imgs.append(img)
-        imgs = np.stack(imgs)
-        dec = untile(imgs, h, w, c, self.layout)
-        if not self.minmax:
-            return dequantize_u8_np(dec)
-        side = np.stack([np.frombuffer(p[:8], "<f4") for p in payloads]).reshape(-1, 2, 1, 1, 1)
-        return _unscale(dec, side[:, 0], side[:, 1])
+        dec = untile(np.stack(imgs), h, w, c, self.layout)
+        return _unscale(dec, lo, scale) if self.minmax else dequantize_u8_np(dec)
 
 
 def _unscale(u8, lo, scale):

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import Codec, register, straight_through
+from bottlenet_jax.codecs.base import Codec, range_coded_size, register, straight_through
 from bottlenet_jax.errors import ConfigError
 
 
@@ -244,6 +244,9 @@ class LightweightCodec(Codec):
         return [
             encode_symbols(s, self.probs) for s in quantize(np.asarray(x, np.float32), self.levels, self.thresholds)
         ]
+
+    def check_payload(self, payload, shape):
+        range_coded_size(payload, int(np.prod(shape)), 24)  # constriction's probabilities are 24-bit
 
     def decode(self, payloads, shape):
         count = int(np.prod(shape[1:]))
