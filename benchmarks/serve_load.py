@@ -14,7 +14,10 @@ it repeats is first checked to succeed). Per level: throughput, p50/p95/p99
 latency, mean batch fill (the server's ModelStatistics: inferences / executions), rejects. Payloads
 are real: the export's edge half and codec on random-content images. Bytes on the wire per request
 are counted by a TCP relay between one client and the server (both directions' TCP payload: HTTP/2,
-gRPC and protobuf framing included), next to the payload itself.
+gRPC and protobuf framing included), next to the payload itself, for the unary RPC (ModelInfer)
+and for the bidirectional stream (ModelStreamInfer, what the edge client uses). `--tls` repeats
+the 64-client level with both servers behind TLS (certificates made here by the openssl CLI):
+the batched/unbatched ratio and p95 with TLS on, beside the plaintext figures of the same run.
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ import numpy as np  # noqa: E402
 
 
 def random_export(out):
-    """An export of a random-init Fashion-MNIST-config model (figures meaningless: for --smoke)."""
+    """An export of a random-init model of the demo's config (figures meaningless: for --smoke)."""
     from bottlenet_jax.checkpoint import Checkpoints, write_json
     from bottlenet_jax.export import export_workdir
     from bottlenet_jax.models import build_model
     from bottlenet_jax.train_lib import create_train_state
-    from configs import fashion_mnist
+    from configs import fashion_mnist_demo
 
-    cfg = fashion_mnist.get_config()
+    cfg = fashion_mnist_demo.get_config()
     state, _ = create_train_state(cfg, build_model(cfg), 1, 10, 10)
     wd = os.path.join(out, "wd")
     os.makedirs(wd)
@@ -59,37 +62,51 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(export, port, max_batch, delay_ms, queue):
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bottlenet_jax.serve",
-            "--export",
-            export,
-            "--port",
-            str(port),
-            "--max-batch",
-            str(max_batch),
-            "--max-delay-ms",
-            str(delay_ms),
-            "--queue",
-            str(queue),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def start_server(export, port, max_batch, delay_ms, queue, tls=None):
+    cmd = [sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", str(port)]
+    cmd += ["--max-batch", str(max_batch), "--max-delay-ms", str(delay_ms), "--queue", str(queue)]
+    if tls:
+        cmd += ["--tls-cert", tls["server.crt"], "--tls-key", tls["server.key"]]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError(f"server did not start: {line}{p.stdout.read()[-2000:]}")
     return p
 
 
-def stats(addr):
+def make_certs(d):
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI)."""
+
+    def ssl(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    ssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=load CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout", "server.key", "-out", "server.csr")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+        "-out", "server.crt", "-extfile", "san.ext")  # fmt: skip
+    return {k: os.path.join(d, k) for k in ("ca.crt", "server.crt", "server.key")}
+
+
+def stats(addr, tls=None):
     import tritonclient.grpc as tc
 
-    c = tc.InferenceServerClient(addr)
+    c = tc.InferenceServerClient(addr, **({"ssl": True, "root_certificates": tls["ca.crt"]} if tls else {}))
     s = c.get_inference_statistics("bottlenet", as_json=True)["model_stats"][0]
     c.close()
     return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
@@ -112,7 +129,7 @@ def infer_requests(payloads):
     ]
 
 
-def closed_loop(addr, requests, concurrency, seconds):
+def closed_loop(addr, requests, concurrency, seconds, tls=None):
     """`concurrency` clients on one gRPC channel (grpc.aio, one event loop: the load generator must
     not eat the cores the server is measured on), each sending its next request when answered."""
     import asyncio
@@ -122,8 +139,14 @@ def closed_loop(addr, requests, concurrency, seconds):
 
     lat, codes = [], {}
 
+    def open_channel():
+        if not tls:
+            return grpc.aio.insecure_channel(addr)
+        with open(tls["ca.crt"], "rb") as f:
+            return grpc.aio.secure_channel(addr, grpc.ssl_channel_credentials(f.read()))
+
     async def run():
-        async with grpc.aio.insecure_channel(addr) as ch:
+        async with open_channel() as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
             stop = time.perf_counter() + seconds
 
@@ -142,9 +165,9 @@ def closed_loop(addr, requests, concurrency, seconds):
             await asyncio.gather(*(client(k) for k in range(concurrency)))
             return time.perf_counter() - t0
 
-    n0, e0 = stats(addr)
+    n0, e0 = stats(addr, tls)
     wall = asyncio.run(run())
-    n1, e1 = stats(addr)
+    n1, e1 = stats(addr, tls)
     ms = np.array(lat) * 1e3
     rejects = codes.pop("RESOURCE_EXHAUSTED", 0)
     return {
@@ -264,6 +287,40 @@ def wire_bytes(port, requests, n=200):
     }
 
 
+def wire_bytes_stream(port, payloads, n=200):
+    """The same count over one ModelStreamInfer stream, one request in flight at a time, each built
+    as the edge client builds it (client.stream_request: the payload as a raw BYTES tensor, LOGITS
+    asked for)."""
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    from bottlenet_jax.serve.client import stream_request
+
+    relay = Relay(port)
+    sent = [stream_request([payloads[k % len(payloads)]], str(k + 1)) for k in range(20 + n)]
+    with grpc.insecure_channel(f"127.0.0.1:{relay.port}") as ch:
+        import queue
+
+        outbox, counts = queue.Queue(), {}
+        responses = pb_grpc.GRPCInferenceServiceStub(ch).ModelStreamInfer(iter(outbox.get, None))
+        for k, req in enumerate(sent):
+            if k == 20:  # HPACK and flow-control windows warm
+                time.sleep(0.2)
+                counts["up"], counts["down"] = relay.up, relay.down
+            outbox.put(req)
+            r = next(responses)
+            assert not r.error_message, r.error_message
+        time.sleep(0.2)
+        up, down = relay.up - counts["up"], relay.down - counts["down"]
+        outbox.put(None)
+    return {
+        "up": up / n,
+        "down": down / n,
+        "payload": float(np.mean([len(payloads[k % len(payloads)]) for k in range(20, 20 + n)])),
+        "message": float(np.mean([r.ByteSize() for r in sent[20:]])),
+    }
+
+
 def print_sweep(results, levels, label):
     """One row per concurrency (batched | unbatched | ratios), then the peak-to-peak line."""
     for c in levels:
@@ -290,6 +347,7 @@ def main():
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-delay-ms", type=float, default=2.0)
     p.add_argument("--queue", type=int, default=256)
+    p.add_argument("--tls", action="store_true", help="also the highest level with both servers behind TLS")
     p.add_argument("--smoke", action="store_true")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="serve_load_")
@@ -302,9 +360,11 @@ def main():
     m = load_manifest(export)
     edge, codec = Half(export, "edge"), load_codec(m)
     imgs = np.random.default_rng(0).normal(size=(64, *m["input_shape"])).astype(np.float32)
-    requests = infer_requests([frame(b) for b in codec.encode(np.asarray(edge(imgs)))])
+    framed = [frame(b) for b in codec.encode(np.asarray(edge(imgs)))]
+    requests = infer_requests(framed)
     levels = [int(c) for c in a.concurrency.split(",")]
-    results, second = {}, {}
+    results, second, secure = {}, {}, {}
+    certs = make_certs(tmp) if a.tls else None
     for name, mb, delay in (("batched", a.max_batch, a.max_delay_ms), ("unbatched", 1, 0.0)):
         port = free_port()
         proc = start_server(export, port, mb, delay, a.queue)
@@ -316,10 +376,20 @@ def main():
             }
             if name == "batched":
                 wire = wire_bytes(port, requests, 40 if a.smoke else 200)
+                wire_stream = wire_bytes_stream(port, framed, 40 if a.smoke else 200)
         finally:
             proc.terminate()
             out, _ = proc.communicate(timeout=60)
         print(f"[{name} server] {out.strip().splitlines()[-1]}")
+        if certs:
+            port = free_port()
+            proc = start_server(export, port, mb, delay, a.queue, tls=certs)
+            try:
+                closed_loop(f"127.0.0.1:{port}", requests, 4, 0.5, tls=certs)  # warm-up
+                secure[name] = {levels[-1]: closed_loop(f"127.0.0.1:{port}", requests, levels[-1], a.seconds, certs)}
+            finally:
+                proc.terminate()
+                proc.communicate(timeout=60)
     print(
         f"# {os.cpu_count()} host cores | export {export} (RB{m['split_after']}, {m['codec']['name']}, features "
         f"{m['feature_shape']}) | closed loop, {a.seconds:g} s per level, loopback | batched: max batch "
@@ -335,13 +405,17 @@ def main():
         print_sweep(second, levels, "h2load peak")
     else:
         print("second measurement: h2load not found (apt-get install nghttp2-client)")
-    w = wire
-    print(
-        f"wire, per request, client->server (TCP payload through a counting relay): {w['up']:.1f} B = payload "
-        f"{w['payload']:.1f} B ({m['codec']['name']} bytes + 4 B CRC) + framing {w['up'] - w['payload']:.1f} B: "
-        f"KServe protobuf {w['message'] - w['payload']:.1f}, gRPC prefix 5, HTTP/2 frames and headers "
-        f"{w['up'] - w['message'] - 5:.1f}; server->client {w['down']:.1f} B"
-    )
+    if secure:
+        c = levels[-1]
+        print(f"with TLS, {c} clients (same run; plaintext above):")
+        print_sweep(secure, [c], "TLS")
+    for label, w in (("unary ModelInfer", wire), ("stream ModelStreamInfer", wire_stream)):
+        print(
+            f"wire, {label}, per request, client->server (TCP payload through a counting relay): {w['up']:.1f} B = "
+            f"payload {w['payload']:.1f} B ({m['codec']['name']} bytes + 4 B CRC) + framing "
+            f"{w['up'] - w['payload']:.1f} B: KServe protobuf {w['message'] - w['payload']:.1f}, gRPC prefix 5, "
+            f"HTTP/2 frames and headers {w['up'] - w['message'] - 5:.1f}; server->client {w['down']:.1f} B"
+        )
     errors = sum(r["errors"] for res in results.values() for r in res.values())
     if errors:
         print(f"ERRORS: {errors} requests failed with something other than RESOURCE_EXHAUSTED")

@@ -266,3 +266,41 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
         client.close()
     finally:
         s.stop(grace=5)
+
+
+def test_entropy_export_is_served_and_malformed_streams_are_invalid_argument(tmp_path):
+    """The learned entropy bottleneck: the manifest carries its integer tables, the server range-
+    decodes each payload; a stream that is not one of this model's (but has a valid CRC) fails
+    its own request with INVALID_ARGUMENT and serving goes on."""
+    import jax
+    import jax.numpy as jnp
+
+    from bottlenet_jax.export import Half, export_variables
+    from bottlenet_jax.models import build_model
+    from bottlenet_jax.serve import server as srv
+    from bottlenet_jax.serve.client import EdgeClient
+    from bottlenet_jax.serve.runtime import frame
+    from configs import fashion_mnist_entropy
+
+    cfg = fashion_mnist_entropy.get_config()
+    v = build_model(cfg, bn_axis_name=None).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    export_variables(cfg, v, str(tmp_path / "export"))
+    s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    addr = f"127.0.0.1:{s.port}"
+    try:
+        client = EdgeClient(str(tmp_path / "export"), addr)
+        imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
+        payloads = client.encode(imgs)
+        z = client.codec.decode([p[:-4] for p in payloads], (3, 14, 14, 8))
+        np.testing.assert_allclose(
+            client.send(payloads), np.asarray(Half(str(tmp_path / "export"), "cloud")(z)), rtol=1e-5, atol=1e-5
+        )
+        body = payloads[0][:-4]
+        for bad in (frame(body[:-4]), frame(body + b"\x12\x34\x56\x78"), frame(body[:-1]), frame(b"\xff" * 64)):
+            with pytest.raises(grpc.RpcError) as e:
+                _raw_infer(addr, [bad])
+            assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "entropy" in e.value.details()
+        np.testing.assert_array_equal(client.send(payloads[:1]), client.send(payloads[:1]))  # still serving
+        client.close()
+    finally:
+        s.stop(grace=5)

@@ -1,3 +1,4 @@
 from bottlenet_jax.serve.server import main
 
-main()
+if __name__ == "__main__":
+    main()

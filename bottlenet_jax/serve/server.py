@@ -1,31 +1,43 @@
 """The cloud server: the KServe v2 / Open Inference Protocol over gRPC, with a dynamic batcher.
 
     python -m bottlenet_jax.serve --export EXPORT_DIR [--host 127.0.0.1] [--port 8001]
-        [--max-batch 32] [--max-delay-ms 2] [--queue 256]
+        [--max-batch 32] [--max-delay-ms 2] [--queue 256] [--metrics-port 8002]
+        [--tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]]
 
 It speaks the protocol's gRPC service (`inference.GRPCInferenceService`, the stubs tritonclient
 ships), so `tritonclient.grpc` and Triton's tools talk to it: ServerLive/Ready/Metadata,
-ModelReady/Metadata/Config/Statistics and ModelInfer. One model, `bottlenet` (version 1):
+ModelReady/Metadata/Config/Statistics, ModelInfer and the bidirectional ModelStreamInfer (responses
+carry their request's id; a bad request gets an error response and the stream goes on). One
+model, `bottlenet` (version 1):
 
   input  PAYLOAD  BYTES [n]              one framed payload per sample: the codec's `encode` output
                                          followed by its CRC-32 (runtime.frame)
   output LOGITS   FP32  [n, classes]      (both unless the request names the outputs it wants)
          CLASS    INT32 [n]
 
-Each request's payloads are checked and decoded on the gRPC thread that received it; a bad one
-ends that request with INVALID_ARGUMENT naming the problem and never reaches a batch. Good requests
-wait in a bounded queue for the batcher (RESOURCE_EXHAUSTED when it is full). SIGTERM/SIGINT stop
-accepting requests, finish the ones in flight, then exit.
+Each payload's size, CRC and header are checked against the export's feature shape before it is
+decoded (a header cannot make the server allocate more than that shape), and decoding runs on a
+bounded thread pool, off the event loop. Every failure is one gRPC status for that request alone,
+counted in ModelStatistics and the Prometheus metrics: INVALID_ARGUMENT (bad payload or request),
+RESOURCE_EXHAUSTED (queue or decode pool full), UNAVAILABLE (model process down or restarting, or
+draining), DEADLINE_EXCEEDED (its deadline passed before its batch ran: not computed), INTERNAL.
+ServerReady/ModelReady are true only between warm-up and the start of draining while the model
+process serves. TLS with --tls-cert/--tls-key, and with --tls-client-ca clients must present a
+certificate signed by that CA (mutual TLS); plaintext otherwise (loopback default). SIGTERM/SIGINT
+stop accepting requests, finish the ones in flight, then exit.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import os
 import signal
 import struct
 import sys
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -33,7 +45,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from bottlenet_jax.serve.runtime import Batcher, ModelProcess, PayloadDecoder, PayloadError, QueueFull
+from bottlenet_jax.serve.metrics import Metrics
+from bottlenet_jax.serve.runtime import (
+    Batcher,
+    DeadlineExceeded,
+    ModelProcess,
+    ModelUnavailable,
+    PayloadDecoder,
+    PayloadError,
+    QueueFull,
+)
 
 MODEL, VERSION = "bottlenet", "1"
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -56,20 +77,50 @@ def bytes_elements(tensor, raw: bytes | None) -> list[bytes]:
     return out
 
 
+class Status(Exception):
+    """One request's outcome other than OK: a gRPC status code and its message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def status_of(e: Exception) -> Status:
+    """Every failure a request can meet, as the gRPC status it is answered with."""
+    for kind, code in (
+        (PayloadError, grpc.StatusCode.INVALID_ARGUMENT),
+        (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
+        (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
+    ):
+        if isinstance(e, kind):
+            return Status(code, str(e))
+    if isinstance(e, Status):
+        return e
+    return Status(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
+
+
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, decoder: PayloadDecoder, model: ModelProcess, batcher: Batcher):
-        self.decoder, self.model, self.batcher = decoder, model, batcher
+    def __init__(self, decoder: PayloadDecoder, model: ModelProcess, batcher: Batcher, metrics: Metrics, workers: int):
+        self.decoder, self.model, self.batcher, self.metrics = decoder, model, batcher, metrics
         self.failures = 0
+        self.draining = False
+        self._decode = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+        self._decode_slots = threading.BoundedSemaphore(4 * workers)  # requests decoding or waiting to
+
+    @property
+    def ready(self) -> bool:
+        return self.model.ready and not self.draining
 
     # -- health and metadata
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=True)
+        return pb.ServerReadyResponse(ready=self.ready)
 
     async def ModelReady(self, request, context):
-        return pb.ModelReadyResponse(ready=request.name == MODEL and request.version in ("", VERSION))
+        return pb.ModelReadyResponse(ready=self.ready and request.name == MODEL and request.version in ("", VERSION))
 
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="bottlenet-jax", version="0.1.0", extensions=["statistics"])
@@ -134,22 +185,39 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelStatisticsResponse(model_stats=[stats])
 
     # -- inference
-    async def ModelInfer(self, request, context):
-        await self._check_model(request.model_name, request.model_version, context)
+    async def infer(self, request, time_remaining: float | None) -> pb.ModelInferResponse:
+        """One request, through validation, decoding (off the event loop) and the batcher; raises
+        Status for anything but success. Counted either way."""
         try:
+            if request.model_name != MODEL or request.model_version not in ("", VERSION):
+                raise Status(grpc.StatusCode.NOT_FOUND, f"model {request.model_name!r}: this server has {MODEL!r}")
+            if self.draining:
+                raise Status(grpc.StatusCode.UNAVAILABLE, "the server is draining: send to another replica")
             wanted = [o.name for o in request.outputs] or ["LOGITS", "CLASS"]
             unknown = [n for n in wanted if n not in ("LOGITS", "CLASS")]
             if unknown:
                 raise PayloadError(f"requested outputs {unknown}: this model has LOGITS and CLASS")
+            deadline = None if time_remaining is None else time.monotonic() + time_remaining
             elements = self._payloads(request)
-            features = np.stack([self.decoder.decode_one(e) for e in elements])
-            logits = await asyncio.wrap_future(self.batcher.submit(features))
-        except PayloadError as e:
+            if not self._decode_slots.acquire(blocking=False):
+                raise QueueFull("too many requests being decoded; retry later")
+            try:
+                loop = asyncio.get_running_loop()
+                features = await loop.run_in_executor(self._decode, self._decode_all, elements)
+            finally:
+                self._decode_slots.release()
+            logits = await asyncio.wrap_future(self.batcher.submit(features, deadline))
+        except asyncio.CancelledError:  # the client gave up (its deadline, or a cancel): not computed
+            late = deadline is not None and time.monotonic() >= deadline
             self.failures += 1
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        except QueueFull as e:
+            self.metrics.request("DEADLINE_EXCEEDED" if late else "CANCELLED")
+            raise
+        except Exception as e:
+            st = status_of(e)
             self.failures += 1
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            self.metrics.request(st.code.name)
+            raise st from None
+        self.metrics.request("OK")
         out, n = pb.ModelInferResponse.InferOutputTensor, len(logits)
         tensors = {
             "LOGITS": (out(name="LOGITS", datatype="FP32", shape=[n, logits.shape[1]]), logits.astype("<f4").tobytes()),
@@ -163,6 +231,49 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raw_output_contents=[tensors[k][1] for k in wanted],
         )
 
+    def _decode_all(self, elements):
+        return np.stack([self.decoder.decode_one(e) for e in elements])
+
+    async def ModelInfer(self, request, context):
+        try:
+            return await self.infer(request, context.time_remaining())
+        except Status as st:
+            await context.abort(st.code, st.message)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Bidirectional stream: each request is answered on its own (out of order when batches
+        finish so), matched by its id; a failed one gets an error response and the stream goes on."""
+        answers: asyncio.Queue = asyncio.Queue()
+        pending = set()
+
+        async def one(request):
+            try:
+                r = pb.ModelStreamInferResponse(infer_response=await self.infer(request, context.time_remaining()))
+            except Status as st:
+                msg = f"[{st.code.name}] {st.message}"
+                r = pb.ModelStreamInferResponse(
+                    error_message=msg, infer_response=pb.ModelInferResponse(id=request.id, model_name=MODEL)
+                )
+            await answers.put(r)
+
+        async def read():
+            async for request in request_iterator:
+                t = asyncio.ensure_future(one(request))
+                pending.add(t)
+                t.add_done_callback(pending.discard)
+            await asyncio.gather(*list(pending))
+            await answers.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while True:
+                r = await answers.get()
+                if r is None:
+                    break
+                yield r
+        finally:
+            reader.cancel()
+
     def _payloads(self, request) -> list[bytes]:
         inputs = list(request.inputs)
         if len(inputs) != 1 or inputs[0].name != "PAYLOAD" or inputs[0].datatype != "BYTES":
@@ -171,15 +282,46 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         t = inputs[0]
         if len(t.shape) != 1 or t.shape[0] < 1:
             raise PayloadError(f"PAYLOAD shape {list(t.shape)}: expected [n], n >= 1 (one payload per sample)")
+        if t.shape[0] > self.batcher.max_batch:
+            raise PayloadError(f"{t.shape[0]} samples in one request: at most {self.batcher.max_batch} (max batch)")
         raw = request.raw_input_contents[0] if request.raw_input_contents else None
         elements = bytes_elements(t, raw)
         if len(elements) != t.shape[0]:
             raise PayloadError(f"PAYLOAD shape {list(t.shape)} but {len(elements)} elements sent")
         return elements
 
+    def close(self):
+        self._decode.shutdown(wait=True)
+
+
+def _read(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise OSError(f"{what} {path}: {e.strerror}") from None
+
+
+def server_credentials(cert: str | None, key: str | None, client_ca: str | None):
+    """None (plaintext), or TLS credentials; with `client_ca`, clients must present a certificate
+    that CA signed (mutual TLS)."""
+    if not cert and not key:
+        if client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
+        return None
+    if not (cert and key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    return grpc.ssl_server_credentials(
+        [(_read(key, "--tls-key"), _read(cert, "--tls-cert"))],
+        root_certificates=_read(client_ca, "--tls-client-ca"),
+        require_client_auth=bool(client_ca),
+    )
+
 
 class Server:
-    """The gRPC server (grpc.aio, on its own event-loop thread) + batcher + model, started.
+    """The gRPC server (grpc.aio, on its own event-loop thread) + batcher + supervised model, started.
 
     One event loop serves every connection: a request waiting for its batch is a suspended
     coroutine, not a blocked thread, so thousands can wait without thread switching."""
@@ -192,15 +334,30 @@ class Server:
         max_batch: int = 32,
         max_delay: float = 0.002,
         queue_size: int = 256,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_client_ca: str | None = None,
+        metrics_port: int | None = None,
+        decode_workers: int = 0,
+        max_restarts: int = 5,
     ):
         from bottlenet_jax.export import load_manifest
 
+        creds = server_credentials(tls_cert, tls_key, tls_client_ca)
+        self.tls = creds is not None
         self.decoder = PayloadDecoder(load_manifest(export_dir))
-        self.model = ModelProcess(export_dir, max_batch)
-        self.batcher = Batcher(self.model, max_batch, max_delay, queue_size)
-        self.service = InferenceService(self.decoder, self.model, self.batcher)
+        self.metrics = Metrics(max_batch)
+        self.model = ModelProcess(export_dir, max_batch, max_restarts, on_restart=self.metrics.restarted)
+        self.batcher = Batcher(self.model, max_batch, max_delay, queue_size, observe=self.metrics.observe)
+        workers = decode_workers or min(4, os.cpu_count() or 1)
+        self.service = InferenceService(self.decoder, self.model, self.batcher, self.metrics, workers)
+        self.metrics.ready.labels(model=MODEL, version=VERSION).set_function(lambda: float(self.service.ready))
+        self.metrics_port = None
+        if metrics_port is not None:
+            http, _ = self.metrics.serve(host, metrics_port)
+            self._metrics_http = http
+            self.metrics_port = http.server_port
         self._loop = asyncio.new_event_loop()
-        self._started: asyncio.Future | None = None
         ready, failure = threading.Event(), []
 
         async def serve():
@@ -212,7 +369,10 @@ class Server:
             )
             pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.service, self._grpc)
             try:
-                self.port = self._grpc.add_insecure_port(f"{host}:{port}")
+                address = f"{host}:{port}"
+                self.port = (
+                    self._grpc.add_secure_port(address, creds) if creds else self._grpc.add_insecure_port(address)
+                )
             except RuntimeError:
                 self.port = 0
             if not self.port:
@@ -239,19 +399,35 @@ class Server:
             raise failure[0]
 
     def stop(self, grace: float = 30.0):
-        """Stop accepting requests, let those in flight finish (up to `grace` s), then stop the batcher."""
+        """Readiness false at once, stop accepting requests, let those in flight finish (up to
+        `grace` s), then stop the batcher and the model process."""
+        self.service.draining = True
         asyncio.run_coroutine_threadsafe(self._grpc.stop(grace), self._loop).result()
         self.batcher.close()
-        self.compiles_after_warmup = self.model.compiles_since_warmup
+        self.service.close()
+        self.compiles_after_warmup = self.model.compiles_since_warmup if self.model.ready else -1
         self.model.close()
+        if self.metrics_port is not None:
+            self._metrics_http.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
 
 def start(export_dir: str, **options) -> Server:
     """Load the export, compile, and serve (returns at once; `.stop()` drains and ends it).
-    `options`: Server's host, port, max_batch, max_delay, queue_size."""
+    `options`: Server's keyword arguments (host, port, max_batch, max_delay, queue_size, tls_*,
+    metrics_port, decode_workers, max_restarts)."""
     return Server(export_dir, **options)
+
+
+def dry_run_export(export_dir: str) -> str:
+    """The export's manifest and codec, if the export is here (what serving it would need first)."""
+    from bottlenet_jax.export import load_codec, load_manifest
+
+    if not os.path.exists(os.path.join(export_dir, "manifest.json")):
+        return f"arguments ok; {export_dir} holds no export here, not checked"
+    m = load_manifest(export_dir)
+    return f"arguments ok; export {export_dir}: codec {load_codec(m).name}, features {m['feature_shape']}"
 
 
 def main(argv=None):
@@ -262,9 +438,16 @@ def main(argv=None):
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     p.add_argument("--queue", type=int, default=256, help="requests waiting at most; more are rejected")
+    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics over HTTP on this port")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate (chain) of this server: serve TLS")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", default=None, help="PEM CA: clients must present a certificate it signed (mTLS)")
+    p.add_argument("--dry_run", action="store_true", help="check the arguments (and the export, if here), then stop")
     a = p.parse_args(argv)
     if a.max_batch < 1 or a.queue < 1 or a.max_delay_ms < 0:
         sys.exit("error: --max-batch and --queue must be >= 1, --max-delay-ms >= 0")
+    if a.dry_run:
+        return print(f"dry run: {dry_run_export(a.export)}")
     from bottlenet_jax.errors import CheckpointError
 
     try:
@@ -275,14 +458,20 @@ def main(argv=None):
             max_batch=a.max_batch,
             max_delay=a.max_delay_ms / 1e3,
             queue_size=a.queue,
+            tls_cert=a.tls_cert,
+            tls_key=a.tls_key,
+            tls_client_ca=a.tls_client_ca,
+            metrics_port=a.metrics_port,
         )
-    except (OSError, RuntimeError, CheckpointError) as e:
+    except (OSError, RuntimeError, ValueError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     m, port, batcher = server.decoder.manifest, server.port, server.batcher
+    security = ("TLS" + (" with client certificates" if a.tls_client_ca else "")) if server.tls else "plaintext"
+    metrics = f"; metrics on http://{a.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
     print(
         f"serving {a.export} (RB{m['split_after']}, {m['codec']['name']}, features "
         f"{m['feature_shape']}) as model {MODEL!r} on {a.host}:{port}; batch sizes {server.model.sizes}, "
-        f"max delay {a.max_delay_ms} ms, queue {a.queue}",
+        f"max delay {a.max_delay_ms} ms, queue {a.queue}; {security}{metrics}",
         flush=True,
     )
     done = threading.Event()
