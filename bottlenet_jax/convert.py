@@ -82,11 +82,24 @@ def load_torchvision(path: str):
         raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 3 or not sys.argv[2].endswith(".npz"):
-        sys.exit("usage: python -m bottlenet_jax.convert IN.pth OUT.npz")
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(description="torchvision ResNet weights (.pth) -> .npz (no torch needed to load it)")
+    p.add_argument("pth")
+    p.add_argument("npz")
+    p.add_argument("--dry_run", action="store_true", help="check the arguments, then stop")
+    a = p.parse_args(argv)
+    if not a.npz.endswith(".npz"):
+        p.error(f"{a.npz}: the output must be a .npz file")
+    if a.dry_run:
+        return print(f"dry run: arguments ok ({a.pth} -> {a.npz})")
     try:
-        np.savez(sys.argv[2], **read_state_dict(sys.argv[1]))
+        np.savez(a.npz, **read_state_dict(a.pth))
     except CheckpointError as e:
         sys.exit(f"error: {e}")
-    print(f"wrote {sys.argv[2]}")
+    print(f"wrote {a.npz}")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ import numpy as np
 
 from bottlenet_jax.checkpoint import read_tree, write_json, write_tree
 from bottlenet_jax.codecs import make_codec, upgrade_settings
-from bottlenet_jax.errors import CheckpointError, DataError
+from bottlenet_jax.errors import CheckpointError, ConfigError, DataError
 
 
 def _subtree(variables, used):
@@ -179,7 +179,18 @@ def main(argv=None):
     p.add_argument("--workdir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--onnx", action="store_true", help="also write the edge half as ONNX (needs '.[onnx]')")
+    p.add_argument("--dry_run", action="store_true", help="check the arguments and the workdir's config, then stop")
     a = p.parse_args(argv)
+    if a.dry_run:
+        from bottlenet_jax.checkpoint import load_config
+        from bottlenet_jax.train_lib import validate_config
+
+        if not os.path.exists(os.path.join(a.workdir, "config.json")):
+            return print(f"dry run: arguments ok; {a.workdir} holds no trained run here, not checked")
+        try:
+            return print("dry run:", validate_config(load_config(a.workdir)))
+        except (CheckpointError, ConfigError) as e:
+            sys.exit(f"error: {e}")
     try:
         m = export_workdir(a.workdir, a.out, a.onnx)
     except CheckpointError as e:

@@ -24,6 +24,7 @@ from flax import struct
 from jax import lax
 
 from bottlenet_jax import parallel
+from bottlenet_jax.codecs import STAT_KEYS
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.parallel import AXIS, BATCH, REPLICATED
 
@@ -189,6 +190,7 @@ def eval_step(state: TrainState, batch, *, model, mean, std):
         "loss": cross_entropy(logits, label, logits.shape[-1]),
         "mask": batch["mask"],
     }
+    out.update({k: batch[k] for k in STAT_KEYS if k in batch})  # counted before the model (input-image reference)
     out.update(stats)
     return out
 

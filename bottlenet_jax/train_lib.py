@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from bottlenet_jax import actions, parallel
 from bottlenet_jax.checkpoint import Checkpoints, write_json
@@ -60,9 +61,14 @@ def merge_pretrained(state: TrainState, params, batch_stats, source: str) -> Tra
     b, nb, tb = merge(state.batch_stats, batch_stats)
     if np_ == 0:
         raise CheckpointError(f"init_from={source}: no parameter matches this model (wrong depth/width?)")
-    print(
-        f"init_from {source}: {np_}/{tp} params, {nb}/{tb} BN statistics loaded "
-        f"(the rest, e.g. the bottleneck unit or a resized head, start fresh)"
+    logging.info(
+        "init_from %s: %d/%d params, %d/%d BN statistics loaded (the rest, e.g. the bottleneck unit or a "
+        "resized head, start fresh)",
+        source,
+        np_,
+        tp,
+        nb,
+        tb,
     )
     return state.replace(params=p, batch_stats=b)
 
@@ -146,12 +152,92 @@ def open_dataset(cfg, prepare_if_missing: bool = True):
     return records.open_prepared(cfg.dataset, cfg.data_dir, prepare if prepare_if_missing else None)
 
 
-def train_and_evaluate(cfg, workdir: str) -> dict:
+def validate_config(cfg) -> str:
+    """Every check that needs no data and no compile: the model and codec (build_model), the
+    objective, the step intervals, the optimizer. A ConfigError names the first problem; else a
+    one-line description of the run."""
+    from bottlenet_jax.errors import ConfigError
+    from bottlenet_jax.models import feature_shape
+
+    model = build_model(cfg)
+    for key in ("log_every_steps", "checkpoint_every_steps"):
+        if cfg[key] <= 0:
+            raise ConfigError(f"{key}={cfg[key]}: must be > 0")
+    if cfg.eval_every_steps == 0 or cfg.eval_every_steps < -1:
+        raise ConfigError(f"eval_every_steps={cfg.eval_every_steps}: must be > 0, or -1 (once per epoch)")
+    if cfg.optimizer not in ("sgd", "adam"):
+        raise ConfigError(f"optimizer={cfg.optimizer!r}: must be sgd or adam")
+    for name in ("batch_size", "eval_batch_size"):
+        if cfg[name] <= 0:
+            raise ConfigError(f"{name}={cfg[name]}: must be > 0")
+    if cfg.num_train_steps <= 0 and cfg.num_epochs <= 0:
+        raise ConfigError(f"num_epochs={cfg.num_epochs}, num_train_steps={cfg.num_train_steps}: one must be > 0")
+    rate = float(cfg.get("rate_lambda", 0.0))
+    if rate < 0 or (rate and not model.codec.differentiable_rate):
+        raise ConfigError(
+            f"rate_lambda={rate}: must be >= 0, and > 0 only with a codec that has a rate model (codec.name=entropy)"
+        )
+    d = cfg.get("distill") or {}
+    if d.get("teacher") and not (0 <= d.get("weight", 0.5) <= 1 and d.get("temperature", 1.0) > 0):
+        raise ConfigError(
+            f"distill.weight={d.get('weight')}, distill.temperature={d.get('temperature')}: need 0..1, > 0"
+        )
+    split = f"split after RB{cfg.split.after}, features {list(feature_shape(cfg))}" if cfg.split.after else "no split"
+    return (
+        f"config ok: ResNet-{cfg.model.depth} width {cfg.model.width}, {split}, codec {model.codec.name}, "
+        f"dataset {cfg.dataset} ({cfg.train_split} / {cfg.validation_split or '-'} / {cfg.eval_split})"
+    )
+
+
+def config_changes(saved: dict, cfg: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ between a workdir's saved config and this one (keys the saved
+    one lacks, written before they existed, are not changes)."""
+    out = []
+    for k, v in saved.items():
+        key = prefix + k
+        if k not in cfg:
+            out.append(key)
+        elif isinstance(v, dict) and isinstance(cfg[k], dict):
+            out += config_changes(v, cfg[k], key + ".")
+        elif json_form(v) != json_form(cfg[k]):
+            out.append(key)
+    return out
+
+
+def json_form(v):
+    import json
+
+    return json.loads(json.dumps(v, default=str))
+
+
+def train_and_evaluate(cfg, workdir: str, accept_config_changes: bool = False) -> dict:
     """Train (resuming from workdir if it holds checkpoints), then evaluate eval_split once; returns that summary."""
-    return train(cfg, workdir)[1]
+    return train(cfg, workdir, accept_config_changes)[1]
 
 
-def train(cfg, workdir: str):
+def check_resume(cfg, workdir: str, accept: bool) -> None:
+    """Refuse to continue a workdir under a different config (one line naming the keys) unless
+    `accept`; then the new config replaces the saved one."""
+    import json
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    changed = config_changes(saved, json_form(cfg.to_dict()))
+    if changed and not accept:
+        from bottlenet_jax.errors import ConfigError
+
+        raise ConfigError(
+            f"--workdir={workdir} was started with another config (differs in: {', '.join(changed[:8])}"
+            f"{' ...' if len(changed) > 8 else ''}); use a new workdir, or --accept_config_changes to continue it"
+        )
+    if changed and jax.process_index() == 0:
+        write_json(path, cfg.to_dict())
+
+
+def train(cfg, workdir: str, accept_config_changes: bool = False):
     """As train_and_evaluate, returning (final replicated TrainState, the test summary).
 
     Periodic evaluations run on `validation_split` (held out from the training data) and pick the
@@ -159,7 +245,9 @@ def train(cfg, workdir: str):
     checkpoint, so no reported test figure was used for selection. Without a validation split the
     periodic evaluations are for monitoring only and the last checkpoint is the one reported."""
     parallel.maybe_initialize_distributed()
-    model = build_model(cfg)  # config errors surface before any data or compile work
+    validate_config(cfg)  # config errors surface before any data or compile work
+    model = build_model(cfg)
+    check_resume(cfg, workdir, accept_config_changes)
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
     ckpt = Checkpoints(workdir, cfg.keep_checkpoints)
@@ -180,7 +268,7 @@ def train(cfg, workdir: str):
             write_json(os.path.join(workdir, "config.json"), cfg.to_dict())
     start = int(state.step)
     if start:
-        print(f"resumed from {ckpt.root}/checkpoints/{start} (examples consumed: {meta['examples_seen']})")
+        logging.info("resumed from %s/checkpoints/%d (examples consumed: %d)", ckpt.root, start, meta["examples_seen"])
     state = parallel.replicate(state, mesh)
     p_train, p_eval = compile_steps(model, tx, mesh, cfg, teacher=load_teacher(cfg))
     writer, bar = actions.Writer(workdir), actions.ProgressBar(steps_per_epoch, total)
@@ -216,7 +304,7 @@ def train(cfg, workdir: str):
     summary = final_test(ckpt, template, state, data, cfg, mesh, p_eval, total)
     if jax.process_index() == 0:
         write_json(os.path.join(workdir, "test.json"), summary)
-    print("test:", actions.fmt(summary))
+    logging.info("test: %s", actions.fmt(summary))
     ckpt.close()
     writer.close()
     return state, summary

@@ -20,7 +20,11 @@ def get_config():
     )  # dtype: compute dtype (bfloat16 on accelerators)
     # split.after: RBk the network is cut after (0 = plain model). unit: BottleNet reduction/restoration.
     # condition: a channel codec's condition (sigma, p) is fed to the reduction unit (BottleNet++).
-    c.split = ml_collections.ConfigDict(dict(after=1, unit=True, channels=8, kernel=2, stride=2, condition=True))
+    # layers > 1: each unit has (layers - 1) more strided convs (+ BN + ReLU, `hidden` wide; 0: as
+    # wide as RBk's features) before the last: the features shrink by stride**layers.
+    c.split = ml_collections.ConfigDict(
+        dict(after=1, unit=True, channels=8, kernel=2, stride=2, condition=True, layers=1, hidden=0)
+    )
     # codec: `name` (identity | uint8 | jpeg | lightweight | awgn | bec | entropy) and that codec's settings,
     # with the defaults the codec itself declares (bottlenet_jax/codecs; an unknown key is an error).
     # To switch codec, replace the block: c.codec = ml_collections.ConfigDict(codec_settings("awgn")).

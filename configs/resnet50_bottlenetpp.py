@@ -4,8 +4,11 @@ AWGN channel with the noise level fed to the encoder; the paper's staged recipe.
     python train.py --config=configs/resnet50_bottlenetpp.py --workdir=/tmp/bpp_awgn \
         --config.init_from=/path/resnet50-11ad3fa6.pth --config.data_dir=/path/tfds
     python eval.py --workdir=/tmp/bpp_awgn --sweep=0,0.05,0.1,0.2,0.3       # accuracy vs sigma
-    # binary erasure channel instead: --config.codec.name=bec  (then --sweep=0,0.001,0.01,0.05)
-    # ablation, encoder blind to the channel: --config.split.condition=False
+    python train.py --config=configs/resnet50_bottlenetpp.py --workdir=/tmp/bpp_bec \
+        --config.codec.name=bec --config.codec.p=0.01 --config.codec.p_range=0,0.05 \
+        --config.init_from=/path/resnet50-11ad3fa6.pth --config.data_dir=/path/tfds   # erasure channel
+    python eval.py --workdir=/tmp/bpp_bec --sweep=0,0.001,0.01,0.05
+    # ablation, encoder blind to the channel: add --config.split.condition=False
 
 Recipe (BottleNet++, Shao & Zhang 2020): Adam 1e-4; stage 1 trains only the encoder/decoder with the
 backbone frozen, stage 2 trains all layers. The paper used CIFAR-100 (batch 32, 70 epochs); epochs

@@ -72,3 +72,104 @@ def test_unreadable_checkpoint_is_reported_and_kept(tmp_path):
     assert p.returncode == 2 and "not a directory" in err[0] and (tmp_path / "afile").read_text() == "x"
     p, err = run("eval.py", f"--workdir={tmp_path / 'nothing'}")
     assert p.returncode == 2 and "config.json" in err[0]
+
+
+def test_codec_switch_on_the_command_line_takes_that_codecs_own_settings(tmp_path):
+    """--config.codec.name=awgn used to keep the JPEG block and fail on `codec.backend`."""
+    p = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "--config=configs/fashion_mnist_demo.py",
+            f"--workdir={tmp_path / 'wd'}",
+            "--config.codec.name=awgn",
+            "--config.codec.sigma=0.1",
+            "--dry_run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert p.returncode == 0 and "codec awgn" in p.stdout, p.stderr[-1500:]
+    from bottlenet_jax.cli import load_config_file
+
+    cfg = load_config_file("configs/resnet50_bottlenetpp.py", "codec.p=0.02", "codec.name=bec")  # order-free
+    assert cfg.codec.name == "bec" and cfg.codec.p == 0.02 and "sigma" not in cfg.codec
+
+
+def test_tuple_and_list_overrides_keep_their_element_type():
+    """`codec.sigma_range=0,0.1` used to become ('0', ',', '0', '.', '1')."""
+    from bottlenet_jax.cli import load_config_file
+    from bottlenet_jax.errors import ConfigError
+
+    cfg = load_config_file("configs/fashion_mnist_bottlenetpp.py", "codec.sigma_range=0,0.1", "mean=(0.5)")
+    assert cfg.codec.sigma_range == (0.0, 0.1) and all(isinstance(v, float) for v in cfg.codec.sigma_range)
+    assert cfg.mean == (0.5,)
+    cfg = load_config_file("configs/fashion_mnist_demo.py", "split.after=4", "codec.optimize=yes", "seed=3")
+    assert (cfg.split.after, cfg.codec.optimize, cfg.seed) == (4, True, 3)
+    for bad, match in (
+        ("codec.sigma_range=0,x", "not a valid tuple"),
+        ("split.after=two", "not a valid int"),
+        ("model.widht=3", "not a key of model"),
+        ("nope.x=1", "no config group"),
+        ("model=3", "is a group"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            load_config_file(
+                "configs/fashion_mnist_bottlenetpp.py" if "sigma" in bad else "configs/fashion_mnist_demo.py", bad
+            )
+
+
+def test_one_override_syntax_for_train_the_demo_and_the_experiments():
+    """train.py, the demo and every experiment take --config.KEY=VALUE the same way (cli.apply_overrides)."""
+    from bottlenet_jax import demo
+    from bottlenet_jax.experiments import frontier
+
+    a = demo.parse(["--config.model.width=4", "--config.codec.quality=12", "--entropy_config="])
+    base, bn = demo.configs(a.config, a)
+    assert (base.model.width, bn.codec.quality) == (4, 12)
+    from bottlenet_jax.cli import split_overrides
+
+    p = frontier.parser()
+    overrides, rest = split_overrides(["--seeds", "1", "--config.seed=9"])
+    assert overrides == ["seed=9"] and p.parse_args(rest).seeds == [1]
+
+
+def test_zero_intervals_and_bad_objectives_are_rejected_at_validation():
+    """A step interval of 0 used to divide by zero in actions.py mid-run."""
+    from bottlenet_jax.cli import load_config_file
+    from bottlenet_jax.errors import ConfigError
+    from bottlenet_jax.train_lib import validate_config
+
+    for bad, match in (
+        ("log_every_steps=0", "log_every_steps=0"),
+        ("checkpoint_every_steps=0", "checkpoint_every_steps=0"),
+        ("eval_every_steps=0", "eval_every_steps=0"),
+        ("rate_lambda=0.001", "rate model"),
+        ("optimizer=lamb", "sgd or adam"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            validate_config(load_config_file("configs/fashion_mnist_demo.py", bad))
+    assert "codec entropy" in validate_config(load_config_file("configs/fashion_mnist_entropy.py"))
+
+
+def test_resuming_with_a_changed_config_is_refused_unless_accepted(tmp_path):
+    """A workdir continued with another config used to be accepted silently (config.json is written once)."""
+    import json
+
+    from bottlenet_jax.cli import load_config_file
+    from bottlenet_jax.errors import ConfigError
+    from bottlenet_jax.train_lib import check_resume
+
+    cfg = load_config_file("configs/fashion_mnist_demo.py")
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict(), default=str))
+    check_resume(cfg, str(tmp_path), False)  # the same config: fine
+    changed = load_config_file("configs/fashion_mnist_demo.py", "learning_rate=0.5", "codec.quality=50")
+    with pytest.raises(ConfigError, match=r"differs in: codec.quality, learning_rate.*accept_config_changes"):
+        check_resume(changed, str(tmp_path), False)
+    check_resume(changed, str(tmp_path), True)
+    assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 0.5  # now the workdir's config
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("rate_lambda", "distill")}  # written before they existed
+    (tmp_path / "config.json").write_text(json.dumps(old, default=str))
+    check_resume(cfg, str(tmp_path), False)

@@ -1,10 +1,14 @@
 """The package's import graph runs one way (README, "Layout"): nothing imports upward, nothing
 imports the repo-root `configs/` (entry points load config files by path), and there are no cycles.
 
-Read from the source with `ast`, so imports inside functions count too."""
+Read from the source with `ast`, so imports inside functions count too; importing `a.b.c` runs the
+packages' `a/__init__` and `a/b/__init__` first, so those edges count. And every module is imported
+on its own into an interpreter holding none of the package (a cycle shows only in that order)."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -14,9 +18,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "bottlenet_jax"
 TIERS = [
     ("errors",),
     ("parallel", "codecs", "data", "convert"),
-    ("models", "units"),
+    ("models",),
     ("steps",),
-    ("checkpoint", "evaluation", "actions"),
+    ("checkpoint", "evaluation", "actions", "plots"),
     ("train_lib", "export"),
     ("cli", "demo", "experiments", "serve"),
 ]
@@ -52,7 +56,10 @@ def import_graph() -> dict[str, set[str]]:
                     f"{node.module}.{a.name}" if is_module(f"{node.module}.{a.name}") else node.module
                     for a in node.names
                 }
-        graph[src] = {m for m in out if m.split(".")[0] in ("bottlenet_jax", "configs")}
+        out = {m for m in out if m.split(".")[0] in ("bottlenet_jax", "configs")}
+        # importing a.b.c first runs a.b's __init__ (unless src is inside a.b: it is running already)
+        parents = {".".join(m.split(".")[:i]) for m in out for i in range(2, m.count(".") + 1)}
+        graph[src] = out | {p for p in parents if is_module(p) and not src.startswith(p + ".") and p != src}
     return graph
 
 
@@ -97,3 +104,54 @@ def test_no_cycles():
 
     for m in GRAPH:
         visit(m, [])
+
+
+def test_every_module_imports_first_in_a_fresh_interpreter():
+    """Each module imported with none of the package loaded before it (third-party modules stay
+    cached, so this takes seconds): an import cycle fails here even where the order hides it."""
+    names = sorted(m for m in GRAPH if not m.endswith("__main__") and m != "bottlenet_jax.data.prepare")
+    code = (
+        "import importlib, sys\n"
+        "bad = []\n"
+        f"for name in {names!r}:\n"
+        "    for m in [m for m in sys.modules if m == 'bottlenet_jax' or m.startswith('bottlenet_jax.')]:\n"
+        "        del sys.modules[m]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as e:\n"
+        "        bad.append(f'{name}: {type(e).__name__}: {e}')\n"
+        "print('\\n'.join(bad) or 'all imported')\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT.parent)
+    assert p.stdout.strip() == "all imported", p.stdout + p.stderr[-2000:]
+
+
+def test_evaluation_has_one_loop_and_library_code_logs():
+    """Evaluation lived in seven places; now only evaluation.evaluate walks an eval split through the
+    model (the lightweight calibration reads features, it does not evaluate). Library modules log
+    with absl instead of printing (entry points print their results)."""
+    loops, prints = [], []
+    entry = ("demo", "cli", "experiments", "serve", "export", "convert", "data.prepare")
+    for path in ROOT.rglob("*.py"):
+        name = module_name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", "")) == "eval_iterator"
+            ):
+                loops.append(name)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
+                prints.append(name)
+    assert sorted(set(loops) - {"bottlenet_jax.data.loader"}) == [
+        "bottlenet_jax.evaluation",
+        "bottlenet_jax.experiments.lightweight",
+    ], loops
+    assert not [m for m in prints if not m.split(".", 1)[-1].startswith(entry)], prints
+
+
+def test_jpeg_codec_file_is_the_codec_only():
+    """codecs/jpeg.py mixed tiling and the codec with JFIF stream editing and worker pools."""
+    jpeg = (ROOT / "codecs" / "jpeg.py").read_text()
+    assert "multiprocessing" not in jpeg and "def segments" not in jpeg and "ProcessPoolExecutor" not in jpeg
+    assert "def segments" in (ROOT / "codecs" / "jfif.py").read_text()
+    assert "ProcessPoolExecutor" in (ROOT / "codecs" / "jpeg_host.py").read_text()

@@ -104,7 +104,10 @@ def main(argv=None):
     p.add_argument("dataset")
     p.add_argument("--data_dir", default=None, help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     p.add_argument("--splits", default=None, help="comma-separated (default: every split TFDS lists)")
+    p.add_argument("--dry_run", action="store_true", help="check the arguments, then stop")
     a = p.parse_args(argv)
+    if a.dry_run:
+        return print(f"dry run: arguments ok (dataset {a.dataset}, data_dir {a.data_dir}, splits {a.splits})")
     try:
         root = prepare(a.dataset, a.data_dir, a.splits.split(",") if a.splits else None)
     except DataError as e:

@@ -31,13 +31,11 @@ import os
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from bottlenet_jax import cli
-from bottlenet_jax.codecs import IdentityCodec, codec_settings, make_codec
+from bottlenet_jax.codecs import codec_settings
 from bottlenet_jax.codecs.channel import snr_db
 from bottlenet_jax.experiments import git_state, machine, write_csv
 from bottlenet_jax.models import feature_shape
@@ -50,10 +48,24 @@ TRAIN_CONDITION = {"awgn": dict(sigma=0.1, sigma_range=(0.0, 0.2)), "bec": dict(
 METHODS = ("conditioned", "unconditioned", "no channel coding")
 
 
+def dry_run(a) -> str:
+    """The model configs of the grid, on the baseline's network when it exists here, else on --config's."""
+    from bottlenet_jax.checkpoint import load_config
+    from bottlenet_jax.models.resnet import STAGE_SIZES
+    from bottlenet_jax.train_lib import validate_config
+
+    have = os.path.exists(os.path.join(a.baseline, "config.json"))
+    base = cli.guarded(load_config, a.baseline) if have else cli.guarded(cli.load_config_file, a.config, *a.overrides)
+    a.split_after = a.split_after or sum(STAGE_SIZES[base.model.depth])
+    checks = [model_config(a, base, ch, cond) for ch in CHANNELS for cond in (True, False)]
+    done = "; ".join(sorted({cli.guarded(validate_config, c) for c in checks}))
+    return done + ("" if have else f" (baseline {a.baseline} not here: checked on --config's network)")
+
+
 def model_config(a, base, channel, condition):
     from bottlenet_jax.models.resnet import channels_after_block
 
-    c = cli.load_config_file(a.config)
+    c = cli.load_config_file(a.config, *a.overrides)
     c.model.update(width=base.model.width, depth=base.model.depth)
     c.split.after = a.split_after
     c.split.channels = max(1, channels_after_block(c.model.depth, c.model.width, a.split_after) // a.reduction)
@@ -91,41 +103,17 @@ def ensure_baseline(a):
     cli.guarded(train_lib.train_and_evaluate, base, a.baseline)
 
 
-def load_variables(workdir):
-    from bottlenet_jax.checkpoint import Checkpoints
-
-    raw = Checkpoints(workdir).restore_raw()
-    return {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
-
-
-def channel_sweep(cfg, variables, codec, values, seed, n_examples):
-    """Top-1 and mean channel-input power at each condition value, over the eval split."""
-    from bottlenet_jax.data import loader, records
-    from bottlenet_jax.models import build_model
-    from bottlenet_jax.steps import normalize
+def channel_sweep(cfg, workdir, values, n_examples):
+    """Top-1 and mean channel-input power at each condition value, over the eval split: the
+    weights of `workdir` under `cfg` (its codec at each value of its condition field), through
+    the one evaluation loop (evaluation.evaluate_workdir)."""
+    from bottlenet_jax.evaluation import evaluate_workdir
 
     c = ml_collections.ConfigDict(cfg.to_dict())
     c.eval_examples = n_examples
-    model = build_model(c, bn_axis_name=None, codec=codec)
-    trunk = jax.jit(lambda v, x: model.apply(v, normalize(x, c.mean, c.std), part="trunk"))
-
-    @jax.jit
-    def tail(v, feats, cond, key):
-        z = model.apply(v, feats, part="encoder", condition=cond)
-        z_hat, _ = codec(z, train=False, rng=key, condition=cond)
-        power = codec.signal_power(z)
-        return jnp.argmax(model.apply(v, z_hat, part="cloud"), -1), power
-
-    correct, power, n = np.zeros(len(values)), np.zeros(len(values)), 0
-    for i, batch in enumerate(loader.eval_iterator(records.open_prepared(c.dataset, c.data_dir), c)):
-        feats, mask = trunk(variables, batch["image"]), batch["mask"]
-        for j, val in enumerate(values):
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), i), j)
-            pred, pw = tail(variables, feats, jnp.full(mask.shape, val, jnp.float32), key)
-            correct[j] += np.sum((np.asarray(pred) == batch["label"]) & mask)
-            power[j] += np.sum(np.asarray(pw) * mask)
-        n += int(mask.sum())
-    return [{"top1": correct[j] / n, "power": power[j] / n, "examples": n} for j in range(len(values))]
+    rows = cli.guarded(evaluate_workdir, workdir, c, None, values, False) if values else []
+    rows = rows or cli.guarded(evaluate_workdir, workdir, c, None, (), True)
+    return [{"top1": r["top1"], "power": r.get("signal_power_mean", 0.0), "examples": r["examples"]} for r in rows]
 
 
 def main(argv=None):
@@ -147,18 +135,21 @@ def main(argv=None):
     p.add_argument("--stage1", type=float, default=0.3, help="fraction of steps with the backbone frozen")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam peak learning rate (cosine decay)")
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    p.add_argument("--dry_run", action="store_true", help="build and check the configs, then stop (no training)")
+    overrides, rest = cli.split_overrides(argv)  # --config.KEY=VALUE: on --config, as everywhere
+    a = p.parse_args(rest)
+    a.overrides = overrides
     a.commit = git_state()
     a.out = a.out or ("workdir/bpp_quick/results" if a.quick else "results/fashion_mnist/bottlenetpp")
     a.workdir = a.workdir or ("workdir/bpp_quick" if a.quick else "workdir/bottlenetpp")
     a.baseline = a.baseline or ("workdir/repro_quick/baseline" if a.quick else "workdir/repro/baseline")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    cli.setup_logging()
     from bottlenet_jax import train_lib
     from bottlenet_jax.checkpoint import load_config
 
     t0 = time.time()
+    if a.dry_run:
+        return print("dry run:", dry_run(a))
     ensure_baseline(a)
     base = load_config(a.baseline)
     if a.split_after is None:
@@ -173,7 +164,8 @@ def main(argv=None):
             if method == "no channel coding":
                 cfg = ml_collections.ConfigDict(model_config(a, base, ch, False).to_dict())
                 cfg.split.unit = False
-                variables, codec = load_variables(a.baseline), make_codec(cfg.codec.to_dict(), minmax=True)
+                cfg.codec.minmax = True
+                workdir = a.baseline
             else:
                 cfg = model_config(a, base, ch, method == "conditioned")
                 name = f"{ch}_{'cond' if method == 'conditioned' else 'blind'}"
@@ -181,9 +173,9 @@ def main(argv=None):
                 print(f"\n### {name}: training in {a.workdir}/{name}", flush=True)
                 cli.guarded(train_lib.train_and_evaluate, cfg, os.path.join(a.workdir, name))
                 print(f"### {name}: {time.time() - t:.0f} s", flush=True)
-                variables, codec = load_variables(os.path.join(a.workdir, name)), make_codec(cfg.codec.to_dict())
+                workdir = os.path.join(a.workdir, name)
             info[(ch, method)] = feature_shape(cfg)
-            for val, r in zip(values, channel_sweep(cfg, variables, codec, values, a.seed, n_eval)):
+            for val, r in zip(values, channel_sweep(cfg, workdir, values, n_eval)):
                 rows.append(
                     {
                         "channel": ch,
@@ -200,7 +192,8 @@ def main(argv=None):
                 print(f"{ch} {method:18s} {field}={val:<6g} top1={r['top1']:.4f}", flush=True)
     ref = ml_collections.ConfigDict(model_config(a, base, "awgn", False).to_dict())
     ref.split.unit = False
-    base_top1 = channel_sweep(ref, load_variables(a.baseline), IdentityCodec(), [0.0], a.seed, n_eval)[0]
+    ref.codec = ml_collections.ConfigDict(codec_settings("identity"))
+    base_top1 = channel_sweep(ref, a.baseline, (), n_eval)[0]
     write_outputs(rows, base_top1, info, a, time.time() - t0, argv)
 
 

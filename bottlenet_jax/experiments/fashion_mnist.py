@@ -42,7 +42,7 @@ QUICK_DEPTH = 18
 
 
 def base_config(a):
-    c = cli.load_config_file(a.config)
+    c = cli.load_config_file(a.config, *a.overrides)
     c.model.width = a.width
     c.model.depth = a.depth
     c.split.after = 0
@@ -105,7 +105,7 @@ def sweep(method, trained, cfg, qualities, rows, codec_over=None):
     field = make_codec(c.codec).sweep_field
     reuse = c.codec.name == cfg.codec.name and bool(summary)
     todo = [q for q in qualities if not (reuse and q == cfg.codec[field])]
-    found = {r[field]: r for r in (cli.guarded(evaluate_workdir, workdir, c, None, todo, None, False) if todo else [])}
+    found = {r[field]: r for r in (cli.guarded(evaluate_workdir, workdir, c, None, todo, False) if todo else [])}
     if reuse and cfg.codec[field] in qualities:
         found[cfg.codec[field]] = summary
     for q in qualities:
@@ -263,17 +263,23 @@ def main(argv=None):
     p.add_argument("--split_epochs", type=float, default=0.5, help="fine-tuning epochs for RB4/RB8/RB14")
     p.add_argument("--finetune_lr", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
+    p.add_argument("--dry_run", action="store_true", help="build and check every config, then stop (no data)")
+    overrides, rest = cli.split_overrides(argv)  # --config.KEY=VALUE: on --config, as everywhere
+    a = p.parse_args(rest)
+    a.overrides = overrides
     a.depth = a.depth or (QUICK_DEPTH if a.quick else 50)
     a.commit = git_state()  # at start: the code that produced the numbers
     a.out = a.out or ("workdir/repro_quick/results" if a.quick else "results/fashion_mnist")
     a.workdir = a.workdir or ("workdir/repro_quick" if a.quick else "workdir/repro")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    cli.setup_logging()
     t0 = time.time()
     qualities = (a.q_train,) if a.quick else QUALITIES
-    base = base_config(a)
+    base = cli.guarded(base_config, a)
+    if a.dry_run:
+        from bottlenet_jax.train_lib import validate_config
+
+        checks = [base] + [bottlenet_config(a, base, k, "jpeg") for k in ((1, 4) if a.quick else (1, 4, 8, 14))]
+        return print("dry run:", "; ".join(cli.guarded(validate_config, c) for c in checks))
     a.validation_split = base.validation_split
     base.num_epochs = a.baseline_epochs
     if a.quick:

@@ -13,7 +13,8 @@ finished run is only re-evaluated), on the network of --config (configs/fashion_
   lightweight   the baseline cut after RB1 with no unit and no retraining: clip model + uniform /
                 ECSQ quantiser + range coder, calibrated on 512 training images (a few settings);
   entropy       the learned entropy bottleneck at RB1 (--config's unit), fine-tuned from the baseline
-                at each rate_lambda of --lambdas, without and with distillation from the baseline.
+                at each rate_lambda of --lambdas, without and/or with distillation from the baseline
+                (--distill both|off|on).
 Models are selected on the validation split held out from training; the test split is evaluated
 once per model and setting. Bytes are `len()` of real streams (abbreviated JPEG streams on both
 JPEG sides, range-coded streams for the other two), mean over the test images.
@@ -40,7 +41,6 @@ import numpy as np
 
 from bottlenet_jax import cli
 from bottlenet_jax.experiments import git_state, machine, write_csv
-from bottlenet_jax.models import validate
 
 INPUT = "input image JPEG"
 TOLERANCE = 0.01  # "within 1 point of the baseline"
@@ -51,7 +51,7 @@ def run_configs(a, seed: int) -> dict:
     from bottlenet_jax.codecs import codec_settings
 
     wd = os.path.join(a.workdir, f"seed{seed}")
-    ent = cli.load_config_file(a.config, *a.override)
+    ent = cli.load_config_file(a.config, *a.overrides)
     ent.seed = seed
     base = ml_collections.ConfigDict(ent.to_dict())
     base.split.update(after=0, unit=False)
@@ -74,7 +74,7 @@ def run_configs(a, seed: int) -> dict:
         c.codec = ml_collections.ConfigDict(codec_settings("jpeg", quality=a.jpeg_q))
         runs[f"jpeg_c{ch}"] = c
     for lam in a.lambdas:
-        for kd in (False, True):
+        for kd in {"both": (False, True), "on": (True,), "off": (False,)}[a.distill]:
             c = finetune(ent)
             c.rate_lambda = lam
             if kd:
@@ -132,7 +132,7 @@ def run_seed(a, seed: int) -> list[dict]:
             rows += [row(seed, INPUT, f"q={r['q']}", r) for r in jpeg]
             rows += lightweight_rows(a, cfg, wd, seed, raw["top1"])
         elif name.startswith("jpeg_c"):
-            for r in cli.guarded(evaluate_workdir, wd, None, None, a.qualities, os.path.join(wd, "sweep"), False):
+            for r in cli.guarded(evaluate_workdir, wd, None, None, a.qualities, False):
                 rows.append(row(seed, method_of(name, cfg)[0], f"q={r['quality']}", r))
         else:
             rows.append(row(seed, *method_of(name, cfg), s))
@@ -145,7 +145,7 @@ def lightweight_rows(a, base_cfg, base_wd, seed, top_base) -> list[dict]:
     (its best settings at RB1 in results/fashion_mnist/lightweight: uniform N=2..6, ECSQ)."""
     from bottlenet_jax.experiments import lightweight
 
-    k = cli.load_config_file(a.config, *a.override).split.after
+    k = cli.load_config_file(a.config, *a.overrides).split.after
     settings = LIGHTWEIGHT[:1] if a.quick else LIGHTWEIGHT
     ns = argparse.Namespace(baseline=base_wd, calib=64 if a.quick else 512, quick=a.quick)
     out = []
@@ -333,7 +333,6 @@ def parser():
     floats = lambda s: [float(v) for v in s.split(",")]
     ints = lambda s: [int(v) for v in s.split(",")]
     p.add_argument("--config", default="configs/fashion_mnist_entropy.py")
-    p.add_argument("--override", action="append", default=[], help="key=value for --config (repeatable)")
     p.add_argument("--seeds", type=ints, default=[0, 1, 2])
     p.add_argument("--workdir", default="workdir/frontier")
     p.add_argument("--out", default=None, help="default results/fashion_mnist/frontier (--quick: WORKDIR/results)")
@@ -341,12 +340,14 @@ def parser():
     p.add_argument("--finetune_epochs", type=float, default=2.0)
     p.add_argument("--finetune_lr", type=float, default=0.05)
     p.add_argument("--lambdas", type=floats, default=[1e-4, 2e-4, 4e-4, 1e-3])
+    p.add_argument("--distill", choices=["both", "on", "off"], default="both", help="entropy with/without teacher")
     p.add_argument("--jpeg_channels", type=ints, default=[2, 4])
     p.add_argument("--jpeg_q", type=int, default=30)
     p.add_argument("--qualities", type=ints, default=[10, 30, 50, 70, 90])
     p.add_argument("--input_qualities", type=ints, default=[5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95])
     p.add_argument("--quick", action="store_true", help="3 steps per run, 500 test images, one seed: a smoke test")
     p.add_argument("--plot_only", action="store_true")
+    p.add_argument("--dry_run", action="store_true", help="build and check every run's config, then stop (no data)")
     return p
 
 
@@ -362,10 +363,12 @@ def _num(v):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     p = parser()
+    overrides, rest = cli.split_overrides(argv)  # --config.KEY=VALUE: on --config, as everywhere
     try:
-        a = p.parse_args(argv)
+        a = p.parse_args(rest)
     except ValueError as e:
         p.error(str(e))
+    a.overrides = overrides
     if a.quick:
         a.seeds, a.lambdas, a.jpeg_channels, a.qualities = a.seeds[:1], a.lambdas[:1], a.jpeg_channels[:1], [30]
         a.input_qualities, a.workdir = [30], a.workdir + "_quick"
@@ -375,13 +378,16 @@ def main(argv=None):
             rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
         plot(rows, a.out)
         return print(f"redrew {a.out}/frontier.png")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    cli.setup_logging()
     a.commit = git_state()
+    from bottlenet_jax.train_lib import validate_config
+
     for seed in a.seeds:  # every config built and checked before any training
-        for cfg, _ in run_configs(a, seed).values():
-            cli.guarded(validate, cfg)
+        for cfg, _ in cli.guarded(run_configs, a, seed).values():
+            cli.guarded(validate_config, cfg)
+    if a.dry_run:
+        n = len(run_configs(a, a.seeds[0]))
+        return print(f"dry run: {n} runs per seed x {len(a.seeds)} seeds, every config ok")
     t0, rows, before = time.time(), [], []
     for seed in a.seeds:
         done = [k for k, (_, wd) in run_configs(a, seed).items() if os.path.exists(os.path.join(wd, "test.json"))]

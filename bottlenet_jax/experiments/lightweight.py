@@ -139,6 +139,7 @@ def main(argv=None):
     p.add_argument("--splits", default=None, help="residual blocks to cut after (default 1,4,8,14; 1,4 with --quick)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--plot_only", action="store_true", help="redraw OUT's plot from OUT/results.csv (no evaluation)")
+    p.add_argument("--dry_run", action="store_true", help="check the arguments (and the baseline, if here), then stop")
     a = p.parse_args(argv)
     a.commit = git_state()  # at start: the code that produced the numbers
     a.out = a.out or ("workdir/lightweight_quick" if a.quick else "results/fashion_mnist/lightweight")
@@ -151,13 +152,13 @@ def main(argv=None):
             rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
         plot(rows, rows[0]["top1"] + rows[0]["loss vs baseline (pts)"] / 100, a.out)
         return print(f"redrew {a.out}/accuracy_vs_rate.png")
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
+    cli.setup_logging()
     from bottlenet_jax.checkpoint import load_config
     from bottlenet_jax.evaluation import evaluate_workdir
 
     t0 = time.time()
+    if a.dry_run and not os.path.exists(os.path.join(a.baseline, "config.json")):
+        return print(f"dry run: arguments ok (splits {splits}); baseline {a.baseline} not here, not checked")
     cfg = cli.guarded(load_config, a.baseline)
     a.seed = cfg.seed
     if a.quick:
@@ -168,6 +169,8 @@ def main(argv=None):
         c = ml_collections.ConfigDict(cfg.to_dict())
         c.split.update(after=k, unit=False)
         cli.guarded(validate, c)
+    if a.dry_run:
+        return print(f"dry run: baseline {a.baseline} and splits {splits} ok")
     base = ml_collections.ConfigDict(cfg.to_dict())
     base.split.update(after=0, unit=False)
     top_base = cli.guarded(evaluate_workdir, a.baseline, base, None, ())[0]["top1"]

@@ -67,6 +67,16 @@ def per_seed_rows(r: dict) -> list[dict]:
                 "bytes": r["identity"]["bytes_payload_mean"],
             }
         )
+    if r.get("entropy"):
+        rows.append(
+            {
+                "seed": r["seed"],
+                "method": f"entropy bottleneck RB{r['split_after']} C'={r['entropy_channels']}",
+                "q": f"λ={r['rate_lambda']:g}",
+                "top1": r["entropy"]["top1"],
+                "bytes": r["entropy"]["bytes_payload_mean"],
+            }
+        )
     m = r["matched"]
     rows.append(
         {
@@ -161,13 +171,16 @@ def main(argv=None):
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--workdir", default="workdir/seeds")
     p.add_argument("--out", default="results/fashion_mnist/seeds")
+    p.add_argument("--dry_run", action="store_true", help="build and check every seed's configs, then stop")
     a, rest = p.parse_known_args(argv)
+    if a.dry_run:
+        for seed in [int(s) for s in a.seeds.split(",")]:
+            print("dry run:", demo.validate(demo.parse([*rest, "--seed", str(seed)])))
+        return
     commit, dirty = git_state()
     t0, rows, walls, earlier = time.time(), [], [], []
     for seed in [int(s) for s in a.seeds.split(",")]:
-        d = demo.parser().parse_args(
-            [*rest, "--identity", "--seed", str(seed), "--workdir", os.path.join(a.workdir, f"seed{seed}")]
-        )
+        d = demo.parse([*rest, "--identity", "--seed", str(seed), "--workdir", os.path.join(a.workdir, f"seed{seed}")])
         r = demo.run(d)
         demo.report(r)
         rows += per_seed_rows(r)

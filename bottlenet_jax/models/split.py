@@ -27,7 +27,7 @@ from bottlenet_jax.models.resnet import (
     size_after_block,
     stride_after_block,
 )
-from bottlenet_jax.units import Reduction, Restoration
+from bottlenet_jax.models.units import Reduction, Restoration
 
 PARTS = ("full", "edge", "cloud", "trunk", "encoder")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}  # f64: tests/debugging (needs x64)
@@ -39,6 +39,8 @@ class SplitModel(nn.Module):
     unit_channels: int = 0  # C'; 0 = no bottleneck unit (codec on the raw RBk features)
     unit_kernel: int = 2
     unit_stride: int = 2
+    unit_layers: int = 1
+    unit_hidden: int = 0
     codec: Codec = IdentityCodec()
     condition_encoder: bool = True  # BottleNet++: the encoder sees the codec's channel condition, if any
 
@@ -67,6 +69,8 @@ class SplitModel(nn.Module):
                     bb.dtype,
                     bb.bn_axis_name,
                     self.codec.unit_output,
+                    self.unit_layers,
+                    self.unit_hidden,
                     name="reduce",
                 )(z, train, condition if self.condition_encoder else None)
             if part in ("edge", "encoder"):
@@ -78,7 +82,16 @@ class SplitModel(nn.Module):
             self.sow("intermediates", "x_hat", z)  # what the cloud half received (apply(..., mutable="intermediates"))
         if self.unit_channels:
             c = channels_after_block(bb.depth, bb.width, k)
-            z = Restoration(c, self.unit_kernel, self.unit_stride, bb.dtype, bb.bn_axis_name, name="restore")(z, train)
+            z = Restoration(
+                c,
+                self.unit_kernel,
+                self.unit_stride,
+                bb.dtype,
+                bb.bn_axis_name,
+                self.unit_layers,
+                self.unit_hidden,
+                name="restore",
+            )(z, train)
         logits = bb(z, train, start=k)
         return (logits, stats) if part == "full" else logits
 
@@ -104,12 +117,15 @@ def validate(cfg) -> None:
             raise ConfigError(f"split.stride={s.stride}: must be 1 or 2")
         if s.kernel < 1:
             raise ConfigError(f"split.kernel={s.kernel}: must be >= 1")
+        if s.get("layers", 1) < 1 or s.get("hidden", 0) < 0:
+            raise ConfigError(f"split.layers={s.get('layers')}, split.hidden={s.get('hidden')}: need >= 1 and >= 0")
     h = size_after_block(cfg.image_size, m.depth, m.stem, s.after)
-    if cfg.image_size <= 0 or (s.after and s.unit and h % s.stride):
-        total = stride_after_block(m.depth, m.stem, s.after) * s.stride
+    unit_stride = s.stride ** s.get("layers", 1)
+    if cfg.image_size <= 0 or (s.after and s.unit and h % unit_stride):
+        total = stride_after_block(m.depth, m.stem, s.after) * unit_stride
         raise ConfigError(
             f"image_size={cfg.image_size}: features after RB{s.after} are {h}x{h}, not divisible by "
-            f"the reduction stride {s.stride}; use an image size divisible by {total} (or split.stride=1)"
+            f"the reduction stride {unit_stride}; use an image size divisible by {total} (or split.stride=1)"
         )
 
 
@@ -130,12 +146,14 @@ def build_model(cfg, bn_axis_name: str | None = "data", codec: Codec | None = No
     )
     return SplitModel(
         backbone,
-        s.after,
-        s.channels if (s.after and s.unit) else 0,
-        s.kernel,
-        s.stride,
-        codec,
-        bool(s.get("condition", True)),
+        split_after=s.after,
+        unit_channels=s.channels if (s.after and s.unit) else 0,
+        unit_kernel=s.kernel,
+        unit_stride=s.stride,
+        unit_layers=int(s.get("layers", 1)),
+        unit_hidden=int(s.get("hidden", 0)),
+        codec=codec,
+        condition_encoder=bool(s.get("condition", True)),
     )
 
 
@@ -144,5 +162,6 @@ def feature_shape(cfg) -> tuple[int, int, int]:
     m, s = cfg.model, cfg.split
     h = size_after_block(cfg.image_size, m.depth, m.stem, s.after)
     if s.after and s.unit:
-        return (h // s.stride, h // s.stride, s.channels)
+        f = s.stride ** s.get("layers", 1)
+        return (h // f, h // f, s.channels)
     return (h, h, channels_after_block(m.depth, m.width, s.after))
