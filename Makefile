@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint smoke repro data clean gpu-wheels
+.PHONY: demo test test-slow test-onnx lint smoke repro data clean gpu-wheels
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,26 @@ data:
 demo: $(VENV)/.data-installed data
 	$(PY) -m bottlenet_jax.demo
 
+# The test suite in two stages: `make test` (the README's command) runs everything but the tests
+# marked slow (end-to-end training, serving and the exhaustive exactness sweeps, each > ~30 s);
+# `make test-slow` runs those; CI (.ci/run) runs both.
 test: $(VENV)/.test-installed data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.test-installed data
+	$(PY) -m pytest -q -m slow
+
+# The ONNX edge test in an environment of its own: jax2onnx pins an older orbax-checkpoint than the
+# main one uses. BOTTLENET_REQUIRE_ONNX=1: a missing extra fails the test instead of skipping it.
+ONNX_VENV := .venv-onnx
+$(ONNX_VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(ONNX_VENV)
+	$(ONNX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(ONNX_VENV)/bin/python -m pip install -q -e '.[onnx]' pytest
+	touch $@
+
+test-onnx: $(ONNX_VENV)/.installed data
+	BOTTLENET_REQUIRE_ONNX=1 $(ONNX_VENV)/bin/python -m pytest -q -rs tests/test_onnx_edge.py
 
 # ruff: lint rules and formatting as configured in pyproject.toml (fix: ruff check --fix . && ruff format .)
 lint: $(VENV)/.test-installed
