@@ -133,6 +133,7 @@ def _model(condition=True, name="awgn"):
     return model, variables, x
 
 
+@pytest.mark.slow  # a minute on 2 cores: make test-slow
 def test_channel_condition_reaches_the_encoder():
     model, v, x = _model()
     assert (

@@ -91,6 +91,7 @@ def test_exact_pixels_and_bytes_vs_cv2():
     assert tiles >= 10_000 and pixel_diff == 0 and byte_diff == 0
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 def test_exact_with_optimized_huffman_tables():
     """optimize=True: per-image tables by libjpeg's jpeg_gen_optimal_table, computed on device."""
     tiles, pixel_diff, byte_diff = check_exact(per_kind=6, optimize=True, seed=1)
@@ -158,7 +159,7 @@ def test_quant_table_follows_libjpeg_scaling():
     assert int(jpeg_xla.quant_table(90)[0, 0]) == 3  # (16*20+50)//100
 
 
-@pytest.mark.parametrize("optimize", [False, True])
+@pytest.mark.parametrize("optimize", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_jpeg_device_under_vmap_and_shard_map_equals_direct(rng, optimize):
     imgs = rng.integers(0, 256, (8, 3, 12, 20), dtype=np.uint8)
     code = functools.partial(jpeg_device, quality=40, optimize=optimize)
@@ -256,6 +257,7 @@ def _step_runner(cfg, backend, mesh):
     return parallel.replicate(state, mesh), p_train, parallel.data_parallel(x_hat, mesh, (REPLICATED, BATCH), BATCH)
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_training_with_either_backend_is_bit_identical(dtype):
     """N train steps (the trainer's jit(shard_map) step, 4 devices) with host and device JPEG: the
@@ -357,6 +359,7 @@ def histograms(rng, n_blocks, n):
         yield h
 
 
+@pytest.mark.slow  # minutes on 2 cores: make test-slow
 def test_optimal_tables_equal_libjpegs_including_codes_longer_than_16_bits():
     """The unrolled table builder against a line-by-line port of libjpeg's, on block counts whose
     totals allow codes up to 18 and 22 bits (84x84 and 224x224 tiles)."""
