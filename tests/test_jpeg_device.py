@@ -174,7 +174,7 @@ def test_jpeg_device_under_vmap_and_shard_map_equals_direct(rng, optimize):
 
 
 @pytest.mark.parametrize("layout", ["grid", "rows"])
-@pytest.mark.parametrize("optimize", [False, True])
+@pytest.mark.parametrize("optimize", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_device_backend_equals_host_backend_and_transport(rng, layout, optimize):
     x = feature_maps(rng, 6, 14, 14, 5)
     host, device = (JpegCodec(quality=35, layout=layout, optimize=optimize, backend=b) for b in ("host", "device"))
