@@ -50,6 +50,7 @@ def test_missing_config_file_and_missing_imagenet(tmp_path):
     assert p.returncode == 2 and len(err) == 1 and "ILSVRC2012" in err[0] and "manual" in err[0], p.stderr[-1500:]
 
 
+@pytest.mark.slow  # trains a few steps first: make test-slow
 def test_unreadable_checkpoint_is_reported_and_kept(tmp_path):
     bad = tmp_path / "wd" / "checkpoints" / "4"
     bad.mkdir(parents=True)
