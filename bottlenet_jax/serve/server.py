@@ -101,12 +101,16 @@ def status_of(e: Exception) -> Status:
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, decoder: PayloadDecoder, model: ModelProcess, batcher: Batcher, metrics: Metrics, workers: int):
+    def __init__(
+        self, decoder: PayloadDecoder, model: ModelProcess, batcher: Batcher, metrics: Metrics, workers: int, slots: int
+    ):
         self.decoder, self.model, self.batcher, self.metrics = decoder, model, batcher, metrics
         self.failures = 0
         self.draining = False
         self._decode = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
-        self._decode_slots = threading.BoundedSemaphore(4 * workers)  # requests decoding or waiting to
+        # requests decoding or waiting to: bounded like the batcher's queue (one request's decode is
+        # bounded by its header check), so a client sees RESOURCE_EXHAUSTED only past --queue
+        self._decode_slots = threading.BoundedSemaphore(slots)
 
     @property
     def ready(self) -> bool:
@@ -350,7 +354,7 @@ class Server:
         self.model = ModelProcess(export_dir, max_batch, max_restarts, on_restart=self.metrics.restarted)
         self.batcher = Batcher(self.model, max_batch, max_delay, queue_size, observe=self.metrics.observe)
         workers = decode_workers or min(4, os.cpu_count() or 1)
-        self.service = InferenceService(self.decoder, self.model, self.batcher, self.metrics, workers)
+        self.service = InferenceService(self.decoder, self.model, self.batcher, self.metrics, workers, queue_size)
         self.metrics.ready.labels(model=MODEL, version=VERSION).set_function(lambda: float(self.service.ready))
         self.metrics_port = None
         if metrics_port is not None:
