@@ -1,7 +1,7 @@
-"""`make demo`: BottleNet (JPEG) and the learned entropy bottleneck vs the input image, on real
-Fashion-MNIST, in about 7 minutes on 2 CPU cores.
+"""`make demo`: BottleNet (JPEG) vs the input image, on real Fashion-MNIST, on 2 CPU cores.
 
-    make demo                       # python -m bottlenet_jax.demo (this config + fashion_mnist_entropy.py)
+    make demo                       # python -m bottlenet_jax.demo (this config)
+    python -m bottlenet_jax.demo --entropy_config configs/fashion_mnist_entropy.py   # + the entropy row
     python train.py --config=configs/fashion_mnist_demo.py --workdir=/tmp/fm_demo    # BottleNet from scratch
 
 Network: the ResNet-18 layout (basic blocks, small stem, base width 8): 0.28 s per training step of

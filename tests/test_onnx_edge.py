@@ -40,7 +40,7 @@ def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
     v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     v = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), v)  # BN stats off 0/1
     m = export_variables(cfg, v, str(tmp_path / "export"), onnx=True)
-    assert m["edge_onnx"] == "edge.onnx" and os.path.getsize(tmp_path / "export" / "edge.onnx") > 10_000
+    assert m["edge_onnx"] == "edge.onnx" and os.path.getsize(tmp_path / "export" / "edge.onnx") > 4_000
     s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
     port = s.port
     try:
