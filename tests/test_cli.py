@@ -38,6 +38,7 @@ def test_train_bad_config_is_one_line(tmp_path, extra, match):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow  # make test-slow (CI): keeps make test within its budget on 2 cores
 def test_missing_config_file_and_missing_imagenet(tmp_path):
     p, err = run("train.py", "--config=configs/nope.py", f"--workdir={tmp_path}")
     assert p.returncode == 2 and len(err) == 1 and "Traceback" not in p.stderr

@@ -72,7 +72,10 @@ def test_tiling_matches_reference_and_inverts(rng):
         {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True},
         {"name": "jpeg", "quality": 50, "minmax": True},
         {"name": "jpeg", "quality": 25, "backend": "device"},
-        {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True, "backend": "device"},
+        pytest.param(
+            {"name": "jpeg", "quality": 90, "layout": "rows", "optimize": True, "backend": "device"},
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_transport_path_equals_graph(rng, cfg):

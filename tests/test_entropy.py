@@ -164,6 +164,7 @@ def test_malformed_streams_are_value_errors(rng):
         make_codec(codec_settings("entropy")).encode(z)
 
 
+@pytest.mark.slow  # make test-slow (CI): keeps make test within its budget on 2 cores
 def test_codec_and_model_parameters_all_receive_gradients(rng):
     from bottlenet_jax.steps import Objective, objective
 

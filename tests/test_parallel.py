@@ -45,9 +45,9 @@ def _loss_and_model(cfg, axis):
     return model, loss
 
 
-@pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("depth", [pytest.param(18, marks=pytest.mark.slow), pytest.param(50, marks=pytest.mark.slow)])
 def test_data_parallel_gradient_equals_single_device(rng, depth):
-    """ResNet-18 in `make test`, ResNet-50 (the paper's network) in `make test-slow`. Compared in
+    """ResNet-18 and ResNet-50 (the paper's network), both in `make test-slow`. Compared in
     float64: at random init this deep BN network is so ill-conditioned in float32 that
     the single-device gradient of a merely *permuted* batch already differs by ~10 % (measured),
     so f32 cannot separate a parallelism bug from rounding noise; f64 can (observed diff ~1e-12).
