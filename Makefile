@@ -1,4 +1,4 @@
-# make demo: train + evaluate BottleNet on real Fashion-MNIST (CPU, ~10 min).  make test: the test suite.
+# make demo: train + evaluate BottleNet on real Fashion-MNIST (2 CPU cores, ~8 min).  make test: the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
