@@ -111,6 +111,10 @@ def input_image_jpeg(cfg, workdir: str, qualities) -> list[dict]:
     abbreviated stream (tables fixed by q dropped, as the feature payloads), bytes_full the file."""
     from bottlenet_jax.data import records
 
+    if cfg.split.after:  # its codec's byte counts would replace the image's
+        raise ConfigError(
+            f"input_image_jpeg: needs a plain (unsplit) model, and this config splits after block {cfg.split.after}"
+        )
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
     data = records.open_prepared(cfg.dataset, cfg.data_dir)

@@ -30,12 +30,16 @@ def create_train_state(cfg, model, input_channels: int, steps_per_epoch: int, to
     """
     dummy = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, input_channels), jnp.float32)
     init = functools.partial(model.init, train=False)
-    shapes = jax.eval_shape(init, {"params": jax.random.key(0)}, dummy)["params"]
+
+    def keys(key):  # channel codecs draw their noise even at init
+        return {"params": key, "codec": jax.random.fold_in(key, 2)}
+
+    shapes = jax.eval_shape(init, keys(jax.random.key(0)), dummy)["params"]
     tx = create_optimizer(cfg, shapes, steps_per_epoch, total_steps)  # reads only the tree's structure
 
     def fresh(seed):
         key = jax.random.key(seed)
-        variables = init({"params": key}, jnp.zeros(dummy.shape, dummy.dtype))
+        variables = init(keys(key), jnp.zeros(dummy.shape, dummy.dtype))
         params = variables["params"]
         return TrainState(
             step=jnp.zeros((), jnp.int32),

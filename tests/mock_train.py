@@ -48,11 +48,10 @@ def main():
     overrides = [kv for kv in overrides if not kv.startswith("kill_after_checkpoint_step=")]
     if kill:
         kill_after_checkpoint(kill[0])
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
     from bottlenet_jax import train_lib
-    from bottlenet_jax.cli import load_config_file
+    from bottlenet_jax.cli import load_config_file, setup_logging
+
+    setup_logging()  # as train.py: "resumed from ..." and the evaluations on stderr
 
     cfg = load_config_file(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "mock.py"),

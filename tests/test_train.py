@@ -203,14 +203,19 @@ def test_host_and_device_jpeg_train_to_bit_identical_parameters(uninterrupted, t
         assert out["summary"][k] == uninterrupted[1]["summary"][k]
 
 
-def test_input_image_jpeg_codes_each_image_and_classifies_the_decoded_one(uninterrupted):
+def test_input_image_jpeg_codes_each_image_and_classifies_the_decoded_one(uninterrupted, tmp_path):
     import cv2
 
     from bottlenet_jax.checkpoint import load_config
     from bottlenet_jax.data import loader, records
+    from bottlenet_jax.errors import ConfigError
     from bottlenet_jax.evaluation import input_image_jpeg
 
-    wd, _ = uninterrupted
+    split_wd, _ = uninterrupted
+    with pytest.raises(ConfigError, match="plain"):  # a split model's codec bytes would replace the image's
+        input_image_jpeg(load_config(str(split_wd)), str(split_wd), [30])
+    wd = tmp_path / "plain"
+    run_mock(wd, tmp_path / "out.json", "split.after=0", "num_train_steps=2", "eval_every_steps=2")
     cfg = load_config(str(wd))
     raw, q30, q90 = input_image_jpeg(cfg, str(wd), [30, 90])
     imgs = np.concatenate(
