@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from bottlenet_jax.serve.certs import make_certs  # noqa: E402
 
 
 def random_export(out):
@@ -56,14 +59,9 @@ def random_export(out):
     return os.path.join(out, "export")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(export, port, max_batch, delay_ms, queue, tls=None):
-    cmd = [sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", str(port)]
+def start_server(export, max_batch, delay_ms, queue, tls=None):
+    """The server CLI in its own process on a port the system chooses: (process, port)."""
+    cmd = [sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", "0"]
     cmd += ["--max-batch", str(max_batch), "--max-delay-ms", str(delay_ms), "--queue", str(queue)]
     if tls:
         cmd += ["--tls-cert", tls["server.crt"], "--tls-key", tls["server.key"]]
@@ -71,36 +69,7 @@ def start_server(export, port, max_batch, delay_ms, queue, tls=None):
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError(f"server did not start: {line}{p.stdout.read()[-2000:]}")
-    return p
-
-
-def make_certs(d):
-    """A CA and a server certificate for 127.0.0.1 (openssl CLI)."""
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=load CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    with open(os.path.join(d, "san.ext"), "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1\n")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=server", "-keyout", "server.key", "-out", "server.csr")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-        "-out", "server.crt", "-extfile", "san.ext")  # fmt: skip
-    return {k: os.path.join(d, k) for k in ("ca.crt", "server.crt", "server.key")}
+    return p, int(re.search(r" on [^ ]+:(\d+);", line).group(1))
 
 
 def stats(addr, tls=None):
@@ -364,10 +333,9 @@ def main():
     requests = infer_requests(framed)
     levels = [int(c) for c in a.concurrency.split(",")]
     results, second, secure = {}, {}, {}
-    certs = make_certs(tmp) if a.tls else None
+    certs = make_certs(tmp, days=2) if a.tls else None
     for name, mb, delay in (("batched", a.max_batch, a.max_delay_ms), ("unbatched", 1, 0.0)):
-        port = free_port()
-        proc = start_server(export, port, mb, delay, a.queue)
+        proc, port = start_server(export, mb, delay, a.queue)
         try:
             closed_loop(f"127.0.0.1:{port}", requests, 4, 0.5)  # warm-up
             results[name] = {c: closed_loop(f"127.0.0.1:{port}", requests, c, a.seconds) for c in levels}
@@ -382,8 +350,7 @@ def main():
             out, _ = proc.communicate(timeout=60)
         print(f"[{name} server] {out.strip().splitlines()[-1]}")
         if certs:
-            port = free_port()
-            proc = start_server(export, port, mb, delay, a.queue, tls=certs)
+            proc, port = start_server(export, mb, delay, a.queue, tls=certs)
             try:
                 closed_loop(f"127.0.0.1:{port}", requests, 4, 0.5, tls=certs)  # warm-up
                 secure[name] = {levels[-1]: closed_loop(f"127.0.0.1:{port}", requests, levels[-1], a.seconds, certs)}

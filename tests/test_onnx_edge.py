@@ -5,7 +5,6 @@ builds a second environment for it and runs it there (CI does); elsewhere it is 
 BOTTLENET_REQUIRE_ONNX=1 makes a missing extra a failure."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -17,12 +16,6 @@ else:
     pytest.importorskip("jax2onnx", reason="pip install '.[onnx]' (or make test-onnx) to test the ONNX edge export")
     pytest.importorskip("onnxruntime")
 TOL = 1e-5  # float32; measured max |diff| is ~1e-6 on features in [0, 1]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
@@ -41,7 +34,7 @@ def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
     v = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), v)  # BN stats off 0/1
     m = export_variables(cfg, v, str(tmp_path / "export"), onnx=True)
     assert m["edge_onnx"] == "edge.onnx" and os.path.getsize(tmp_path / "export" / "edge.onnx") > 4_000
-    s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    s = srv.start(str(tmp_path / "export"), port=0, max_batch=4, max_delay=0.01)
     port = s.port
     try:
         jax_client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}")

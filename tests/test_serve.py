@@ -3,7 +3,7 @@ from an export of a mock-trained model (tests/mock_train.py)."""
 
 import concurrent.futures
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -16,12 +16,6 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 pytestmark = pytest.mark.slow
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,7 @@ def export_dir(mock_imagenet, tmp_path_factory):
 def server(export_dir):
     from bottlenet_jax.serve import server as srv
 
-    s = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=0.05, queue_size=64)
+    s = srv.start(export_dir, port=0, max_batch=8, max_delay=0.05, queue_size=64)
     yield s.service, f"127.0.0.1:{s.port}"
     s.stop(grace=5)
 
@@ -148,7 +142,7 @@ def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds
 def test_full_queue_rejects_instead_of_hanging(export_dir):
     from bottlenet_jax.serve import server as srv
 
-    s = srv.start(export_dir, port=_free_port(), max_batch=1, max_delay=0.0, queue_size=1)
+    s = srv.start(export_dir, port=0, max_batch=1, max_delay=0.0, queue_size=1)
     port = s.port
     slow = s.model.infer
     s.model.infer = lambda f: (time.sleep(0.5), slow(f))[1]
@@ -176,7 +170,6 @@ def _try(fn):
 
 
 def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir, tmp_path):
-    port = _free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -185,7 +178,7 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
             "--export",
             export_dir,
             "--port",
-            str(port),
+            "0",
             "--max-delay-ms",
             "800",
         ],
@@ -197,6 +190,7 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
     try:
         line = proc.stdout.readline()
         assert "serving" in line, line + proc.stdout.read()[-2000:]
+        port = int(re.search(r" on [^ ]+:(\d+);", line).group(1))  # --port 0: the one the system chose
         files = []
         for i, img in enumerate(_images(2, seed=5)):
             files.append(str(tmp_path / f"img{i}.png"))
@@ -252,7 +246,7 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
     keys = {"params": jax.random.key(0), "codec": jax.random.key(1)}  # the channel draws noise at init too
     v = build_model(cfg, bn_axis_name=None).init(keys, jnp.zeros((1, 28, 28, 1)))
     export_variables(cfg, v, str(tmp_path / "export"))
-    s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    s = srv.start(str(tmp_path / "export"), port=0, max_batch=4, max_delay=0.01)
     port = s.port
     try:
         client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}")
@@ -286,7 +280,7 @@ def test_entropy_export_is_served_and_malformed_streams_are_invalid_argument(tmp
     cfg = fashion_mnist_entropy.get_config()
     v = build_model(cfg, bn_axis_name=None).init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     export_variables(cfg, v, str(tmp_path / "export"))
-    s = srv.start(str(tmp_path / "export"), port=_free_port(), max_batch=4, max_delay=0.01)
+    s = srv.start(str(tmp_path / "export"), port=0, max_batch=4, max_delay=0.01)
     addr = f"127.0.0.1:{s.port}"
     try:
         client = EdgeClient(str(tmp_path / "export"), addr)

@@ -6,8 +6,6 @@ or the protocol's own stubs where a test sends what a good client never would.""
 import concurrent.futures
 import os
 import signal
-import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -21,12 +19,6 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +42,7 @@ def export_dir(tmp_path_factory):
 def server(export_dir):
     from bottlenet_jax.serve import server as srv
 
-    s = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=0.005, metrics_port=0)
+    s = srv.start(export_dir, port=0, max_batch=8, max_delay=0.005, metrics_port=0)
     yield s
     s.stop(grace=5)
 
@@ -158,7 +150,7 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_not_computed(export_dir
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
 
-    s = srv.start(export_dir, port=_free_port(), max_batch=8, max_delay=1.0)  # batches wait up to 1 s to fill
+    s = srv.start(export_dir, port=0, max_batch=8, max_delay=1.0)  # batches wait up to 1 s to fill
     try:
         edge = EdgeClient(export_dir, f"127.0.0.1:{s.port}", stream=False)
         payload = edge.encode(_images(1))[0]
@@ -189,51 +181,16 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_not_computed(export_dir
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     """A CA, a server certificate for 127.0.0.1 and a client certificate, by the openssl CLI."""
-    d = tmp_path_factory.mktemp("tls")
+    from bottlenet_jax.serve.certs import make_certs
 
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    ssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        ssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={name}",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-        )
-        ext = ["-extfile", "san.ext"] if name == "server" else []
-        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-out", f"{name}.crt", *ext)  # fmt: skip
-    return {k: str(d / k) for k in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+    return make_certs(tmp_path_factory.mktemp("tls"), client=True, days=2)
 
 
 def test_tls_serves_a_tls_client_and_refuses_plaintext(export_dir, certs):
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
 
-    s = srv.start(export_dir, port=_free_port(), max_batch=4, tls_cert=certs["server.crt"], tls_key=certs["server.key"])
+    s = srv.start(export_dir, port=0, max_batch=4, tls_cert=certs["server.crt"], tls_key=certs["server.key"])
     addr = f"127.0.0.1:{s.port}"
     try:
         edge = EdgeClient(export_dir, addr, tls_ca=certs["ca.crt"])  # streaming, over TLS
@@ -254,7 +211,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
 
     s = srv.start(
         export_dir,
-        port=_free_port(),
+        port=0,
         max_batch=4,
         tls_cert=certs["server.crt"],
         tls_key=certs["server.key"],
@@ -308,7 +265,7 @@ def test_metrics_scrape_shows_the_requests_this_test_made(export_dir):
     from bottlenet_jax.serve.client import EdgeClient
     from bottlenet_jax.serve.runtime import frame
 
-    s = srv.start(export_dir, port=_free_port(), max_batch=4, max_delay=0.001, metrics_port=0)
+    s = srv.start(export_dir, port=0, max_batch=4, max_delay=0.001, metrics_port=0)
     try:
         edge = EdgeClient(export_dir, f"127.0.0.1:{s.port}", stream=False)
         for p in edge.encode(_images(5)):
