@@ -27,6 +27,10 @@ def _abstract(state):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state)
 
 
+def _mp(name: str):
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+
+
 class Checkpoints:
     def __init__(self, workdir: str, keep: int = 3):
         self.root = os.path.abspath(workdir)
@@ -37,13 +41,19 @@ class Checkpoints:
             if os.path.exists(p) and not os.access(p, os.R_OK | os.W_OK | os.X_OK):
                 raise CheckpointError(f"{p}: checkpoint directory is not readable/writable")
         try:
+            # Both managers save the same step; across processes each needs barriers of its own name
+            # (with the default names, concurrent saves collided: "Barrier _async_write_complete.2
+            # is already ongoing", and the run hung at exit).
             self.latest = ocp.CheckpointManager(
                 os.path.join(self.root, "checkpoints"),
-                options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=keep, create=True, multiprocessing_options=_mp("latest")
+                ),
             )
             self.best = ocp.CheckpointManager(
                 os.path.join(self.root, "best"),
                 options=ocp.CheckpointManagerOptions(
+                    multiprocessing_options=_mp("best"),
                     max_to_keep=1,
                     create=True,
                     best_fn=lambda m: m["top1"],
