@@ -133,17 +133,23 @@ def load_config_file(path: str, *overrides: str):
     return cfg
 
 
+def _not_orbax(record) -> bool:
+    return "orbax" not in record.pathname or record.levelno >= 30  # its warnings and errors stay
+
+
 def setup_logging() -> None:
     """absl logging at INFO for this library's messages (resumed from, init_from, evaluations),
-    without orbax's own INFO lines about every checkpoint it writes."""
+    without orbax's own INFO lines about every checkpoint it writes. The filter sits on the "absl"
+    logger itself, so it holds whichever handler prints (absl's, or the root StreamHandler that
+    importing orbax installs outside absl.app)."""
+    import logging as std
+
     from absl import logging
 
     logging.set_verbosity(logging.INFO)
-    handler = logging.get_absl_handler()
-    if not any(getattr(f, "_bottlenet", False) for f in handler.filters):
-        quiet = lambda record: "orbax" not in record.pathname  # noqa: E731
-        quiet._bottlenet = True
-        handler.addFilter(quiet)
+    logger = std.getLogger("absl")
+    if _not_orbax not in logger.filters:
+        logger.addFilter(_not_orbax)
 
 
 def guarded(fn, *args, **kwargs):

@@ -175,3 +175,21 @@ def test_resuming_with_a_changed_config_is_refused_unless_accepted(tmp_path):
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("rate_lambda", "distill")}  # written before they existed
     (tmp_path / "config.json").write_text(json.dumps(old, default=str))
     check_resume(cfg, str(tmp_path), False)
+
+
+def test_setup_logging_drops_orbax_info_whichever_handler_prints():
+    import logging as std
+
+    import orbax.checkpoint  # noqa: F401  (installs a root StreamHandler outside absl.app)
+
+    from bottlenet_jax.cli import setup_logging
+
+    setup_logging()
+    logger = std.getLogger("absl")
+
+    def record(path, level):
+        return logger.makeRecord("absl", level, path, 1, "msg", (), None)
+
+    assert not logger.filter(record("/x/site-packages/orbax/checkpoint/manager.py", std.INFO))
+    assert logger.filter(record("/x/site-packages/orbax/checkpoint/manager.py", std.WARNING))
+    assert logger.filter(record("/x/bottlenet_jax/train_lib.py", std.INFO))
