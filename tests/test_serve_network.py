@@ -201,6 +201,13 @@ def test_tls_serves_a_tls_client_and_refuses_plaintext(export_dir, certs):
         plain = tc.InferenceServerClient(addr)
         with pytest.raises(tc.InferenceServerException):
             plain.is_server_ready()
+        plain_edge = EdgeClient(export_dir, addr)  # a streaming client without TLS: told so, not left waiting
+        t = time.perf_counter()
+        for _ in range(2):  # the request in flight when the handshake fails, and one sent after
+            with pytest.raises(tc.InferenceServerException, match="stream ended"):
+                plain_edge.send(edge.encode(_images(1)))
+        assert time.perf_counter() - t < 10 < plain_edge.timeout
+        plain_edge.close()
         edge.close()
     finally:
         s.stop(grace=5)

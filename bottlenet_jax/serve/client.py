@@ -179,6 +179,7 @@ class Stream:
         self._pending: dict[str, concurrent.futures.Future] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._ended: Exception | None = None  # once the stream is over, every request fails at once
         stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
         self._responses = stub.ModelStreamInfer(iter(self._outbox.get, None))
         self._reader = threading.Thread(target=self._read, name="stream-reader", daemon=True)
@@ -189,6 +190,9 @@ class Stream:
         fut: concurrent.futures.Future = concurrent.futures.Future()
         rid = str(next(self._ids))
         with self._lock:
+            if self._ended is not None:
+                fut.set_exception(self._ended)
+                return fut
             self._pending[rid] = fut
         self._outbox.put(stream_request(payloads, rid, outputs))
         return fut
@@ -196,6 +200,7 @@ class Stream:
     def _read(self):
         from tritonclient.utils import InferenceServerException
 
+        why = "closed by the server"
         try:
             for r in self._responses:
                 with self._lock:
@@ -206,13 +211,14 @@ class Stream:
                     fut.set_exception(InferenceServerException(r.error_message))
                 else:
                     fut.set_result(r.infer_response)
-        except Exception as e:  # the stream broke: every request still waiting fails with its status
+        except Exception as e:  # the stream broke (e.g. a TLS handshake refused): its status is the reason
             why = e.details() if hasattr(e, "details") else str(e)
-            err = InferenceServerException(f"stream ended: {why}")
-            with self._lock:
-                for fut in self._pending.values():
-                    fut.set_exception(err)
-                self._pending.clear()
+        err = InferenceServerException(f"stream ended: {why}")
+        with self._lock:  # requests still waiting, and any sent later, fail now rather than at their deadline
+            self._ended = err
+            for fut in self._pending.values():
+                fut.set_exception(err)
+            self._pending.clear()
 
     def close(self):
         self._outbox.put(None)
