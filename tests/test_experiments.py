@@ -84,3 +84,15 @@ def test_git_state_ignores_uncommitted_results_but_not_code(tmp_path, monkeypatc
     assert len(commit) >= 7 and not dirty
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state()[1]
+
+
+def test_write_csv_takes_every_rows_columns(tmp_path):
+    import csv
+
+    from bottlenet_jax.experiments import write_csv
+
+    write_csv(tmp_path / "r" / "x.csv", [{"method": "a", "top1": 0.9}, {"method": "b", "top5": 1.0, "top1": 0.8}])
+    with open(tmp_path / "r" / "x.csv") as f:
+        got = list(csv.DictReader(f))
+    assert list(got[0]) == ["method", "top1", "top5"]
+    assert got[0]["top5"] == "" and got[1] == {"method": "b", "top1": "0.8", "top5": "1.0"}

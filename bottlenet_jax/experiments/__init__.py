@@ -15,10 +15,12 @@ def git_state():
 
 
 def write_csv(path, rows):
-    """rows (dicts with the same keys) -> CSV at path, creating its directory."""
+    """rows (dicts) -> CSV at path, creating its directory; the columns are every key in the order
+    it first appears (rows of different methods report different stats), empty where a row lacks it."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows(rows)
 
