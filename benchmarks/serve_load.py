@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -69,7 +68,9 @@ def start_server(export, max_batch, delay_ms, queue, tls=None):
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError(f"server did not start: {line}{p.stdout.read()[-2000:]}")
-    return p, int(re.search(r" on [^ ]+:(\d+);", line).group(1))
+    from bottlenet_jax.serve.server import listening_port
+
+    return p, listening_port(line)
 
 
 def stats(addr, tls=None):

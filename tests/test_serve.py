@@ -3,7 +3,6 @@ from an export of a mock-trained model (tests/mock_train.py)."""
 
 import concurrent.futures
 import os
-import re
 import subprocess
 import sys
 import time
@@ -170,6 +169,8 @@ def _try(fn):
 
 
 def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir, tmp_path):
+    from bottlenet_jax.serve import server as srv
+
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -190,7 +191,7 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
     try:
         line = proc.stdout.readline()
         assert "serving" in line, line + proc.stdout.read()[-2000:]
-        port = int(re.search(r" on [^ ]+:(\d+);", line).group(1))  # --port 0: the one the system chose
+        port = srv.listening_port(line)  # --port 0: the one the system chose
         files = []
         for i, img in enumerate(_images(2, seed=5)):
             files.append(str(tmp_path / f"img{i}.png"))

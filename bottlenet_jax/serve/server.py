@@ -424,6 +424,13 @@ def start(export_dir: str, **options) -> Server:
     return Server(export_dir, **options)
 
 
+def listening_port(serving_line: str) -> int:
+    """The port in the CLI's first line ("serving ... on HOST:PORT; ..."): what --port 0 was given."""
+    import re
+
+    return int(re.search(r" on [^ ]+:(\d+);", serving_line).group(1))
+
+
 def dry_run_export(export_dir: str) -> str:
     """The export's manifest and codec, if the export is here (what serving it would need first)."""
     from bottlenet_jax.export import load_codec, load_manifest
