@@ -6,6 +6,10 @@ The objective (`objective`): task loss + rate_lambda * mean bits/sample + the mo
   task: cross-entropy, or with a teacher (`distill.teacher`: a trained workdir) the Entropic
         Student's mix (1 - w) * CE + w * T^2 * KL(teacher_T || student_T), w = distill.weight,
         T = distill.temperature;
+  features: with a teacher and distill.feature_weight > 0, + feature_weight * MSE between what the
+        cloud half receives after the restoration unit and the teacher's own RBk features (the
+        Entropic Student's first-stage "head network distillation": a dense target for the unit, where
+        the task loss reaches it only through the rest of the network);
   rate: stats["rate_bits"], which codecs with a differentiable rate model report (the entropy codec);
   own losses: whatever the model sows into its "losses" collection (the entropy codec's quantile fit).
 """
@@ -102,6 +106,7 @@ class Objective:
     rate_lambda: float = 0.0
     distill_weight: float = 0.0
     temperature: float = 1.0
+    feature_weight: float = 0.0
 
     @classmethod
     def from_config(cls, cfg, teacher: bool = False):
@@ -110,6 +115,7 @@ class Objective:
             float(cfg.get("rate_lambda", 0.0)),
             float(d.get("weight", 0.5)) if teacher else 0.0,
             float(d.get("temperature", 1.0)),
+            float(d.get("feature_weight", 0.0)) if teacher else 0.0,
         )
 
 
@@ -120,8 +126,9 @@ def distillation(logits, teacher_logits, temperature: float):
     return temperature**2 * jnp.sum(jnp.exp(t) * (t - s), axis=-1)
 
 
-def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=None):
-    """(this device's loss, its parts) for a slice; see the module docstring."""
+def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=None, features=None):
+    """(this device's loss, its parts) for a slice; see the module docstring. `features`: (the
+    student's restored features, the teacher's) when obj.feature_weight > 0."""
     ce = jnp.mean(cross_entropy(logits, labels, logits.shape[-1]))
     parts = {"ce": ce}
     task = ce
@@ -129,6 +136,15 @@ def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=
         parts["kd"] = jnp.mean(distillation(logits, teacher_logits, obj.temperature))
         task = (1.0 - obj.distill_weight) * ce + obj.distill_weight * parts["kd"]
     loss = task
+    if obj.feature_weight:
+        mine, theirs = features
+        if mine.shape != theirs.shape:
+            raise ConfigError(
+                f"distill.feature_weight: the restored features are {mine.shape[1:]}, the teacher's "
+                f"{theirs.shape[1:]} (the teacher must have this model's backbone up to the split)"
+            )
+        parts["feature"] = jnp.mean(jnp.square(mine.astype(jnp.float32) - theirs.astype(jnp.float32)))
+        loss = loss + obj.feature_weight * parts["feature"]
     if obj.rate_lambda:
         loss = loss + obj.rate_lambda * jnp.mean(stats["rate_bits"])
     own = jax.tree.leaves(own_losses)
@@ -138,15 +154,23 @@ def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=
     return loss, parts
 
 
+def _trunk(model, images, k: int):
+    """A (teacher) model's backbone up to RBk, eval mode: the features a split student restores."""
+    return model.backbone(images, False, stop=k)
+
+
 def train_step(state: TrainState, batch, teacher_vars=None, *, model, tx, mean, std, objective_=None, teacher=None):
     """One SGD step on this device's slice; the loss is the pmean over the mesh, so its gradient
     w.r.t. the replicated params is the global-batch gradient (and BN uses global statistics).
     `teacher` (a model) with `teacher_vars` (its variables, replicated): distillation targets."""
     obj = objective_ or Objective()
     images = normalize(batch["image"], mean, std)
-    t_logits = None
+    t_logits = t_features = None
     if teacher is not None:
         t_logits = lax.stop_gradient(teacher.apply(teacher_vars, images, train=False)[0])
+        if obj.feature_weight:
+            t_features = lax.stop_gradient(teacher.apply(teacher_vars, images, model.split_after, method=_trunk))
+    collections = ["batch_stats", "losses"] + (["intermediates"] if obj.feature_weight else [])
 
     def loss_fn(params):
         (logits, stats), new_vars = model.apply(
@@ -154,9 +178,12 @@ def train_step(state: TrainState, batch, teacher_vars=None, *, model, tx, mean, 
             images,
             train=True,
             rngs={"codec": _device_rng(state, 0)},
-            mutable=["batch_stats", "losses"],
+            mutable=collections,
         )
-        loss, parts = objective(obj, logits, batch["label"], stats, new_vars.get("losses", {}), t_logits)
+        features = None
+        if obj.feature_weight:
+            features = (new_vars["intermediates"]["restored"][0], t_features)
+        loss, parts = objective(obj, logits, batch["label"], stats, new_vars.get("losses", {}), t_logits, features)
         return lax.pmean(loss, AXIS), (logits, stats, parts, new_vars["batch_stats"])
 
     (loss, (logits, stats, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

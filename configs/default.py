@@ -65,9 +65,10 @@ def get_config():
     c.stage1_trainable = "reduce|restore|codec"
     # The objective: + rate_lambda * bits/sample (codecs with a rate model: codec.name=entropy), and
     # with distill.teacher (a trained workdir) the Entropic Student's task loss
-    # (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T), T = distill.temperature.
+    # (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T), T = distill.temperature;
+    # + feature_weight * MSE(restored features, the teacher's RBk features) (head distillation).
     c.rate_lambda = 0.0
-    c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0))
+    c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0, feature_weight=0.0))
 
     # --- init / checkpoints / logging
     c.init_from = ""  # "": random; *.pth / *.npz: torchvision ResNet weights; a dir: a checkpoint of ours

@@ -224,6 +224,43 @@ def test_distillation_term_is_zero_for_the_teacher_itself_and_positive_otherwise
     np.testing.assert_allclose(loss, parts["kd"], rtol=1e-6)
 
 
+def test_feature_distillation_pulls_the_restored_features_to_the_teachers(rng):
+    """distill.feature_weight: the term is the MSE to the teacher's RBk features (0 for equal
+    features), it reaches the compiled step as metric "feature", and SGD on it alone lowers it."""
+    from bottlenet_jax.parallel import make_mesh, replicate, shard_batch
+    from bottlenet_jax.steps import Objective, compile_steps, objective
+    from bottlenet_jax.train_lib import create_train_state, validate_config
+
+    a = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
+    obj = Objective(feature_weight=2.0)
+    logits, labels = jnp.zeros((2, 10)), jnp.array([0, 1])
+    assert float(objective(obj, logits, labels, {}, {}, features=(a, a))[1]["feature"]) == 0.0
+    loss, parts = objective(obj, logits, labels, {}, {}, features=(a, a + 1.0))
+    np.testing.assert_allclose([parts["feature"], loss - parts["ce"]], [1.0, 2.0], rtol=1e-6)
+
+    cfg = entropy_config()
+    cfg.rate_lambda, cfg.learning_rate, cfg.warmup_epochs = 0.0, 0.3, 0.0
+    cfg.distill.update(weight=0.0, feature_weight=1.0)
+    with pytest.raises(ConfigError, match="feature_weight"):  # no teacher
+        validate_config(cfg)
+    tcfg = ml_collections.ConfigDict(cfg.to_dict())
+    tcfg.split.update(after=0, unit=False)
+    tcfg.codec = ml_collections.ConfigDict(codec_settings("identity"))
+    teacher = build_model(tcfg)
+    t_vars = teacher.init({"params": jax.random.key(5)}, jnp.zeros((1, 32, 32, 3)))
+    mesh = make_mesh(jax.devices()[:1])
+    model = build_model(cfg)
+    state, tx = create_train_state(cfg, model, 3, 20, 20)
+    p_train, _ = compile_steps(model, tx, mesh, cfg, teacher=(teacher, t_vars))
+    batch = {"image": rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8), "label": np.arange(8) % 10}
+    state, batch = replicate(state, mesh), shard_batch(batch, mesh)
+    seen = []
+    for _ in range(8):
+        state, m = p_train(state, batch)
+        seen.append(float(m["feature"]))
+    assert np.all(np.isfinite(seen)) and seen[0] > 0 and seen[-1] < 0.7 * seen[0], seen
+
+
 def test_bad_entropy_settings_fail_at_build():
     for bad, match in (
         (dict(train_quantizer="round"), "train_quantizer"),

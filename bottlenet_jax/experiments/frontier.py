@@ -54,7 +54,7 @@ def run_configs(a, seed: int) -> dict:
     ent = cli.load_config_file(a.config, *a.overrides)
     ent.seed = seed
     base = ml_collections.ConfigDict(ent.to_dict())
-    base.split.update(after=0, unit=False)
+    base.split.update(after=0, unit=False, layers=1, hidden=0)  # the comparators keep BottleNet's one-conv unit
     base.codec = ml_collections.ConfigDict(codec_settings("identity"))
     base.rate_lambda = 0.0
     base.num_epochs = a.baseline_epochs
@@ -70,7 +70,7 @@ def run_configs(a, seed: int) -> dict:
 
     for ch in a.jpeg_channels:
         c = finetune(base)
-        c.split.update(after=ent.split.after, unit=True, channels=ch, stride=2, kernel=2)
+        c.split.update(after=ent.split.after, unit=True, channels=ch, stride=2, kernel=2, layers=1, hidden=0)
         c.codec = ml_collections.ConfigDict(codec_settings("jpeg", quality=a.jpeg_q))
         runs[f"jpeg_c{ch}"] = c
     for lam in a.lambdas:
@@ -199,6 +199,17 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def entropy_unit(a) -> str:
+    """The entropy runs' reduction unit in words (the comparators' unit is BottleNet's one conv)."""
+    from bottlenet_jax.models.split import feature_shape
+
+    c = cli.load_config_file(a.config, *a.overrides)
+    s = c.split
+    convs = f"{s.layers} strided convs ({s.hidden or 'input'} wide between)" if s.layers > 1 else "one conv"
+    h, w, ch = feature_shape(c)
+    return f"RB{s.after} -> {convs}, k{s.kernel} s{s.stride}, C'={s.channels} -> {h}x{w}x{ch} symbols per image"
+
+
 def report(rows, a, argv, wall, trained_before) -> list[str]:
     commit, dirty = a.commit
     seeds = sorted({r["seed"] for r in rows})
@@ -224,6 +235,7 @@ def report(rows, a, argv, wall, trained_before) -> list[str]:
         f"{a.baseline_epochs:g} epochs, fine-tunes {a.finetune_epochs:g} epoch(s) from it; models selected on the "
         f"validation split held out from training, the test split ({rows[0]['examples']} images) evaluated once per "
         "model and setting",
+        f"- entropy unit: {entropy_unit(a)}",
         "- bytes: mean `len()` per test image of the real payload (abbreviated JPEG stream / range-coded stream)",
         f"- operating point: per seed, a method's cheapest measured setting within {100 * TOLERANCE:g} point of "
         "that seed's baseline (selection on the test split, as every frontier point is a test measurement)",

@@ -92,6 +92,8 @@ class SplitModel(nn.Module):
                 self.unit_hidden,
                 name="restore",
             )(z, train)
+        if part == "full":
+            self.sow("intermediates", "restored", z)  # what RB(k+1) receives (feature distillation's target)
         logits = bb(z, train, start=k)
         return (logits, stats) if part == "full" else logits
 
