@@ -186,11 +186,9 @@ def validate_config(cfg) -> str:
         raise ConfigError(
             f"distill.weight={d.get('weight')}, distill.temperature={d.get('temperature')}: need 0..1, > 0"
         )
-    fw = d.get("feature_weight", 0.0)
-    if fw < 0 or (fw and not (d.get("teacher") and cfg.split.after)):
-        raise ConfigError(
-            f"distill.feature_weight={fw}: must be >= 0, and > 0 only with distill.teacher and split.after > 0"
-        )
+    fw = d.get("feature_weight", 0.0)  # like distill.weight, inert without a teacher
+    if fw < 0 or (fw and d.get("teacher") and not cfg.split.after):
+        raise ConfigError(f"distill.feature_weight={fw}: must be >= 0, and 0 for a model without a split")
     split = f"split after RB{cfg.split.after}, features {list(feature_shape(cfg))}" if cfg.split.after else "no split"
     return (
         f"config ok: ResNet-{cfg.model.depth} width {cfg.model.width}, {split}, codec {model.codec.name}, "

@@ -12,9 +12,10 @@ finished run is only re-evaluated), on the network of --config (configs/fashion_
                 from the baseline (--finetune_epochs), then evaluated at each of --qualities;
   lightweight   the baseline cut after RB1 with no unit and no retraining: clip model + uniform /
                 ECSQ quantiser + range coder, calibrated on 512 training images (a few settings);
-  entropy       the learned entropy bottleneck at RB1 (--config's unit), fine-tuned from the baseline
-                at each rate_lambda of --lambdas, without and/or with distillation from the baseline
-                (--distill both|off|on).
+  entropy       the learned entropy bottleneck at RB1 (--config's unit and recipe: stage1_steps,
+                distill.feature_weight), fine-tuned from the baseline at each rate_lambda of --lambdas,
+                without and/or with distillation from the baseline (--distill both|off|on; "off" drops
+                the logit and the feature terms alike).
 Models are selected on the validation split held out from training; the test split is evaluated
 once per model and setting. Bytes are `len()` of real streams (abbreviated JPEG streams on both
 JPEG sides, range-coded streams for the other two), mean over the test images.
@@ -57,6 +58,8 @@ def run_configs(a, seed: int) -> dict:
     base.split.update(after=0, unit=False, layers=1, hidden=0)  # the comparators keep BottleNet's one-conv unit
     base.codec = ml_collections.ConfigDict(codec_settings("identity"))
     base.rate_lambda = 0.0
+    base.stage1_steps = 0  # the entropy recipe's first stage (unit only) and distillation are its own
+    base.distill.update(teacher="", feature_weight=0.0)
     base.num_epochs = a.baseline_epochs
     runs = {"baseline": base}
 
@@ -79,6 +82,8 @@ def run_configs(a, seed: int) -> dict:
             c.rate_lambda = lam
             if kd:
                 c.distill.teacher = os.path.join(wd, "baseline")
+            else:  # without a teacher: no logit and no feature distillation
+                c.distill.feature_weight = 0.0
             runs[f"entropy{'_kd' if kd else ''}_l{lam:g}"] = c
     if a.quick:
         for c in runs.values():

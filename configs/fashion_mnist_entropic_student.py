@@ -1,0 +1,35 @@
+"""The entropy bottleneck trained the Entropic Student's way, at CPU scale (Fashion-MNIST, RB1).
+
+    python -m bottlenet_jax.experiments.frontier --config configs/fashion_mnist_entropic_student.py \\
+        --workdir workdir/frontier_e4 --out results/fashion_mnist/frontier_e4 --finetune_epochs 4 --distill on \\
+        --lambdas 1e-4,2e-4,3e-4,5e-4 --qualities 10,20,30,50,70,90
+    python train.py --config=configs/fashion_mnist_demo.py --workdir=/tmp/fm_base --config.split.after=0 \\
+        --config.codec.name=identity --config.num_epochs=2
+    python train.py --config=configs/fashion_mnist_entropic_student.py --workdir=/tmp/fm_es \\
+        --config.init_from=/tmp/fm_base --config.distill.teacher=/tmp/fm_base
+
+What differs from configs/fashion_mnist_entropy.py (the same network, codec and split point):
+  unit     two strided convs each side (split.layers=2, 16 wide between): RB1's 28x28x8 -> 7x7x8
+           symbols, a quarter of the one-conv unit's 14x14x8, and an analysis transform that sees
+           4x4 patches of RB1 instead of 2x2;
+  recipe   with a teacher, + distill.feature_weight * MSE(restored features, the teacher's RB1
+           features) beside the logit distillation (Matsubara et al. WACV 2022 train the bottleneck
+           on this target first); the first stage1_steps train the unit and the codec only, so the
+           pretrained cloud half is not trained on a random unit's output;
+  length   4 epochs (the frontier's --finetune_epochs 4, for every codec it compares): the rate keeps
+           falling long after the accuracy has recovered.
+Without a teacher the feature term is off (distill.feature_weight needs one, like distill.weight).
+Figures over seeds, with the command, commit and date: results/fashion_mnist/frontier_e4/results.md.
+"""
+
+from configs import fashion_mnist_entropy
+
+
+def get_config():
+    c = fashion_mnist_entropy.get_config()
+    c.split.update(layers=2, hidden=16)
+    c.distill.feature_weight = 1.0
+    c.stage1_steps = 200
+    c.rate_lambda = 4e-4
+    c.num_epochs = 4.0
+    return c
