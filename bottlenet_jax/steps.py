@@ -154,9 +154,13 @@ def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=
     return loss, parts
 
 
-def _trunk(model, images, k: int):
-    """A (teacher) model's backbone up to RBk, eval mode: the features a split student restores."""
-    return model.backbone(images, False, stop=k)
+def _teacher_outputs(model, images, k: int):
+    """(logits, RBk features) of a teacher in eval mode in one pass: a plain teacher's backbone runs
+    up to RBk and on from there; a split teacher's logits need its own unit and codec."""
+    z = model.backbone(images, False, stop=k)
+    if model.split_after:
+        return model(images, False)[0], z
+    return model.backbone(z, False, start=k), z
 
 
 def train_step(state: TrainState, batch, teacher_vars=None, *, model, tx, mean, std, objective_=None, teacher=None):
@@ -167,9 +171,11 @@ def train_step(state: TrainState, batch, teacher_vars=None, *, model, tx, mean, 
     images = normalize(batch["image"], mean, std)
     t_logits = t_features = None
     if teacher is not None:
-        t_logits = lax.stop_gradient(teacher.apply(teacher_vars, images, train=False)[0])
         if obj.feature_weight:
-            t_features = lax.stop_gradient(teacher.apply(teacher_vars, images, model.split_after, method=_trunk))
+            out = teacher.apply(teacher_vars, images, model.split_after, method=_teacher_outputs)
+            t_logits, t_features = lax.stop_gradient(out)
+        else:
+            t_logits = lax.stop_gradient(teacher.apply(teacher_vars, images, train=False)[0])
     collections = ["batch_stats", "losses"] + (["intermediates"] if obj.feature_weight else [])
 
     def loss_fn(params):

@@ -228,7 +228,7 @@ def test_feature_distillation_pulls_the_restored_features_to_the_teachers(rng):
     """distill.feature_weight: the term is the MSE to the teacher's RBk features (0 for equal
     features), it reaches the compiled step as metric "feature", and SGD on it alone lowers it."""
     from bottlenet_jax.parallel import make_mesh, replicate, shard_batch
-    from bottlenet_jax.steps import Objective, compile_steps, objective
+    from bottlenet_jax.steps import Objective, _teacher_outputs, compile_steps, objective
     from bottlenet_jax.train_lib import create_train_state, validate_config
 
     a = jnp.asarray(rng.normal(size=(2, 4, 4, 3)), jnp.float32)
@@ -250,6 +250,8 @@ def test_feature_distillation_pulls_the_restored_features_to_the_teachers(rng):
     tcfg.codec = ml_collections.ConfigDict(codec_settings("identity"))
     teacher = build_model(tcfg)
     t_vars = teacher.init({"params": jax.random.key(5)}, jnp.zeros((1, 32, 32, 3)))
+    x = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)  # the step's one teacher pass: same logits
+    np.testing.assert_array_equal(teacher.apply(t_vars, x, 1, method=_teacher_outputs)[0], teacher.apply(t_vars, x)[0])
     mesh = make_mesh(jax.devices()[:1])
     model = build_model(cfg)
     state, tx = create_train_state(cfg, model, 3, 20, 20)
