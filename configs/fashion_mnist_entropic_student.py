@@ -20,9 +20,10 @@ What differs from configs/fashion_mnist_entropy.py (the same network, codec and 
            falling long after the accuracy has recovered.
 Without a teacher the feature term is off (distill.feature_weight needs one, like distill.weight).
 Figures over seeds, with the command, commit and date: results/fashion_mnist/frontier_e4/results.md.
-Expected (that table, seed 0 of 3 so far, header commit 21b0579, 2 CPU cores, 2026-12-03; baseline
-90.86 %): rate_lambda 2e-4 sends 118.8 B per image at 90.53 % test top-1, 3e-4 86.9 B at 89.83 %,
-5e-4 52.8 B at 89.15 % (BottleNet JPEG C'=2 at q=20, fine-tuned as long: 116.0 B at 90.84 %).
+Expected (that table, 3 seeds, header commit 4e2a99d, 2 CPU cores, 2026-12-03; baseline 90.57 ± 0.42 %):
+rate_lambda 2e-4 sends 120.9 ± 3.5 B per image at 90.38 ± 0.31 % test top-1, 3e-4 94.0 ± 10.4 B at
+89.84 ± 0.38 %, 5e-4 60.0 ± 6.2 B at 89.04 ± 0.64 % (BottleNet JPEG C'=2 fine-tuned as long: q=20
+118.1 ± 6.6 B at 90.70 ± 0.45 %, q=10 85.3 ± 4.9 B at 89.39 ± 0.86 %).
 """
 
 from configs import fashion_mnist_entropy
