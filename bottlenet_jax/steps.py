@@ -155,8 +155,9 @@ def objective(obj: Objective, logits, labels, stats, own_losses, teacher_logits=
 
 
 def _teacher_outputs(model, images, k: int):
-    """(logits, RBk features) of a teacher in eval mode in one pass: a plain teacher's backbone runs
-    up to RBk and on from there; a split teacher's logits need its own unit and codec."""
+    """(logits, RBk features) of a teacher in eval mode. A plain teacher's backbone runs up to RBk and
+    on from there (one pass); a split teacher's logits need its own unit and codec, so it runs twice.
+    Needs k >= 1 (feature distillation is refused without a split, and start=0 would rerun the stem)."""
     z = model.backbone(images, False, stop=k)
     if model.split_after:
         return model(images, False)[0], z
