@@ -64,6 +64,39 @@ def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None, transform
     return summarize_eval(parts)
 
 
+def edge_features(cfg, variables, data, split: str, n: int = 0):
+    """Batches (numpy, padding dropped) of what the edge half sends, y [b, h, w, C], for the first
+    `n` examples of `split` (0: all), on this host's first device: the input of `Codec.fit`."""
+    import jax
+
+    from bottlenet_jax.data import loader
+    from bottlenet_jax.steps import normalize
+
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.eval_split, c.eval_examples = split, n if n > 0 else -1
+    model = build_model(c, bn_axis_name=None)
+    variables = jax.device_get(variables)
+    edge = jax.jit(lambda v, x: model.apply(v, normalize(x, c.mean, c.std), part="edge"))
+    for b in loader.eval_iterator(data, c, process_index=0, process_count=1):
+        yield np.asarray(edge(variables, b["image"]))[b["mask"]]
+
+
+def fit_codec(cfg, variables, data):
+    """`cfg` with its codec fitted to the edge's features on the training split when the codec asks
+    (`Codec.needs_fit`: the entropy codec's fitted tables); else `cfg` itself. Deterministic for
+    given weights and data, so every evaluator and exporter of a workdir fits the same tables."""
+    from bottlenet_jax.codecs import make_codec
+
+    codec = make_codec(cfg.codec)
+    if not codec.needs_fit or not cfg.split.after:
+        return cfg
+    # the codec reads as many batches as it wants (the generator computes no more)
+    fitted = codec.fit(variables["params"].get("codec", {}), edge_features(cfg, variables, data, cfg.train_split))
+    c = ml_collections.ConfigDict(cfg.to_dict())
+    c.codec = ml_collections.ConfigDict(fitted.settings())
+    return c
+
+
 def sweep_field(cfg) -> str:
     """The codec setting `--sweep` varies, as the codec declares it (JPEG: quality; AWGN: sigma; BEC: p)."""
     from bottlenet_jax.codecs import REGISTRY, make_codec
@@ -90,6 +123,7 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, values=()
     check_batch(cfg, mesh)
     data = records.open_prepared(cfg.dataset, cfg.data_dir)
     state = load_eval_state(workdir, mesh)
+    cfg = fit_codec(cfg, {"params": state.params, "batch_stats": state.batch_stats}, data)
     field = sweep_field(cfg) if values else ""
     rows = []
     for q in ([None] if include_trained else []) + list(values):

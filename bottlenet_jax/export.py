@@ -42,7 +42,8 @@ def _subtree(variables, used):
 
 
 def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
-    """Export the best (else latest) checkpoint of a training workdir; see export_variables."""
+    """Export the best (else latest) checkpoint of a training workdir; see export_variables. A codec
+    fitted to training data (`Codec.needs_fit`) is fitted here first: the dataset must be prepared."""
     from bottlenet_jax.checkpoint import Checkpoints, load_config
 
     cfg = load_config(workdir)
@@ -51,6 +52,11 @@ def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
     _check_free(out)
     raw = Checkpoints(workdir).restore_raw()
     variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
+    if make_codec(cfg.codec).needs_fit:  # fitted to the training split: the data must be here
+        from bottlenet_jax.data import records
+        from bottlenet_jax.evaluation import fit_codec
+
+        cfg = fit_codec(cfg, variables, records.open_prepared(cfg.dataset, cfg.data_dir))
     return export_variables(cfg, variables, out, int(np.asarray(raw["step"])), onnx)
 
 

@@ -270,7 +270,10 @@ def test_bad_entropy_settings_fail_at_build():
         (dict(train_quantizer="round"), "train_quantizer"),
         (dict(precision=30), "precision"),
         (dict(tail_mass=0.0), "tail_mass"),
-        (dict(medians=(0.0,)), "one entry per channel"),
+        (dict(medians=(0.0,)), "one per channel"),
+        (dict(medians=(0.0, 0.0), lower=(0, 0), freqs=((1,), (1,), (1,))), "per element"),
+        (dict(fit_context="pixel"), "fit_context"),
+        (dict(fit_prior=0.0), "fit_prior"),
     ):
         with pytest.raises(ConfigError, match=match):
             make_codec({"name": "entropy", **bad})

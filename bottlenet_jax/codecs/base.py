@@ -17,7 +17,7 @@ trainer and evaluator only ever see ``(x_hat, stats)`` and never branch on the c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -254,6 +254,18 @@ class Codec:
     def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None, condition: Any = None):
         del train, rng, condition
         return straight_through(self.roundtrip)(x)
+
+    @property
+    def needs_fit(self) -> bool:
+        """Whether this codec wants `fit` on training features before it codes for real (the
+        entropy codec's fitted tables); the evaluator and the exporter ask, never the codec type."""
+        return False
+
+    def fit(self, params: dict, features: Iterable[np.ndarray]) -> Codec:
+        """This codec fitted to `features` (batches [n, h, w, C] of what the edge sends, on training
+        data) given its trained parameters (params[name]; {} for codecs without any)."""
+        del params, features
+        return self
 
     def condition(self, batch_shape, *, train: bool, rng: Any = None):
         """Per-sample channel condition the encoder may see (channel codecs); None for source codecs."""

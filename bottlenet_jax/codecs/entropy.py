@@ -2,13 +2,8 @@
 
 The field's strongest feature codec (SC2 benchmark's "Entropic Student", Matsubara et al. WACV 2022;
 Singh et al. ICIP 2020): the encoder's output y (real-valued: the reduction unit ends at its
-BatchNorm, no sigmoid) is rounded to integers and entropy coded under a learned per-channel density.
-
-Density (Ballé et al. ICLR 2018, appendix 6.1): per channel c a monotone map L_c: R -> R,
-    L_c = f_K o ... o f_1,   f_k(x) = g_k(softplus(H_k) x + b_k),   g_k(x) = x + tanh(a_k) * tanh(x),
-with the last layer affine; the CDF is sigmoid(L_c). softplus(H) >= 0 and tanh(a) >= -1 make every
-layer non-decreasing, so the CDF is monotone, 0 at -inf and 1 at +inf. The probability of an integer
-symbol k is sigmoid(L(k + 1/2)) - sigmoid(L(k - 1/2)).
+BatchNorm, no sigmoid) is rounded to integers and entropy coded under a learned per-channel density
+(Ballé et al.'s non-parametric one; entropy_model.py holds it, its integer tables and the streams).
 
 Quantisation. Eval and transport: q = round(y - m_c) with m_c the channel's learned median, y_hat =
 q + m_c (in float32 in the graph and in numpy alike, so `decode(encode(y))` equals the graph's y_hat
@@ -24,13 +19,14 @@ Rate. In the graph: bits = -log2 likelihood per sample (stats["rate_bits"], diff
 adds rate_lambda * bits). On eval steps only, one host callback range-codes each sample and reports
 the real `len()` as bytes_full / bytes_payload (no callback ever runs in a train step).
 
-Bytes. Per channel the symbols between the floored lower and ceiled upper tail (where the CDF is
-tail_mass/2 and 1 - tail_mass/2, found by bisection on the float64 density) get integer
-frequencies (sum 2^precision, each >= 1) from the density evaluated in float64 numpy on the float32
-parameters; everything outside is one escape symbol followed by the value coded uniformly on 16
-bits. constriction's range coder codes the channels one after another into one stream per sample.
-`with_params` binds the tables into the codec's settings (what an export's manifest holds), so the
-receiver decodes with the integers the sender used, whatever its float arithmetic.
+Tables. By default the integer tables are the density's (`with_params` binds them into the codec's
+settings: what an export's manifest holds, so the receiver decodes with the integers the sender
+used, whatever its float arithmetic). With `fit_context` ("channel" or "element") they are fitted,
+after training, to the symbols the trained encoder emits on the training split (`fit`; the
+evaluator and the exporter call it through `Codec.needs_fit`): the density stays the training-time
+rate model and the prior of the fit. A codec with bound tables codes, counts bytes and estimates
+the rate (their ideal code length) with them in the graph too; an unfitted `fit_context` codec
+(periodic evaluation during training) uses the density's.
 """
 
 from __future__ import annotations
@@ -38,183 +34,50 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from bottlenet_jax.codecs.base import Codec, match_varying, range_coded_size, register
+from bottlenet_jax.codecs.entropy_model import (
+    CONTEXTS,
+    ESC_BITS,
+    QMAX,
+    Tables,
+    build_tables,
+    decode_sample,
+    encode_sample,
+    fit_tables,
+    init_density,
+    likelihood,
+    logits_cumulative,
+    quantize_np,
+    tails,
+)
 from bottlenet_jax.errors import ConfigError
 
+__all__ = [
+    "EntropyCodec",
+    "EntropyLayer",
+    "Tables",
+    "build_tables",
+    "decode_sample",
+    "encode_sample",
+    "fit_tables",
+    "init_density",
+    "likelihood",
+    "logits_cumulative",
+    "quantize_np",
+    "tails",
+]
+
 TRAIN_QUANTIZERS = ("ste", "noise")
-_ESC_BITS = 16  # escaped symbols are coded uniformly on this many bits (|q| < 2^15 always)
-_QMAX = 2 ** (_ESC_BITS - 1) - 1
 _LOG2 = float(np.log(2.0))
-
-
-# ----------------------------------------------------------------------------- the density
-def _softplus(x, xp):
-    return jnp.logaddexp(x, 0.0) if xp is jnp else np.logaddexp(x, 0.0)
-
-
-def logits_cumulative(params: dict, x, xp=jnp):
-    """L(x) for x [C, 1, N] -> [C, 1, N] (numpy or jax alike: the tables and the graph share it)."""
-    n = sum(1 for k in params if k.startswith("matrix_"))
-    for i in range(n):
-        x = xp.matmul(_softplus(params[f"matrix_{i}"], xp), x) + params[f"bias_{i}"]
-        if i < n - 1:
-            x = x + xp.tanh(params[f"factor_{i}"]) * xp.tanh(x)
-    return x
-
-
-def _sigmoid(x, xp):
-    return jax.nn.sigmoid(x) if xp is jnp else 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def likelihood(params: dict, y, xp=jnp):
-    """P(round bin of y) = CDF(y + 1/2) - CDF(y - 1/2) for y [C, 1, N]; computed on the side of the
-    median where the sigmoids are not both near 1 (no cancellation in the upper tail)."""
-    lower = logits_cumulative(params, y - 0.5, xp)
-    upper = logits_cumulative(params, y + 0.5, xp)
-    sign = -xp.sign(lower + upper)
-    return xp.abs(_sigmoid(sign * upper, xp) - _sigmoid(sign * lower, xp))
-
-
-def init_density(key, channels: int, filters=(3, 3, 3), init_scale: float = 10.0) -> dict:
-    """Ballé's initialisation: L starts as a wide logistic-like ramp of scale ~init_scale."""
-    sizes = (1, *filters, 1)
-    scale = init_scale ** (1.0 / (len(filters) + 1))
-    out = {}
-    keys = jax.random.split(key, len(sizes) - 1)
-    for i in range(len(sizes) - 1):
-        w = np.log(np.expm1(1.0 / scale / sizes[i + 1]))
-        out[f"matrix_{i}"] = jnp.full((channels, sizes[i + 1], sizes[i]), w, jnp.float32)
-        out[f"bias_{i}"] = jax.random.uniform(keys[i], (channels, sizes[i + 1], 1), jnp.float32, -0.5, 0.5)
-        if i < len(sizes) - 2:
-            out[f"factor_{i}"] = jnp.zeros((channels, sizes[i + 1], 1), jnp.float32)
-    return out
-
-
-# ----------------------------------------------------------------------------- integer tables
-@dataclasses.dataclass(frozen=True)
-class Tables:
-    """What sender and receiver share: per channel the median, the lowest symbol of the table and
-    the integer frequencies of symbols lower..lower+K-1 followed by the escape symbol's."""
-
-    medians: tuple  # float32 values
-    lower: tuple  # int per channel
-    freqs: tuple  # per channel a tuple of K + 1 ints, summing to 2^precision
-
-    @functools.cached_property
-    def models(self):
-        import constriction
-
-        cat = constriction.stream.model.Categorical
-        return [cat(np.asarray(f, np.float64), perfect=False) for f in self.freqs]
-
-    @functools.cached_property
-    def escape_model(self):
-        import constriction
-
-        return constriction.stream.model.Uniform(2**_ESC_BITS)
-
-
-def tails(density: dict, tail_mass: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel the x where the CDF is tail_mass/2 and 1 - tail_mass/2 (float64 bisection on L,
-    which is monotone): the range the integer tables cover."""
-    t = np.log(2.0 / tail_mass - 1.0)
-    c = next(iter(density.values())).shape[0]
-    out = []
-    for target in (-t, t):
-        lo, hi = np.full(c, -1.0), np.full(c, 1.0)
-        for _ in range(64):  # widen the bracket until it holds the target on every channel
-            l_lo = logits_cumulative(density, lo[:, None, None], np)[:, 0, 0]
-            l_hi = logits_cumulative(density, hi[:, None, None], np)[:, 0, 0]
-            if np.all(l_lo <= target) and np.all(l_hi >= target):
-                break
-            lo, hi = np.where(l_lo > target, 2 * lo, lo), np.where(l_hi < target, 2 * hi, hi)
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            below = logits_cumulative(density, mid[:, None, None], np)[:, 0, 0] < target
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        out.append((lo + hi) / 2)
-    return out[0], out[1]
-
-
-def build_tables(density: dict, medians, tail_mass: float, precision: int, max_symbols: int) -> Tables:
-    """Integer frequency tables from the float32 parameters, in float64 numpy (deterministic)."""
-    med = np.asarray(medians, np.float32).ravel()
-    p64 = {k: np.asarray(v, np.float64) for k, v in density.items()}
-    x_lo, x_hi = tails(p64, tail_mass)
-    lo = np.minimum(np.floor(x_lo - med), 0).astype(np.int64)
-    hi = np.maximum(np.ceil(x_hi - med), 0).astype(np.int64)
-    half = max_symbols // 2
-    lo, hi = np.maximum(lo, -half), np.minimum(hi, max_symbols - half - 1)
-    total = 2**precision
-    freqs = []
-    for c in range(med.size):
-        ks = np.arange(lo[c], hi[c] + 1, dtype=np.float64)
-        pc = {k: v[c : c + 1] for k, v in p64.items()}
-        pmf = likelihood(pc, (ks + np.float64(med[c]))[None, None, :], np)[0, 0]
-        probs = np.append(pmf, max(0.0, 1.0 - pmf.sum()))
-        probs = probs / probs.sum()
-        f = 1 + np.floor(probs * (total - probs.size)).astype(np.int64)
-        f[np.argmax(probs)] += total - f.sum()
-        freqs.append(tuple(int(v) for v in f))
-    return Tables(tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(freqs))
-
-
-def quantize_np(y: np.ndarray, medians) -> np.ndarray:
-    """The transport's symbols: round(y - m) per channel, float32 arithmetic as in the graph."""
-    y = np.asarray(y, np.float32)
-    if not np.all(np.isfinite(y)):
-        raise ValueError("entropy codec: features are not finite")
-    return np.clip(np.round(y - np.asarray(medians, np.float32)), -_QMAX, _QMAX).astype(np.int32)
-
-
-def encode_sample(q: np.ndarray, t: Tables) -> bytes:
-    """Symbols [h, w, C] -> one range-coded stream (channel after channel, escapes after each)."""
-    import constriction
-
-    enc = constriction.stream.queue.RangeEncoder()
-    for c, model in enumerate(t.models):
-        k = len(t.freqs[c]) - 1
-        s = q[..., c].ravel().astype(np.int64) - t.lower[c]
-        esc = (s < 0) | (s >= k)
-        enc.encode(np.where(esc, k, s).astype(np.int32), model)
-        if esc.any():
-            enc.encode((q[..., c].ravel()[esc] + 2 ** (_ESC_BITS - 1)).astype(np.int32), t.escape_model)
-    return enc.get_compressed().astype("<u4").tobytes()
-
-
-def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
-    """One stream -> symbols [h, w, C]; a stream that is not exactly one sample's raises ValueError."""
-    import constriction
-
-    h, w, c_ = shape
-    if len(data) % 4 or not data:
-        raise ValueError(f"entropy stream of {len(data)} bytes: must be a non-empty multiple of 4")
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-    out = np.empty((h * w, c_), np.int32)
-    try:
-        for c, model in enumerate(t.models):
-            k = len(t.freqs[c]) - 1
-            s = dec.decode(model, h * w).astype(np.int64)
-            esc = s == k
-            vals = s + t.lower[c]
-            if esc.any():
-                vals[esc] = dec.decode(t.escape_model, int(esc.sum())).astype(np.int64) - 2 ** (_ESC_BITS - 1)
-            out[:, c] = vals
-    except Exception as e:  # constriction reports a stream that runs out as a generic error
-        raise ValueError(f"entropy stream does not decode to {h}x{w}x{c_} symbols ({e})") from None
-    out = out.reshape(h, w, c_)
-    # A range decoder reads any words as some symbols (missing ones as zeros), so a stream is
-    # accepted only in the one form our encoder writes for what it decodes to.
-    if not dec.maybe_exhausted() or encode_sample(out, t) != bytes(data):
-        raise ValueError(f"entropy stream is not an encoding of {h}x{w}x{c_} symbols under this model's tables")
-    return out
 
 
 # ----------------------------------------------------------------------------- in the model
@@ -226,6 +89,16 @@ def _to_cn(y):
 
 def _from_cn(v, shape):
     return jnp.moveaxis(v[:, 0, :], 0, -1).reshape(shape)
+
+
+def _first(batches, n: int):
+    """The batches up to n samples in all (n = 0: every batch); reads no batch beyond them."""
+    seen = 0
+    for b in batches:
+        if n and seen >= n:
+            return
+        yield b[: n - seen] if n else b
+        seen += len(b)
 
 
 class EntropyLayer(nn.Module):
@@ -244,8 +117,9 @@ class EntropyLayer(nn.Module):
         # the medians fit L(m) = 0 with the density held fixed (CompressAI's auxiliary loss)
         aux = jnp.sum(jnp.abs(logits_cumulative(jax.lax.stop_gradient(density), medians)))
         self.sow("losses", "entropy_medians", aux)
-        med = jax.lax.stop_gradient(medians[:, 0, 0])
-        q = jnp.clip(jnp.round(y - med), -_QMAX, _QMAX)
+        bound = bool(cd.freqs)  # tables bound into the codec (fitted): they define the transport
+        med = jnp.asarray(cd.tables.medians, jnp.float32) if bound else jax.lax.stop_gradient(medians[:, 0, 0])
+        q = jnp.clip(jnp.round(y - med), -QMAX, QMAX)
         y_hat = q + med
         if train:
             if rng is None:
@@ -256,8 +130,11 @@ class EntropyLayer(nn.Module):
             y_out = y_hat + (y - jax.lax.stop_gradient(y)) if cd.train_quantizer == "ste" else noisy
         else:
             y_rate = y_out = y_hat
-        lik = _from_cn(likelihood(density, _to_cn(y_rate)), y.shape)
-        bits = -jnp.sum(jnp.log(jnp.maximum(lik, cd.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
+        if bound and not train:
+            bits = cd.table_bits(q.astype(jnp.int32))
+        else:
+            lik = _from_cn(likelihood(density, _to_cn(y_rate)), y.shape)
+            bits = -jnp.sum(jnp.log(jnp.maximum(lik, cd.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
         stats = {"rate_bits": bits}
         if not train:
             n = cd.stream_bytes(q.astype(jnp.int32), density, medians)
@@ -269,7 +146,7 @@ class EntropyLayer(nn.Module):
 @dataclasses.dataclass(frozen=True, eq=False)
 class EntropyCodec(Codec):
     """Factorized-prior entropy bottleneck (module docstring). The table fields are empty in a
-    training config and filled by `with_params` for transport (an export's manifest)."""
+    training config and filled by `with_params` (the density's tables) or `fit` (fitted ones)."""
 
     name: ClassVar[str] = "entropy"
     unit_output: ClassVar[str] = "linear"  # real-valued features: the grid of integers is the quantiser
@@ -281,6 +158,9 @@ class EntropyCodec(Codec):
     train_quantizer: str = "ste"
     precision: int = 16  # bits of the integer frequency tables
     max_symbols: int = 1024  # widest table per channel; symbols beyond it are escaped
+    fit_context: str = ""  # "": the density's tables; "channel" / "element": fitted to training symbols
+    fit_prior: float = 1.0  # pseudo-counts of the density's probabilities in each fitted table
+    fit_examples: int = 0  # training examples the tables are fitted to (0: the whole training split)
     medians: tuple = ()
     lower: tuple = ()
     freqs: tuple = ()
@@ -298,8 +178,18 @@ class EntropyCodec(Codec):
             raise ConfigError(f"codec.precision={self.precision}: must be 8..20 bits")
         if self.max_symbols < 2 or any(f < 1 for f in self.filters) or self.init_scale <= 0:
             raise ConfigError("codec.max_symbols >= 2, codec.filters >= 1 each and codec.init_scale > 0 are required")
-        if not len(self.medians) == len(self.lower) == len(self.freqs):
-            raise ConfigError("codec.medians/lower/freqs: one entry per channel in each (or all empty)")
+        if self.fit_context and self.fit_context not in CONTEXTS:
+            raise ConfigError(f"codec.fit_context={self.fit_context!r}: must be '' or one of {', '.join(CONTEXTS)}")
+        if self.fit_prior <= 0 or self.fit_examples < 0:
+            raise ConfigError(
+                f"codec.fit_prior={self.fit_prior} must be > 0, codec.fit_examples={self.fit_examples} >= 0"
+            )
+        c = len(self.medians)
+        if len(self.lower) != c or (len(self.freqs) % c if c else self.freqs):
+            raise ConfigError(
+                "codec.medians/lower/freqs: medians and lower one per channel, freqs one per channel or "
+                "per element (or all empty)"
+            )
 
     def layer(self, name: str = "codec"):
         return EntropyLayer(self, name=name)
@@ -312,10 +202,48 @@ class EntropyCodec(Codec):
         return build_tables(density, medians, self.tail_mass, self.precision, self.max_symbols)
 
     def with_params(self, params: dict) -> EntropyCodec:
-        """This codec with the integer tables of trained parameters (params['codec'])."""
+        """This codec for transport with trained parameters (params['codec']): the density's integer
+        tables bound, or (fit_context) the fitted tables it holds, checked to be of these parameters."""
         if "density" not in params or "medians" not in params:
             raise ConfigError("entropy codec: params hold no 'density'/'medians' (not this codec's parameters)")
-        t = self._tables_for(jax.device_get(params["density"]), np.asarray(params["medians"]))
+        medians = np.asarray(params["medians"], np.float32).ravel()
+        if self.fit_context:
+            if not self.freqs:
+                raise ConfigError(
+                    f"codec.fit_context={self.fit_context!r}: the tables are fitted to training data and this "
+                    "codec has none yet (bottlenet_jax.evaluation.fit_codec fits them)"
+                )
+            if not np.array_equal(np.asarray(self.medians, np.float32), medians):
+                raise ConfigError("entropy codec: its fitted tables belong to other parameters (medians differ)")
+            return self
+        t = self._tables_for(jax.device_get(params["density"]), medians)
+        return dataclasses.replace(self, medians=t.medians, lower=t.lower, freqs=t.freqs)
+
+    @property
+    def needs_fit(self) -> bool:
+        return bool(self.fit_context) and not self.freqs
+
+    def fit(self, params: dict, features: Iterable[np.ndarray]) -> EntropyCodec:
+        """This codec with tables fitted to `features` (batches of the edge's y [n, h, w, C] on
+        training data) under `fit_context`; itself when it fits nothing."""
+        if not self.fit_context:
+            return self
+        density = jax.device_get(params["density"])
+        medians = np.asarray(params["medians"], np.float32).ravel()
+        symbols = (quantize_np(f, medians) for f in _first(features, self.fit_examples))
+        t, n = fit_tables(
+            density,
+            medians,
+            symbols,
+            self.fit_context,
+            self.tail_mass,
+            self.precision,
+            self.max_symbols,
+            self.fit_prior,
+        )
+        logging.info(
+            "entropy codec: %d tables (per %s) fitted to %d training samples", len(t.freqs), self.fit_context, n
+        )
         return dataclasses.replace(self, medians=t.medians, lower=t.lower, freqs=t.freqs)
 
     @functools.cached_property
@@ -324,18 +252,36 @@ class EntropyCodec(Codec):
             raise ValueError("entropy codec has no tables: bind trained parameters with codec.with_params(...)")
         return Tables(tuple(self.medians), tuple(self.lower), tuple(tuple(f) for f in self.freqs))
 
+    def table_bits(self, q):
+        """The bound tables' ideal code length per sample of symbols q [..., h, w, C] (in the graph)."""
+        t = self.tables
+        t.check_shape(q.shape[-3:])
+        logp, widths = t.log2_probs()
+        h, w, c = q.shape[-3:]
+        rows = np.arange(h * w * c).reshape(h, w, c) if t.per_element else np.broadcast_to(np.arange(c), (h, w, c))
+        s = q - jnp.asarray(t.lower, jnp.int32)
+        k = jnp.asarray(widths)
+        esc = (s < 0) | (s >= k)
+        bits = -jnp.asarray(logp)[jnp.asarray(rows), jnp.where(esc, k, s)] + ESC_BITS * esc
+        return jnp.sum(bits, axis=(-3, -2, -1))
+
     # -- eval byte counts: one host callback per eval step
     def stream_bytes(self, q, density, medians):
+        """len() of each sample's stream: under the bound tables, else under the density's tables
+        (built on the host from the parameters it is given, cached while they do not change)."""
         leaves, treedef = jax.tree.flatten(density)
         cache: dict = {}
 
         def host(q, medians, *leaves):
-            p = jax.tree.unflatten(treedef, [np.asarray(v) for v in leaves])
-            key = hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in (medians, *leaves))).digest()
-            if key not in cache:
-                cache.clear()
-                cache[key] = self._tables_for(p, medians)
-            t = cache[key]
+            if self.freqs:
+                t = self.tables
+            else:
+                p = jax.tree.unflatten(treedef, [np.asarray(v) for v in leaves])
+                key = hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in (medians, *leaves))).digest()
+                if key not in cache:
+                    cache.clear()
+                    cache[key] = self._tables_for(p, medians)
+                t = cache[key]
             q = np.asarray(q)
             flat = q.reshape((-1, *q.shape[-3:]))
             n = np.array([len(encode_sample(s, t)) for s in flat], np.int32)
@@ -352,11 +298,10 @@ class EntropyCodec(Codec):
 
     def check_payload(self, payload, shape):
         # at most a 24-bit categorical symbol (constriction's precision) plus a 16-bit escape each
-        range_coded_size(payload, int(np.prod(shape)), 24 + _ESC_BITS)
+        range_coded_size(payload, int(np.prod(shape)), 24 + ESC_BITS)
 
     def decode(self, payloads, shape):
         t = self.tables
-        if shape[-1] != len(t.medians):
-            raise ValueError(f"entropy codec: tables for {len(t.medians)} channels, features have {shape[-1]}")
+        t.check_shape(tuple(shape[1:]))
         med = np.asarray(t.medians, np.float32)
         return np.stack([decode_sample(p, tuple(shape[1:]), t).astype(np.float32) + med for p in payloads])

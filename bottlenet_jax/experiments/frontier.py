@@ -212,7 +212,11 @@ def entropy_unit(a) -> str:
     s = c.split
     convs = f"{s.layers} strided convs ({s.hidden or 'input'} wide between)" if s.layers > 1 else "one conv"
     h, w, ch = feature_shape(c)
-    return f"RB{s.after} -> {convs}, k{s.kernel} s{s.stride}, C'={s.channels} -> {h}x{w}x{ch} symbols per image"
+    ctx = c.codec.get("fit_context", "")
+    tables = f"tables fitted per {ctx} to the training split's symbols" if ctx else "the density's tables"
+    return (
+        f"RB{s.after} -> {convs}, k{s.kernel} s{s.stride}, C'={s.channels} -> {h}x{w}x{ch} symbols per image; {tables}"
+    )
 
 
 def report(rows, a, argv, wall, trained_before) -> list[str]:

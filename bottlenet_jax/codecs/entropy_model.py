@@ -1,0 +1,310 @@
+"""The entropy codec's probability model: the learned density, the integer tables that code under
+it, and the range-coded streams (codecs/entropy.py puts them in the model and the codec contract).
+
+Density (Ballé et al. ICLR 2018, appendix 6.1): per channel c a monotone map L_c: R -> R,
+    L_c = f_K o ... o f_1,   f_k(x) = g_k(softplus(H_k) x + b_k),   g_k(x) = x + tanh(a_k) * tanh(x),
+with the last layer affine; the CDF is sigmoid(L_c). softplus(H) >= 0 and tanh(a) >= -1 make every
+layer non-decreasing, so the CDF is monotone, 0 at -inf and 1 at +inf. The probability of an integer
+symbol k is sigmoid(L(k + 1/2)) - sigmoid(L(k - 1/2)).
+
+Tables. Per channel the symbols between the floored lower and ceiled upper tail (where the CDF is
+tail_mass/2 and 1 - tail_mass/2, found by bisection on the float64 density) get integer
+frequencies (sum 2^precision, each >= 1); everything outside is one escape symbol followed by the
+value coded uniformly on 16 bits. The frequencies come either from the density itself
+(`build_tables`, evaluated in float64 numpy on the float32 parameters) or from the symbols the
+trained encoder really emits on training data (`fit_tables`): a histogram per context with the
+density's probabilities as a Dirichlet prior (`prior` pseudo-counts). Why fit: the density is
+trained on y + U(-1/2, 1/2) while the stream carries round(y - m), whose distribution it only
+approximates, and one density per channel cannot see that a feature map's statistics depend on the
+position (Fashion-MNIST's background at the borders); a histogram per element (`context="element"`,
+one row per position and channel of a fixed feature shape) can. Both are exact models of the
+stream: what they cost is what `len()` measures.
+
+Streams. constriction's range coder codes the channels one after another into one stream per
+sample, escapes after each channel; with per-element rows each symbol is coded under its own row
+(constriction's categorical model family).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ESC_BITS = 16  # escaped symbols are coded uniformly on this many bits (|q| < 2^15 always)
+QMAX = 2 ** (ESC_BITS - 1) - 1
+CONTEXTS = ("channel", "element")
+
+
+# ----------------------------------------------------------------------------- the density
+def _softplus(x, xp):
+    return jnp.logaddexp(x, 0.0) if xp is jnp else np.logaddexp(x, 0.0)
+
+
+def logits_cumulative(params: dict, x, xp=jnp):
+    """L(x) for x [C, 1, N] -> [C, 1, N] (numpy or jax alike: the tables and the graph share it)."""
+    n = sum(1 for k in params if k.startswith("matrix_"))
+    for i in range(n):
+        x = xp.matmul(_softplus(params[f"matrix_{i}"], xp), x) + params[f"bias_{i}"]
+        if i < n - 1:
+            x = x + xp.tanh(params[f"factor_{i}"]) * xp.tanh(x)
+    return x
+
+
+def _sigmoid(x, xp):
+    return jax.nn.sigmoid(x) if xp is jnp else 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def likelihood(params: dict, y, xp=jnp):
+    """P(round bin of y) = CDF(y + 1/2) - CDF(y - 1/2) for y [C, 1, N]; computed on the side of the
+    median where the sigmoids are not both near 1 (no cancellation in the upper tail)."""
+    lower = logits_cumulative(params, y - 0.5, xp)
+    upper = logits_cumulative(params, y + 0.5, xp)
+    sign = -xp.sign(lower + upper)
+    return xp.abs(_sigmoid(sign * upper, xp) - _sigmoid(sign * lower, xp))
+
+
+def init_density(key, channels: int, filters=(3, 3, 3), init_scale: float = 10.0) -> dict:
+    """Ballé's initialisation: L starts as a wide logistic-like ramp of scale ~init_scale."""
+    sizes = (1, *filters, 1)
+    scale = init_scale ** (1.0 / (len(filters) + 1))
+    out = {}
+    keys = jax.random.split(key, len(sizes) - 1)
+    for i in range(len(sizes) - 1):
+        w = np.log(np.expm1(1.0 / scale / sizes[i + 1]))
+        out[f"matrix_{i}"] = jnp.full((channels, sizes[i + 1], sizes[i]), w, jnp.float32)
+        out[f"bias_{i}"] = jax.random.uniform(keys[i], (channels, sizes[i + 1], 1), jnp.float32, -0.5, 0.5)
+        if i < len(sizes) - 2:
+            out[f"factor_{i}"] = jnp.zeros((channels, sizes[i + 1], 1), jnp.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- integer tables
+@dataclasses.dataclass(frozen=True)
+class Tables:
+    """What sender and receiver share: per channel the median and the lowest symbol of its table;
+    per context (one per channel, or one per element of an h x w x C map: row (i*w + j)*C + c) the
+    integer frequencies of the channel's symbols lower..lower+K-1 followed by the escape symbol's."""
+
+    medians: tuple  # float32 values, one per channel
+    lower: tuple  # int per channel
+    freqs: tuple  # per context a tuple of K + 1 ints (K of its channel), summing to 2^precision
+
+    @property
+    def per_element(self) -> bool:
+        return len(self.freqs) != len(self.medians)
+
+    def check_shape(self, shape) -> None:
+        """ValueError unless these tables code features of `shape` ([h, w, C])."""
+        h, w, c = shape
+        if c != len(self.medians):
+            raise ValueError(f"entropy codec: tables for {len(self.medians)} channels, features have {c}")
+        if self.per_element and len(self.freqs) != h * w * c:
+            raise ValueError(
+                f"entropy codec: per-element tables for {len(self.freqs)} elements, "
+                f"features {h}x{w}x{c} have {h * w * c}"
+            )
+
+    @functools.cached_property
+    def models(self):
+        """Per channel one categorical model (per-channel tables)."""
+        import constriction
+
+        cat = constriction.stream.model.Categorical
+        return [cat(np.asarray(f, np.float64), perfect=False) for f in self.freqs]
+
+    @functools.cached_property
+    def rows(self) -> list[np.ndarray]:
+        """Per channel its contexts' frequencies, float64 [h*w, K + 1] (per-element tables)."""
+        c = len(self.medians)
+        return [np.asarray(self.freqs[i::c], np.float64) for i in range(c)]
+
+    @functools.cached_property
+    def family(self):
+        import constriction
+
+        return constriction.stream.model.Categorical(perfect=False)
+
+    @functools.cached_property
+    def escape_model(self):
+        import constriction
+
+        return constriction.stream.model.Uniform(2**ESC_BITS)
+
+    def log2_probs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(log2 P per context and symbol index, float32 [contexts, max K + 1], padded with 0; K per
+        channel): the tables' own ideal code length, for the graph's rate estimate."""
+        width = max(len(f) for f in self.freqs)
+        out = np.zeros((len(self.freqs), width), np.float32)
+        for r, f in enumerate(self.freqs):
+            f = np.asarray(f, np.float64)
+            out[r, : f.size] = np.log2(f / f.sum())
+        return out, np.array([len(f) - 1 for f in self.freqs[: len(self.medians)]], np.int32)
+
+
+def tails(density: dict, tail_mass: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel the x where the CDF is tail_mass/2 and 1 - tail_mass/2 (float64 bisection on L,
+    which is monotone): the range the integer tables cover."""
+    t = np.log(2.0 / tail_mass - 1.0)
+    c = next(iter(density.values())).shape[0]
+    out = []
+    for target in (-t, t):
+        lo, hi = np.full(c, -1.0), np.full(c, 1.0)
+        for _ in range(64):  # widen the bracket until it holds the target on every channel
+            l_lo = logits_cumulative(density, lo[:, None, None], np)[:, 0, 0]
+            l_hi = logits_cumulative(density, hi[:, None, None], np)[:, 0, 0]
+            if np.all(l_lo <= target) and np.all(l_hi >= target):
+                break
+            lo, hi = np.where(l_lo > target, 2 * lo, lo), np.where(l_hi < target, 2 * hi, hi)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            below = logits_cumulative(density, mid[:, None, None], np)[:, 0, 0] < target
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+        out.append((lo + hi) / 2)
+    return out[0], out[1]
+
+
+def _pmfs(density: dict, medians, tail_mass: float, max_symbols: int):
+    """(lowest symbol per channel, per channel the density's probabilities of its symbols followed
+    by the escape's), in float64."""
+    med = np.asarray(medians, np.float32).ravel()
+    p64 = {k: np.asarray(v, np.float64) for k, v in density.items()}
+    x_lo, x_hi = tails(p64, tail_mass)
+    lo = np.minimum(np.floor(x_lo - med), 0).astype(np.int64)
+    hi = np.maximum(np.ceil(x_hi - med), 0).astype(np.int64)
+    half = max_symbols // 2
+    lo, hi = np.maximum(lo, -half), np.minimum(hi, max_symbols - half - 1)
+    pmfs = []
+    for c in range(med.size):
+        ks = np.arange(lo[c], hi[c] + 1, dtype=np.float64)
+        pc = {k: v[c : c + 1] for k, v in p64.items()}
+        pmf = likelihood(pc, (ks + np.float64(med[c]))[None, None, :], np)[0, 0]
+        probs = np.append(pmf, max(0.0, 1.0 - pmf.sum()))
+        pmfs.append(probs / probs.sum())
+    return med, lo, pmfs
+
+
+def integer_freqs(probs: np.ndarray, precision: int) -> tuple:
+    """Probabilities -> integer frequencies summing to 2^precision, each >= 1 (deterministic)."""
+    total = 2**precision
+    f = 1 + np.floor(probs * (total - probs.size)).astype(np.int64)
+    f[np.argmax(probs)] += total - f.sum()
+    return tuple(int(v) for v in f)
+
+
+def build_tables(density: dict, medians, tail_mass: float, precision: int, max_symbols: int) -> Tables:
+    """Integer frequency tables from the float32 parameters, in float64 numpy (deterministic)."""
+    med, lo, pmfs = _pmfs(density, medians, tail_mass, max_symbols)
+    return Tables(
+        tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(integer_freqs(p, precision) for p in pmfs)
+    )
+
+
+def symbol_indices(q: np.ndarray, lower, widths) -> np.ndarray:
+    """Symbols [..., C] -> their index in their channel's table (K_c for the escape)."""
+    s = q.astype(np.int64) - np.asarray(lower, np.int64)
+    k = np.asarray(widths, np.int64)
+    return np.where((s < 0) | (s >= k), k, s)
+
+
+def fit_tables(
+    density: dict,
+    medians,
+    symbols: Iterable[np.ndarray],
+    context: str,
+    tail_mass: float,
+    precision: int,
+    max_symbols: int,
+    prior: float,
+) -> tuple[Tables, int]:
+    """Tables fitted to batches of symbols [n, h, w, C] (round(y - m) of training features): per
+    context (`context`: "channel" or "element") the histogram of the symbols' indices plus `prior`
+    pseudo-counts spread as the density's probabilities, over the density tables' support.
+    Returns (tables, samples counted)."""
+    if context not in CONTEXTS:
+        raise ValueError(f"context={context!r}: must be one of {', '.join(CONTEXTS)}")
+    med, lo, pmfs = _pmfs(density, medians, tail_mass, max_symbols)
+    widths = np.array([p.size - 1 for p in pmfs])
+    counts, n = None, 0
+    for q in symbols:
+        q = np.asarray(q)
+        if q.ndim != 4 or q.shape[-1] != med.size:
+            raise ValueError(f"fit_tables: symbols of shape {q.shape}, want [n, h, w, {med.size}]")
+        idx = symbol_indices(q, lo, widths).reshape(q.shape[0], -1, med.size)  # [n, h*w, C]
+        if counts is None:
+            rows = idx.shape[1] if context == "element" else 1
+            counts = [np.zeros((rows, k + 1)) for k in widths]
+        n += q.shape[0]
+        for c, k in enumerate(widths):
+            i = idx[..., c] if context == "element" else idx[..., c].reshape(-1, 1)
+            pos = np.broadcast_to(np.arange(i.shape[1]), i.shape)
+            counts[c] += np.bincount((pos * (k + 1) + i).ravel(), minlength=counts[c].size).reshape(counts[c].shape)
+    if not n:
+        raise ValueError("fit_tables: no symbols to fit the tables to")
+    freqs = [None] * (counts[0].shape[0] * med.size)
+    for c, pmf in enumerate(pmfs):
+        for r, row in enumerate(counts[c]):
+            p = row + prior * pmf
+            freqs[r * med.size + c] = integer_freqs(p / p.sum(), precision)
+    return Tables(tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(freqs)), n
+
+
+def quantize_np(y: np.ndarray, medians) -> np.ndarray:
+    """The transport's symbols: round(y - m) per channel, float32 arithmetic as in the graph."""
+    y = np.asarray(y, np.float32)
+    if not np.all(np.isfinite(y)):
+        raise ValueError("entropy codec: features are not finite")
+    return np.clip(np.round(y - np.asarray(medians, np.float32)), -QMAX, QMAX).astype(np.int32)
+
+
+def encode_sample(q: np.ndarray, t: Tables) -> bytes:
+    """Symbols [h, w, C] -> one range-coded stream (channel after channel, escapes after each)."""
+    import constriction
+
+    t.check_shape(q.shape)
+    enc = constriction.stream.queue.RangeEncoder()
+    for c in range(len(t.medians)):
+        k = len(t.freqs[c]) - 1
+        s = q[..., c].ravel().astype(np.int64) - t.lower[c]
+        esc = (s < 0) | (s >= k)
+        sym = np.where(esc, k, s).astype(np.int32)
+        if t.per_element:
+            enc.encode(sym, t.family, t.rows[c])
+        else:
+            enc.encode(sym, t.models[c])
+        if esc.any():
+            enc.encode((q[..., c].ravel()[esc] + 2 ** (ESC_BITS - 1)).astype(np.int32), t.escape_model)
+    return enc.get_compressed().astype("<u4").tobytes()
+
+
+def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
+    """One stream -> symbols [h, w, C]; a stream that is not exactly one sample's raises ValueError."""
+    import constriction
+
+    h, w, c_ = shape
+    t.check_shape(shape)
+    if len(data) % 4 or not data:
+        raise ValueError(f"entropy stream of {len(data)} bytes: must be a non-empty multiple of 4")
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+    out = np.empty((h * w, c_), np.int32)
+    try:
+        for c in range(c_):
+            k = len(t.freqs[c]) - 1
+            s = (dec.decode(t.family, t.rows[c]) if t.per_element else dec.decode(t.models[c], h * w)).astype(np.int64)
+            esc = s == k
+            vals = s + t.lower[c]
+            if esc.any():
+                vals[esc] = dec.decode(t.escape_model, int(esc.sum())).astype(np.int64) - 2 ** (ESC_BITS - 1)
+            out[:, c] = vals
+    except Exception as e:  # constriction reports a stream that runs out as a generic error
+        raise ValueError(f"entropy stream does not decode to {h}x{w}x{c_} symbols ({e})") from None
+    out = out.reshape(h, w, c_)
+    # A range decoder reads any words as some symbols (missing ones as zeros), so a stream is
+    # accepted only in the one form our encoder writes for what it decodes to.
+    if not dec.maybe_exhausted() or encode_sample(out, t) != bytes(data):
+        raise ValueError(f"entropy stream is not an encoding of {h}x{w}x{c_} symbols under this model's tables")
+    return out
