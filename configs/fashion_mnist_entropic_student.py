@@ -37,5 +37,5 @@ def get_config():
     c.stage1_steps = 200
     c.rate_lambda = 4e-4
     c.num_epochs = 4.0
-    c.codec.fit_context = "element"  # integer tables fitted per position and channel after training
+    c.codec.fit_context = "neighbours"  # integer tables fitted after training: per element and neighbour state
     return c

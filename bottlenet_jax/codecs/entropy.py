@@ -57,6 +57,7 @@ from bottlenet_jax.codecs.entropy_model import (
     likelihood,
     logits_cumulative,
     quantize_np,
+    row_index,
     tails,
 )
 from bottlenet_jax.errors import ConfigError
@@ -158,7 +159,7 @@ class EntropyCodec(Codec):
     train_quantizer: str = "ste"
     precision: int = 16  # bits of the integer frequency tables
     max_symbols: int = 1024  # widest table per channel; symbols beyond it are escaped
-    fit_context: str = ""  # "": the density's tables; "channel" / "element": fitted to training symbols
+    fit_context: str = ""  # "": the density's tables; "channel", "element", "neighbours": fitted (entropy_model)
     fit_prior: float = 1.0  # pseudo-counts of the density's probabilities in each fitted table
     fit_examples: int = 0  # training examples the tables are fitted to (0: the whole training split)
     medians: tuple = ()
@@ -250,19 +251,19 @@ class EntropyCodec(Codec):
     def tables(self) -> Tables:
         if not self.freqs:
             raise ValueError("entropy codec has no tables: bind trained parameters with codec.with_params(...)")
-        return Tables(tuple(self.medians), tuple(self.lower), tuple(tuple(f) for f in self.freqs))
+        ctx = self.fit_context or "channel"
+        return Tables(tuple(self.medians), tuple(self.lower), tuple(tuple(f) for f in self.freqs), ctx)
 
     def table_bits(self, q):
         """The bound tables' ideal code length per sample of symbols q [..., h, w, C] (in the graph)."""
         t = self.tables
         t.check_shape(q.shape[-3:])
-        logp, widths = t.log2_probs()
-        h, w, c = q.shape[-3:]
-        rows = np.arange(h * w * c).reshape(h, w, c) if t.per_element else np.broadcast_to(np.arange(c), (h, w, c))
+        k = jnp.asarray(t.widths, jnp.int32)
         s = q - jnp.asarray(t.lower, jnp.int32)
-        k = jnp.asarray(widths)
         esc = (s < 0) | (s >= k)
-        bits = -jnp.asarray(logp)[jnp.asarray(rows), jnp.where(esc, k, s)] + ESC_BITS * esc
+        idx = jnp.where(esc, k, s)
+        rows = row_index(t.context, idx, jnp.asarray(t.zero, jnp.int32), jnp)
+        bits = -jnp.asarray(t.log2_probs())[rows, idx] + ESC_BITS * esc
         return jnp.sum(bits, axis=(-3, -2, -1))
 
     # -- eval byte counts: one host callback per eval step

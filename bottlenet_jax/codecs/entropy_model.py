@@ -37,7 +37,7 @@ import numpy as np
 
 ESC_BITS = 16  # escaped symbols are coded uniformly on this many bits (|q| < 2^15 always)
 QMAX = 2 ** (ESC_BITS - 1) - 1
-CONTEXTS = ("channel", "element")
+CONTEXTS = ("channel", "element", "neighbours")
 
 
 # ----------------------------------------------------------------------------- the density
@@ -84,29 +84,71 @@ def init_density(key, channels: int, filters=(3, 3, 3), init_scale: float = 10.0
 
 
 # ----------------------------------------------------------------------------- integer tables
+def states_per_element(context: str) -> int:
+    """Rows per element and channel: 9 neighbour states for "neighbours", else 1."""
+    return 9 if context == "neighbours" else 1
+
+
+def neighbour_states(idx, zero, xp=np):
+    """Per element of symbol indices [..., h, w, C] (K_c: the escape) the state of its causal
+    neighbours: 3 * b(the element above, same channel) + b(the same position, previous channel),
+    b = 0 below symbol 0, 1 at it (or no neighbour), 2 above it or escaped. `zero`: per channel the
+    index of symbol 0. Both neighbours are decoded before the element (channel-major, row by row)."""
+    b = xp.where(idx == zero, 1, xp.where(idx < zero, 0, 2))
+    one = xp.ones_like(b)
+    up = xp.concatenate([one[..., :1, :, :], b[..., :-1, :, :]], axis=-3)
+    prev = xp.concatenate([one[..., :1], b[..., :-1]], axis=-1)
+    return 3 * up + prev
+
+
+def row_index(context: str, idx, zero, xp=np):
+    """The table row (index into `Tables.freqs`) of each element of symbol indices [..., h, w, C]:
+    c ("channel"), (i*w + j)*C + c ("element"), ((i*w + j)*C + c)*9 + state ("neighbours")."""
+    h, w, c = idx.shape[-3:]
+    if context == "channel":
+        return xp.broadcast_to(xp.arange(c), idx.shape)
+    element = xp.arange(h * w * c).reshape(h, w, c)
+    if context == "element":
+        return xp.broadcast_to(element, idx.shape)
+    return element * 9 + neighbour_states(idx, zero, xp)
+
+
 @dataclasses.dataclass(frozen=True)
 class Tables:
     """What sender and receiver share: per channel the median and the lowest symbol of its table;
-    per context (one per channel, or one per element of an h x w x C map: row (i*w + j)*C + c) the
-    integer frequencies of the channel's symbols lower..lower+K-1 followed by the escape symbol's."""
+    per row the integer frequencies of its channel's symbols lower..lower+K-1 followed by the
+    escape symbol's. Rows (`context`): one per channel, one per element of an h x w x C map, or
+    nine per element (the states of its causal neighbours); `row_index` orders them."""
 
     medians: tuple  # float32 values, one per channel
     lower: tuple  # int per channel
-    freqs: tuple  # per context a tuple of K + 1 ints (K of its channel), summing to 2^precision
+    freqs: tuple  # per row a tuple of K + 1 ints (K of its channel), summing to 2^precision
+    context: str = "channel"
 
     @property
-    def per_element(self) -> bool:
-        return len(self.freqs) != len(self.medians)
+    def channels(self) -> int:
+        return len(self.medians)
+
+    @property
+    def widths(self) -> np.ndarray:
+        """K per channel (the escape's index)."""
+        c = self.channels
+        return np.array([len(self.freqs[i * states_per_element(self.context)]) - 1 for i in range(c)])
+
+    @property
+    def zero(self) -> np.ndarray:
+        """Per channel the index of symbol 0."""
+        return -np.asarray(self.lower, np.int64)
 
     def check_shape(self, shape) -> None:
         """ValueError unless these tables code features of `shape` ([h, w, C])."""
         h, w, c = shape
-        if c != len(self.medians):
-            raise ValueError(f"entropy codec: tables for {len(self.medians)} channels, features have {c}")
-        if self.per_element and len(self.freqs) != h * w * c:
+        if c != self.channels:
+            raise ValueError(f"entropy codec: tables for {self.channels} channels, features have {c}")
+        want = c if self.context == "channel" else h * w * c * states_per_element(self.context)
+        if len(self.freqs) != want:
             raise ValueError(
-                f"entropy codec: per-element tables for {len(self.freqs)} elements, "
-                f"features {h}x{w}x{c} have {h * w * c}"
+                f"entropy codec: {len(self.freqs)} {self.context} tables, features {h}x{w}x{c} need {want}"
             )
 
     @functools.cached_property
@@ -119,9 +161,13 @@ class Tables:
 
     @functools.cached_property
     def rows(self) -> list[np.ndarray]:
-        """Per channel its contexts' frequencies, float64 [h*w, K + 1] (per-element tables)."""
-        c = len(self.medians)
-        return [np.asarray(self.freqs[i::c], np.float64) for i in range(c)]
+        """Per channel its rows' frequencies, float64 [h*w*S, K + 1], row (i*w + j)*S + state."""
+        c, s = self.channels, states_per_element(self.context)
+        out = []
+        for ch in range(c):
+            picked = [self.freqs[(e * c + ch) * s + k] for e in range(len(self.freqs) // (c * s)) for k in range(s)]
+            out.append(np.asarray(picked, np.float64))
+        return out
 
     @functools.cached_property
     def family(self):
@@ -135,15 +181,15 @@ class Tables:
 
         return constriction.stream.model.Uniform(2**ESC_BITS)
 
-    def log2_probs(self) -> tuple[np.ndarray, np.ndarray]:
-        """(log2 P per context and symbol index, float32 [contexts, max K + 1], padded with 0; K per
-        channel): the tables' own ideal code length, for the graph's rate estimate."""
+    def log2_probs(self) -> np.ndarray:
+        """log2 P per row and symbol index, float32 [rows, max K + 1], padded with 0: the tables' own
+        ideal code length, for the graph's rate estimate."""
         width = max(len(f) for f in self.freqs)
         out = np.zeros((len(self.freqs), width), np.float32)
         for r, f in enumerate(self.freqs):
             f = np.asarray(f, np.float64)
             out[r, : f.size] = np.log2(f / f.sum())
-        return out, np.array([len(f) - 1 for f in self.freqs[: len(self.medians)]], np.int32)
+        return out
 
 
 def tails(density: dict, tail_mass: float) -> tuple[np.ndarray, np.ndarray]:
@@ -221,36 +267,34 @@ def fit_tables(
     max_symbols: int,
     prior: float,
 ) -> tuple[Tables, int]:
-    """Tables fitted to batches of symbols [n, h, w, C] (round(y - m) of training features): per
-    context (`context`: "channel" or "element") the histogram of the symbols' indices plus `prior`
-    pseudo-counts spread as the density's probabilities, over the density tables' support.
+    """Tables fitted to batches of symbols [n, h, w, C] (round(y - m) of training features): per row
+    (`context`: "channel", "element" or "neighbours") the histogram of the symbols' indices plus
+    `prior` pseudo-counts spread as the density's probabilities, over the density tables' support.
     Returns (tables, samples counted)."""
     if context not in CONTEXTS:
         raise ValueError(f"context={context!r}: must be one of {', '.join(CONTEXTS)}")
     med, lo, pmfs = _pmfs(density, medians, tail_mass, max_symbols)
     widths = np.array([p.size - 1 for p in pmfs])
-    counts, n = None, 0
+    c, per, width = med.size, states_per_element(context), int(widths.max()) + 1
+    table, shape, n = None, None, 0
     for q in symbols:
         q = np.asarray(q)
-        if q.ndim != 4 or q.shape[-1] != med.size:
-            raise ValueError(f"fit_tables: symbols of shape {q.shape}, want [n, h, w, {med.size}]")
-        idx = symbol_indices(q, lo, widths).reshape(q.shape[0], -1, med.size)  # [n, h*w, C]
-        if counts is None:
-            rows = idx.shape[1] if context == "element" else 1
-            counts = [np.zeros((rows, k + 1)) for k in widths]
+        if q.ndim != 4 or q.shape[-1] != c or (shape and q.shape[1:] != shape):
+            raise ValueError(f"fit_tables: symbols of shape {q.shape}, want [n, h, w, {c}] (all alike)")
+        if table is None:
+            shape = q.shape[1:]
+            table = np.zeros((c if context == "channel" else int(np.prod(shape)) * per) * width)
+        idx = symbol_indices(q, lo, widths)
+        table += np.bincount((row_index(context, idx, -lo) * width + idx).ravel(), minlength=table.size)
         n += q.shape[0]
-        for c, k in enumerate(widths):
-            i = idx[..., c] if context == "element" else idx[..., c].reshape(-1, 1)
-            pos = np.broadcast_to(np.arange(i.shape[1]), i.shape)
-            counts[c] += np.bincount((pos * (k + 1) + i).ravel(), minlength=counts[c].size).reshape(counts[c].shape)
     if not n:
         raise ValueError("fit_tables: no symbols to fit the tables to")
-    freqs = [None] * (counts[0].shape[0] * med.size)
-    for c, pmf in enumerate(pmfs):
-        for r, row in enumerate(counts[c]):
-            p = row + prior * pmf
-            freqs[r * med.size + c] = integer_freqs(p / p.sum(), precision)
-    return Tables(tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(freqs)), n
+    freqs = []
+    for r, row in enumerate(table.reshape(-1, width)):
+        ch = (r // per) % c
+        p = row[: widths[ch] + 1] + prior * pmfs[ch]
+        freqs.append(integer_freqs(p / p.sum(), precision))
+    return Tables(tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(freqs), context), n
 
 
 def quantize_np(y: np.ndarray, medians) -> np.ndarray:
@@ -267,15 +311,21 @@ def encode_sample(q: np.ndarray, t: Tables) -> bytes:
 
     t.check_shape(q.shape)
     enc = constriction.stream.queue.RangeEncoder()
-    for c in range(len(t.medians)):
-        k = len(t.freqs[c]) - 1
-        s = q[..., c].ravel().astype(np.int64) - t.lower[c]
-        esc = (s < 0) | (s >= k)
-        sym = np.where(esc, k, s).astype(np.int32)
-        if t.per_element:
-            enc.encode(sym, t.family, t.rows[c])
-        else:
+    widths = t.widths
+    idx = symbol_indices(q, t.lower, widths)
+    hw = q.shape[0] * q.shape[1]
+    local = None  # each element's row among its channel's: (i*w + j)*S + state
+    if t.context == "element":
+        local = np.broadcast_to(np.arange(hw)[:, None], (hw, t.channels))
+    elif t.context == "neighbours":
+        local = np.arange(hw)[:, None] * 9 + neighbour_states(idx, t.zero).reshape(hw, t.channels)
+    for c in range(t.channels):
+        sym = idx[..., c].ravel().astype(np.int32)
+        if local is None:
             enc.encode(sym, t.models[c])
+        else:
+            enc.encode(sym, t.family, t.rows[c][local[:, c]])
+        esc = sym == widths[c]
         if esc.any():
             enc.encode((q[..., c].ravel()[esc] + 2 ** (ESC_BITS - 1)).astype(np.int32), t.escape_model)
     return enc.get_compressed().astype("<u4").tobytes()
@@ -290,21 +340,33 @@ def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
     if len(data) % 4 or not data:
         raise ValueError(f"entropy stream of {len(data)} bytes: must be a non-empty multiple of 4")
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-    out = np.empty((h * w, c_), np.int32)
+    widths, zero = t.widths, t.zero
+    idx = np.empty((h, w, c_), np.int64)
+    out = np.empty((h, w, c_), np.int32)
     try:
         for c in range(c_):
-            k = len(t.freqs[c]) - 1
-            s = (dec.decode(t.family, t.rows[c]) if t.per_element else dec.decode(t.models[c], h * w)).astype(np.int64)
-            esc = s == k
-            vals = s + t.lower[c]
+            if t.context == "channel":
+                idx[..., c] = dec.decode(t.models[c], h * w).reshape(h, w)
+            elif t.context == "element":
+                idx[..., c] = dec.decode(t.family, t.rows[c]).reshape(h, w)
+            else:  # row by row: an element's state needs the row above and the previous channel
+                for i in range(h):
+                    up = _bucket(idx[i - 1, :, c], zero[c]) if i else np.ones(w, np.int64)
+                    prev = _bucket(idx[i, :, c - 1], zero[c - 1]) if c else np.ones(w, np.int64)
+                    idx[i, :, c] = dec.decode(t.family, t.rows[c][(i * w + np.arange(w)) * 9 + 3 * up + prev])
+            vals = idx[..., c] + t.lower[c]
+            esc = idx[..., c] == widths[c]
             if esc.any():
                 vals[esc] = dec.decode(t.escape_model, int(esc.sum())).astype(np.int64) - 2 ** (ESC_BITS - 1)
-            out[:, c] = vals
+            out[..., c] = vals
     except Exception as e:  # constriction reports a stream that runs out as a generic error
         raise ValueError(f"entropy stream does not decode to {h}x{w}x{c_} symbols ({e})") from None
-    out = out.reshape(h, w, c_)
     # A range decoder reads any words as some symbols (missing ones as zeros), so a stream is
     # accepted only in the one form our encoder writes for what it decodes to.
     if not dec.maybe_exhausted() or encode_sample(out, t) != bytes(data):
         raise ValueError(f"entropy stream is not an encoding of {h}x{w}x{c_} symbols under this model's tables")
     return out
+
+
+def _bucket(idx, zero):
+    return np.where(idx == zero, 1, np.where(idx < zero, 0, 2))
