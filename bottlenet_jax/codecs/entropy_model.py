@@ -269,8 +269,8 @@ def fit_tables(
 ) -> tuple[Tables, int]:
     """Tables fitted to batches of symbols [n, h, w, C] (round(y - m) of training features): per row
     (`context`: "channel", "element" or "neighbours") the histogram of the symbols' indices plus
-    `prior` pseudo-counts spread as the density's probabilities, over the density tables' support.
-    Returns (tables, samples counted)."""
+    `prior` pseudo-counts spread as the density's probabilities, over the symbols seen within the
+    density tables' support (the rest escaped). Returns (tables, samples counted)."""
     if context not in CONTEXTS:
         raise ValueError(f"context={context!r}: must be one of {', '.join(CONTEXTS)}")
     med, lo, pmfs = _pmfs(density, medians, tail_mass, max_symbols)
@@ -289,12 +289,23 @@ def fit_tables(
         n += q.shape[0]
     if not n:
         raise ValueError("fit_tables: no symbols to fit the tables to")
+    # Each channel's table spans the symbols seen (and 0); the density's mass beyond them joins the
+    # escape's, so rarely seen tails cost an escape instead of table rows nobody uses.
+    table = table.reshape(-1, width)
+    channel_of = (np.arange(len(table)) // per) % c
+    span = []
+    for ch in range(c):
+        seen = np.flatnonzero(table[channel_of == ch, : widths[ch]].sum(0))
+        zero = -lo[ch]
+        span.append((min(seen.min(initial=zero), zero), max(seen.max(initial=zero), zero) + 1))
     freqs = []
-    for r, row in enumerate(table.reshape(-1, width)):
-        ch = (r // per) % c
-        p = row[: widths[ch] + 1] + prior * pmfs[ch]
+    for r, row in enumerate(table):
+        ch = channel_of[r]
+        (a, b), k, pmf = span[ch], widths[ch], pmfs[ch]
+        p = np.append(row[a:b] + prior * pmf[a:b], row[k] + prior * (pmf[k] + pmf[:a].sum() + pmf[b:k].sum()))
         freqs.append(integer_freqs(p / p.sum(), precision))
-    return Tables(tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(freqs), context), n
+    lower = tuple(int(lo[ch] + span[ch][0]) for ch in range(c))
+    return Tables(tuple(float(m) for m in med), lower, tuple(freqs), context), n
 
 
 def quantize_np(y: np.ndarray, medians) -> np.ndarray:
