@@ -182,7 +182,7 @@ def test_a_fitted_codec_codes_with_its_tables_in_the_graph_and_through_an_export
     cfg = entropy_config()
     cfg.codec.fit_context = "neighbours"
     model = build_model(cfg, bn_axis_name=None)
-    v = jax.device_get(model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3))))
+    v = jax.device_get(jax.jit(model.init)({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3))))
     v["params"]["reduce"]["bn"]["scale"] = v["params"]["reduce"]["bn"]["scale"] * 3.0
     edge = jax.jit(lambda x: model.apply(v, x, part="edge"))
     fit_y = [np.asarray(edge(jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32))) for _ in range(3)]
@@ -225,7 +225,7 @@ def test_fit_codec_fits_on_the_training_split_and_the_graph_and_an_export_code_w
     cfg.data_dir = str(mock_imagenet)
     cfg.codec = ml_collections.ConfigDict(codec_settings("entropy", fit_context="element"))
     model = build_model(cfg, bn_axis_name=None)
-    v = jax.device_get(model.init({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3))))
+    v = jax.device_get(jax.jit(model.init)({"params": jax.random.key(0)}, jnp.zeros((1, 64, 64, 3))))
     v["params"]["reduce"]["bn"]["scale"] = v["params"]["reduce"]["bn"]["scale"] * 3.0  # a few symbols each side
     data = records.open_prepared(cfg.dataset, cfg.data_dir)
     fitted_cfg = fit_codec(cfg, v, data)
@@ -237,8 +237,8 @@ def test_fit_codec_fits_on_the_training_split_and_the_graph_and_an_export_code_w
 
     x = jnp.asarray(rng.normal(size=(4, 64, 64, 3)), jnp.float32)
     fitted_model = build_model(fitted_cfg, bn_axis_name=None)
-    (logits, stats), inter = fitted_model.apply(v, x, mutable=["intermediates"])
-    z = np.asarray(fitted_model.apply(v, x, part="edge"))
+    (logits, stats), inter = jax.jit(lambda v, x: fitted_model.apply(v, x, mutable=["intermediates"]))(v, x)
+    z = np.asarray(jax.jit(lambda v, x: fitted_model.apply(v, x, part="edge"))(v, x))
     payloads = codec.encode(z)
     np.testing.assert_array_equal(codec.decode(payloads, z.shape), inter["intermediates"]["x_hat"][0])
     np.testing.assert_array_equal(stats["bytes_payload"], [len(p) for p in payloads])

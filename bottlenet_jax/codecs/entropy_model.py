@@ -12,17 +12,22 @@ tail_mass/2 and 1 - tail_mass/2, found by bisection on the float64 density) get 
 frequencies (sum 2^precision, each >= 1); everything outside is one escape symbol followed by the
 value coded uniformly on 16 bits. The frequencies come either from the density itself
 (`build_tables`, evaluated in float64 numpy on the float32 parameters) or from the symbols the
-trained encoder really emits on training data (`fit_tables`): a histogram per context with the
-density's probabilities as a Dirichlet prior (`prior` pseudo-counts). Why fit: the density is
-trained on y + U(-1/2, 1/2) while the stream carries round(y - m), whose distribution it only
-approximates, and one density per channel cannot see that a feature map's statistics depend on the
-position (Fashion-MNIST's background at the borders); a histogram per element (`context="element"`,
-one row per position and channel of a fixed feature shape) can. Both are exact models of the
-stream: what they cost is what `len()` measures.
+trained encoder really emits on training data (`fit_tables`): a histogram per row with the
+density's probabilities as a Dirichlet prior (`prior` pseudo-counts), over the symbols seen. Rows
+(the context a symbol is coded in):
+  channel     one per channel, as the density;
+  element     one per position and channel of a fixed feature shape: a feature map's statistics
+              depend on the position (Fashion-MNIST's background at the borders);
+  neighbours  nine per element: the sign (below 0, 0, above 0) of the element above it in its
+              channel and of the same position in the previous channel, both decoded before it
+              (a causal context, as image codecs' context models use; decoding goes row by row).
+Why fit at all: the density is trained on y + U(-1/2, 1/2) while the stream carries round(y - m),
+whose distribution it only approximates, and a factorized density sees neither position nor
+neighbours. Every kind is an exact model of the stream: what it costs is what `len()` measures.
 
 Streams. constriction's range coder codes the channels one after another into one stream per
-sample, escapes after each channel; with per-element rows each symbol is coded under its own row
-(constriction's categorical model family).
+sample, escapes after each channel; with rows finer than the channel each symbol is coded under
+its own row (constriction's categorical model family).
 """
 
 from __future__ import annotations
