@@ -229,7 +229,7 @@ def train_and_evaluate(cfg, workdir: str, accept_config_changes: bool = False) -
 
 def check_resume(cfg, workdir: str, accept: bool) -> None:
     """Refuse to continue a workdir under a different config (one line naming the keys) unless
-    `accept`; then the new config replaces the saved one."""
+    `accept`; then the new config replaces the saved one, as it does when it only adds keys."""
     import json
 
     path = os.path.join(workdir, "config.json")
@@ -237,7 +237,8 @@ def check_resume(cfg, workdir: str, accept: bool) -> None:
         return
     with open(path) as f:
         saved = json.load(f)
-    changed = config_changes(saved, json_form(cfg.to_dict()))
+    new = json_form(cfg.to_dict())
+    changed = config_changes(saved, new)
     if changed and not accept:
         from bottlenet_jax.errors import ConfigError
 
@@ -245,7 +246,9 @@ def check_resume(cfg, workdir: str, accept: bool) -> None:
             f"--workdir={workdir} was started with another config (differs in: {', '.join(changed[:8])}"
             f"{' ...' if len(changed) > 8 else ''}); use a new workdir, or --accept_config_changes to continue it"
         )
-    if changed and jax.process_index() == 0:
+    # keys added since the workdir was started (a newer version's) are written in too, so that
+    # eval.py and the exporter, which read config.json, see the settings this run used
+    if (changed or config_changes(new, saved)) and jax.process_index() == 0:
         write_json(path, cfg.to_dict())
 
 

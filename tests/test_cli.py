@@ -187,6 +187,7 @@ def test_resuming_with_a_changed_config_is_refused_unless_accepted(tmp_path):
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("rate_lambda", "distill")}  # written before they existed
     (tmp_path / "config.json").write_text(json.dumps(old, default=str))
     check_resume(cfg, str(tmp_path), False)
+    assert "distill" in json.loads((tmp_path / "config.json").read_text())  # the added keys written in
 
 
 def test_setup_logging_drops_orbax_info_whichever_handler_prints():

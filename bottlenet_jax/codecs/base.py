@@ -76,13 +76,15 @@ _SHARED_BLOCK = {
 
 def upgrade_settings(block: dict) -> dict:
     """A codec block as saved by an older version (a workdir's config.json, an export's manifest):
-    the shared keys its codec does not take are dropped, `threads` is now `workers`. Only saved
-    files go through this; a config being written is checked strictly by `make_codec`."""
+    the shared keys its codec does not take are dropped, `threads` is now `workers`, and settings
+    added since are there with their defaults (so `--config.codec.NEW=...` applies to an old
+    workdir too). Only saved files go through this; a config being written is checked strictly
+    by `make_codec`."""
     block = dict(block)
-    known = set(codec_settings(block.get("name", "identity")))
-    if "threads" in block and "workers" in known:
+    defaults = codec_settings(block.get("name", "identity"))
+    if "threads" in block and "workers" in defaults:
         block.setdefault("workers", block.pop("threads"))
-    return {k: v for k, v in block.items() if k in known or k not in _SHARED_BLOCK}
+    return {**defaults, **{k: v for k, v in block.items() if k in defaults or k not in _SHARED_BLOCK}}
 
 
 def make_codec(cfg=None, **overrides):
