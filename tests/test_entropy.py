@@ -173,12 +173,35 @@ def test_fitting_reads_fit_examples_samples_and_refuses_what_it_cannot_code():
         codec.fit(params, [])
 
 
+def codes_with_its_tables(cfg, fitted_cfg, v, x, tmp_path, rtol):
+    """The model of `fitted_cfg` (a fitted codec) on x: its eval x_hat is decode(encode(z)) bit for
+    bit, its bytes len() of the streams, its rate the tables' ideal length; an export carries the
+    tables, and the exporter refuses the unfitted `cfg`."""
+    from bottlenet_jax.export import export_variables, load_codec, load_manifest
+
+    codec = make_codec(fitted_cfg.codec)
+    fitted_model = build_model(fitted_cfg, bn_axis_name=None)
+    (logits, stats), inter = jax.jit(lambda v, x: fitted_model.apply(v, x, mutable=["intermediates"]))(v, x)
+    z = np.asarray(jax.jit(lambda v, x: fitted_model.apply(v, x, part="edge"))(v, x))
+    payloads = codec.encode(z)
+    x_hat = inter["intermediates"]["x_hat"][0]
+    np.testing.assert_array_equal(codec.decode(payloads, z.shape), x_hat)
+    np.testing.assert_array_equal(stats["bytes_payload"], [len(p) for p in payloads])
+    np.testing.assert_allclose(
+        stats["rate_bits"], codec.table_bits(jnp.asarray(ent.quantize_np(z, codec.medians))), rtol=rtol
+    )
+    with pytest.raises(ConfigError, match="fit_codec"):
+        export_variables(cfg, v, str(tmp_path / "unfitted"))
+    export_variables(fitted_cfg, v, str(tmp_path / "export"))
+    shipped = load_codec(load_manifest(str(tmp_path / "export")))
+    assert shipped.settings() == codec.settings()
+    np.testing.assert_array_equal(shipped.decode(payloads, z.shape), x_hat)
+
+
 def test_a_fitted_codec_codes_with_its_tables_in_the_graph_and_through_an_export(tmp_path, rng):
     """A model built with a fitted codec: its eval x_hat is decode(encode(z)) bit for bit, its bytes
     len() of the streams, its rate the tables' ideal length; an export carries the tables, and an
     unfitted fit_context codec is refused by the exporter."""
-    from bottlenet_jax.export import export_variables, load_codec, load_manifest
-
     cfg = entropy_config()
     cfg.codec.fit_context = "neighbours"
     model = build_model(cfg, bn_axis_name=None)
@@ -189,23 +212,8 @@ def test_a_fitted_codec_codes_with_its_tables_in_the_graph_and_through_an_export
     codec = model.codec.fit(v["params"]["codec"], fit_y)
     fitted_cfg = entropy_config()
     fitted_cfg.codec = ml_collections.ConfigDict(codec.settings())
-    fitted_model = build_model(fitted_cfg, bn_axis_name=None)
     x = jnp.asarray(rng.normal(size=(4, 32, 32, 3)), jnp.float32)
-    (logits, stats), inter = jax.jit(lambda v, x: fitted_model.apply(v, x, mutable=["intermediates"]))(v, x)
-    z = np.asarray(edge(x))
-    payloads = codec.encode(z)
-    x_hat = inter["intermediates"]["x_hat"][0]
-    np.testing.assert_array_equal(codec.decode(payloads, z.shape), x_hat)
-    np.testing.assert_array_equal(stats["bytes_payload"], [len(p) for p in payloads])
-    np.testing.assert_allclose(
-        stats["rate_bits"], codec.table_bits(jnp.asarray(ent.quantize_np(z, codec.medians))), rtol=1e-5
-    )
-    with pytest.raises(ConfigError, match="fit_codec"):
-        export_variables(cfg, v, str(tmp_path / "unfitted"))
-    export_variables(fitted_cfg, v, str(tmp_path / "export"))
-    shipped = load_codec(load_manifest(str(tmp_path / "export")))
-    assert shipped.settings() == codec.settings()
-    np.testing.assert_array_equal(shipped.decode(payloads, z.shape), x_hat)
+    codes_with_its_tables(cfg, fitted_cfg, v, x, tmp_path, rtol=1e-5)
 
 
 @pytest.mark.slow  # mock ImageNet records (TensorFlow): make test-slow (CI)
@@ -219,7 +227,6 @@ def test_fit_codec_fits_on_the_training_split_and_the_graph_and_an_export_code_w
     from bottlenet_jax import cli
     from bottlenet_jax.data import records
     from bottlenet_jax.evaluation import edge_features, fit_codec
-    from bottlenet_jax.export import export_variables, load_codec, load_manifest
 
     cfg = cli.load_config_file(os.path.join(os.path.dirname(HERE), "configs", "mock.py"))
     cfg.data_dir = str(mock_imagenet)
@@ -236,22 +243,7 @@ def test_fit_codec_fits_on_the_training_split_and_the_graph_and_an_export_code_w
     assert sum(map(len, codec.encode(train_y))) < sum(map(len, density.encode(train_y)))  # fitted to these
 
     x = jnp.asarray(rng.normal(size=(4, 64, 64, 3)), jnp.float32)
-    fitted_model = build_model(fitted_cfg, bn_axis_name=None)
-    (logits, stats), inter = jax.jit(lambda v, x: fitted_model.apply(v, x, mutable=["intermediates"]))(v, x)
-    z = np.asarray(jax.jit(lambda v, x: fitted_model.apply(v, x, part="edge"))(v, x))
-    payloads = codec.encode(z)
-    np.testing.assert_array_equal(codec.decode(payloads, z.shape), inter["intermediates"]["x_hat"][0])
-    np.testing.assert_array_equal(stats["bytes_payload"], [len(p) for p in payloads])
-    np.testing.assert_allclose(
-        stats["rate_bits"], codec.table_bits(jnp.asarray(ent.quantize_np(z, codec.medians))), rtol=1e-6
-    )
-
-    with pytest.raises(ConfigError, match="fit_codec"):
-        export_variables(cfg, v, str(tmp_path / "unfitted"))
-    export_variables(fitted_cfg, v, str(tmp_path / "export"))
-    shipped = load_codec(load_manifest(str(tmp_path / "export")))
-    assert shipped.settings() == codec.settings()
-    np.testing.assert_array_equal(shipped.decode(payloads, z.shape), inter["intermediates"]["x_hat"][0])
+    codes_with_its_tables(cfg, fitted_cfg, v, x, tmp_path, rtol=1e-6)
 
 
 def test_graph_eval_output_equals_decode_of_encode_and_bytes_are_len(rng):

@@ -128,7 +128,8 @@ def test_every_module_imports_first_in_a_fresh_interpreter():
 
 def test_evaluation_has_one_loop_and_library_code_logs():
     """Evaluation lived in seven places; now only evaluation.evaluate walks an eval split through the
-    model (the lightweight calibration reads features, it does not evaluate). Library modules log
+    model (beside it only evaluation.edge_features, which reads the edge's features for codec fits
+    and the lightweight calibration; it does not evaluate). Library modules log
     with absl instead of printing (entry points print their results)."""
     loops, prints = [], []
     entry = ("demo", "cli", "experiments", "serve", "export", "convert", "data.prepare")
@@ -142,10 +143,7 @@ def test_evaluation_has_one_loop_and_library_code_logs():
                 loops.append(name)
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "print":
                 prints.append(name)
-    assert sorted(set(loops) - {"bottlenet_jax.data.loader"}) == [
-        "bottlenet_jax.evaluation",
-        "bottlenet_jax.experiments.lightweight",
-    ], loops
+    assert sorted(set(loops) - {"bottlenet_jax.data.loader"}) == ["bottlenet_jax.evaluation"], loops
     assert not [m for m in prints if not m.split(".", 1)[-1].startswith(entry)], prints
 
 

@@ -94,12 +94,17 @@ def states_per_element(context: str) -> int:
     return 9 if context == "neighbours" else 1
 
 
+def sign_bucket(idx, zero, xp=np):
+    """0 below symbol 0 (whose index is `zero`), 1 at it, 2 above it or escaped."""
+    return xp.where(idx == zero, 1, xp.where(idx < zero, 0, 2))
+
+
 def neighbour_states(idx, zero, xp=np):
     """Per element of symbol indices [..., h, w, C] (K_c: the escape) the state of its causal
     neighbours: 3 * b(the element above, same channel) + b(the same position, previous channel),
     b = 0 below symbol 0, 1 at it (or no neighbour), 2 above it or escaped. `zero`: per channel the
     index of symbol 0. Both neighbours are decoded before the element (channel-major, row by row)."""
-    b = xp.where(idx == zero, 1, xp.where(idx < zero, 0, 2))
+    b = sign_bucket(idx, zero, xp)
     one = xp.ones_like(b)
     up = xp.concatenate([one[..., :1, :, :], b[..., :-1, :, :]], axis=-3)
     prev = xp.concatenate([one[..., :1], b[..., :-1]], axis=-1)
@@ -367,8 +372,8 @@ def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
                 idx[..., c] = dec.decode(t.family, t.rows[c]).reshape(h, w)
             else:  # row by row: an element's state needs the row above and the previous channel
                 for i in range(h):
-                    up = _bucket(idx[i - 1, :, c], zero[c]) if i else np.ones(w, np.int64)
-                    prev = _bucket(idx[i, :, c - 1], zero[c - 1]) if c else np.ones(w, np.int64)
+                    up = sign_bucket(idx[i - 1, :, c], zero[c]) if i else np.ones(w, np.int64)
+                    prev = sign_bucket(idx[i, :, c - 1], zero[c - 1]) if c else np.ones(w, np.int64)
                     idx[i, :, c] = dec.decode(t.family, t.rows[c][(i * w + np.arange(w)) * 9 + 3 * up + prev])
             vals = idx[..., c] + t.lower[c]
             esc = idx[..., c] == widths[c]
@@ -382,7 +387,3 @@ def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
     if not dec.maybe_exhausted() or encode_sample(out, t) != bytes(data):
         raise ValueError(f"entropy stream is not an encoding of {h}x{w}x{c_} symbols under this model's tables")
     return out
-
-
-def _bucket(idx, zero):
-    return np.where(idx == zero, 1, np.where(idx < zero, 0, 2))

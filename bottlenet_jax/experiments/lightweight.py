@@ -35,22 +35,15 @@ from bottlenet_jax.experiments import git_state, machine, write_csv
 
 def calibration_features(cfg, workdir, n):
     from bottlenet_jax.checkpoint import load_eval_state
-    from bottlenet_jax.data import loader, records
-    from bottlenet_jax.models import build_model
-    from bottlenet_jax.steps import normalize
+    from bottlenet_jax.data import records
+    from bottlenet_jax.evaluation import edge_features
 
     c = ml_collections.ConfigDict(cfg.to_dict())
-    c.eval_split, c.eval_examples, c.eval_batch_size = c.train_split, n, 256
+    c.eval_batch_size = 256
     state = load_eval_state(workdir, parallel.make_mesh(jax.devices()[:1]))
-    model = build_model(c, bn_axis_name=None)
-    edge = jax.jit(
-        lambda x: model.apply(
-            {"params": state.params, "batch_stats": state.batch_stats}, normalize(x, c.mean, c.std), part="edge"
-        )
-    )
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
     data = records.open_prepared(c.dataset, c.data_dir)
-    feats = [np.asarray(edge(b["image"]))[b["mask"]] for b in loader.eval_iterator(data, c)]
-    return np.concatenate(feats)
+    return np.concatenate(list(edge_features(c, variables, data, c.train_split, n)))
 
 
 UNIFORM_N = (2, 3, 4, 6, 8, 16)
