@@ -153,7 +153,7 @@ def end_to_end(data, cfg, a):
             res=a.res,
             batch=a.batch // mesh.size,
             channels=8,
-            quality=50,
+            quality=getattr(a, "quality", 90),  # train_throughput's: one compiled program for both
         ),
         mesh,
     )
