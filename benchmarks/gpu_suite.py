@@ -4,7 +4,8 @@
     python benchmarks/gpu_suite.py --smoke --out /tmp/gpu_smoke  # any CPU, toy sizes, < 3 min (make smoke)
 
 Each stage runs in a process of its own with a time budget; one that fails or runs out of time is
-reported in summary.md and the next one runs. Within a stage the figures with targets come first, so a
+reported in summary.md and the next one runs; one whose wheels are not importable is skipped at once,
+naming them. Within a stage the figures with targets come first, so a
 stage cut short keeps them. Stages (budget on the GPU / with --smoke):
   env      GPU, driver, host cores, versions, commit                                      15 s / 60 s
   exact    jpeg_device (on the accelerator) vs cv2 on 2,048 tiles: 28, 56, 112 and 224 px square,
@@ -373,8 +374,27 @@ STAGE_FNS = {
 
 
 # ----------------------------------------------------------------------------- driver
+# modules a stage imports that the device image lacks (the wheels of `make gpu-wheels`)
+NEEDS = {
+    "train": ("ml_collections", "constriction"),
+    "loader": ("ml_collections", "grain", "array_record"),
+    "anchor": ("ml_collections",),
+}
+
+
+def missing(name) -> list[str]:
+    import importlib.util
+
+    return [m for m in NEEDS.get(name, ()) if importlib.util.find_spec(m) is None]
+
+
 def run_stage(name, a) -> dict:
     budget = STAGES[name][1 if a.smoke else 0]
+    lack = missing(name)
+    if lack:  # seconds of device time saved, and the reason in one line
+        status = f"skipped: {', '.join(lack)} not importable by {sys.executable} (python -m pip install .whl/*.whl)"
+        print(f"[{name}] {status}", flush=True)
+        return {"stage": name, "status": status, "wall": 0.0, "budget": budget, "results": [], "tail": []}
     cmd = [sys.executable, os.path.abspath(__file__), "--stage", name, "--out", a.out, "--commit", a.commit]
     cmd += ["--smoke"] if a.smoke else []
     t0 = time.time()

@@ -34,3 +34,17 @@ def test_loader_rate_draws_the_buffer_before_timing(monkeypatch):
         cfg = ml_collections.ConfigDict({"data_workers": workers, "batch_size": 4})
         assert input_pipeline.loader_rate(None, cfg, batches, warmup=1) > 0
         assert its[-1].drawn == expect
+
+
+def test_gpu_suite_skips_a_stage_whose_wheels_are_missing(tmp_path, monkeypatch):
+    """A stage that would fail at import is reported as skipped, naming the module, without running
+    (the first H200 run lost its train, loader and anchor stages that way)."""
+    import importlib.util
+
+    import gpu_suite
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "grain" else real(m, *a))
+    d = gpu_suite.run_stage("loader", type("A", (), {"smoke": True, "out": str(tmp_path), "commit": "x"})())
+    assert d["status"].startswith("skipped: grain not importable") and d["wall"] == 0.0
+    assert not (tmp_path / "loader.txt").exists()
