@@ -96,3 +96,28 @@ def test_write_csv_takes_every_rows_columns(tmp_path):
         got = list(csv.DictReader(f))
     assert list(got[0]) == ["method", "top1", "top5"]
     assert got[0]["top5"] == "" and got[1] == {"method": "b", "top1": "0.8", "top5": "1.0"}
+
+
+def test_frontier_ratios_without_jpeg_framing():
+    """JPEG's fixed framing comes off the JPEG methods' bytes only, and no operating point moves."""
+    from bottlenet_jax.codecs.jpeg_xla import FRAMING_BYTES
+    from bottlenet_jax.experiments import frontier
+
+    def r(seed, method, setting, top1, nbytes):
+        return {"seed": seed, "method": method, "setting": setting, "top1": top1, "bytes": nbytes}
+
+    rows = []
+    for seed, scale in ((0, 1.0), (1, 2.0)):
+        rows += [
+            r(seed, "baseline (raw image)", "", 0.90, 784.0),
+            r(seed, frontier.INPUT, "q=50", 0.895, 227.0 * scale),
+            r(seed, frontier.INPUT, "q=10", 0.80, 127.0),  # cheaper but too inaccurate: not the operating point
+            r(seed, "BottleNet JPEG C'=2", "q=20", 0.899, 127.0),
+            r(seed, "entropy bottleneck", "λ=0.0003", 0.891, 40.0),
+        ]
+    md = "\n".join(frontier.without_framing(rows))
+    assert f"{FRAMING_BYTES} B of fixed framing" in md
+    assert f"| entropy bottleneck / {frontier.INPUT} | {40 / (227 - FRAMING_BYTES):.3f} | " in md
+    assert f"{40 / (454 - FRAMING_BYTES):.3f} |" in md
+    assert f"| entropy bottleneck / BottleNet JPEG C'=2 | {40 / (127 - FRAMING_BYTES):.3f} | " in md
+    assert frontier.operating_points(rows)[0][frontier.INPUT]["bytes"] == 227.0  # the rows are left as they were

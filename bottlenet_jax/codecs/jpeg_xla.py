@@ -114,6 +114,11 @@ IJG_LUMA = np.array(
 ).reshape(8, 8)
 
 
+# What an abbreviated stream with the default tables still carries besides its scan: SOI, the frame
+# header, the scan header and EOI, every byte fixed by the tile's shape (one component, baseline).
+FRAMING_BYTES = SEGMENT_BYTES["SOI"] + SEGMENT_BYTES["SOF0"] + SEGMENT_BYTES["SOS"] + SEGMENT_BYTES["EOI"]
+
+
 def omitted_bytes(optimize: bool) -> int:
     """Bytes an abbreviated stream leaves out (JFIF APP0, DQT, and the DHT unless optimize)."""
     return SEGMENT_BYTES["APP0"] + SEGMENT_BYTES["DQT"] + (0 if optimize else DEFAULT_DHT_BYTES)
