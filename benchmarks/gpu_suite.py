@@ -5,8 +5,8 @@
 
 Each stage runs in a process of its own with a time budget; one that fails or runs out of time is
 reported in summary.md and the next one runs; one whose wheels are not importable is skipped at once,
-naming them. Within a stage the figures with targets come first, so a
-stage cut short keeps them. Stages (budget on the GPU / with --smoke):
+naming them. Within a stage the figures with targets come first, so a stage cut short keeps them.
+Stages (budget on the GPU / with --smoke):
   env      GPU, driver, host cores, versions, commit                                      15 s / 60 s
   exact    jpeg_device (on the accelerator) vs cv2 on 2,048 tiles: 28, 56, 112 and 224 px square,
            q = 1, 50, 95, 100, optimize off and on: differing pixels and byte counts     110 s / 90 s
@@ -51,7 +51,7 @@ sys.path[:0] = [ROOT, HERE]
 STAGES = {
     "env": (15, 60),
     "exact": (110, 90),
-    "train": (300, 240),  # smoke: compiling 4 variants on a slow, busy 2-core CPU
+    "train": (300, 240),  # 6 ResNet-50 compiles at 36-51 s; smoke: 4 small ones on a slow, busy 2-core CPU
     "codec": (40, 60),
     "loader": (150, 90),
     "anchor": (70, 60),
