@@ -77,7 +77,7 @@ def buffered_batches(cfg) -> int:
     """Batches the loader may hold ready before anyone asks: what a timed block must not count."""
     from bottlenet_jax.data import loader
 
-    return 2 * max(1, loader.workers(cfg))  # grain mp_prefetch, per_worker_buffer_size=2
+    return loader.PER_WORKER_BUFFER * max(1, loader.workers(cfg))
 
 
 def loader_rate(data, cfg, batches, warmup=2):

@@ -87,6 +87,7 @@ def decode_crop(encoded, channels: int, box, size: int) -> np.ndarray:
     return img[y : y + ch, x : x + cw]
 
 
+PER_WORKER_BUFFER = 2  # batches each worker process holds ready (grain mp_prefetch)
 _IN_WORKER = False  # set in grain's worker processes: batches are then allocated in shared memory
 
 
@@ -183,7 +184,8 @@ def _iterate(ds, cfg):
     n = workers(cfg)
     if n > 0:
         it = it.mp_prefetch(
-            grain.MultiprocessingOptions(num_workers=n, per_worker_buffer_size=2), worker_init_fn=_worker_init
+            grain.MultiprocessingOptions(num_workers=n, per_worker_buffer_size=PER_WORKER_BUFFER),
+            worker_init_fn=_worker_init,
         )
     return iter(it)
 

@@ -195,6 +195,29 @@ def ratios(ops: dict, method: str, reference: str) -> list[float]:
     return out
 
 
+def is_jpeg(method: str) -> bool:
+    return method == INPUT or method.startswith("BottleNet JPEG")
+
+
+def ratio_table(ops: dict) -> list[str]:
+    """Markdown rows: each entropy method's bytes over each JPEG method's, per seed, mean ± sd."""
+    methods = list(dict.fromkeys(m for per in ops.values() for m in per))
+    md = [
+        "| ratio | " + " | ".join(f"seed {s}" for s in ops) + " | mean ± sd | mean + 2 sd |",
+        "|---" * (len(ops) + 3) + "|",
+    ]
+    for m in [m for m in methods if m.startswith("entropy")]:
+        for ref in [INPUT, *[r for r in methods if r != INPUT and is_jpeg(r)]]:
+            r = ratios(ops, m, ref)
+            ms = mean_sd(r) if all(np.isfinite(r)) else (float("inf"), float("nan"))
+            md.append(
+                f"| {m} / {ref} | "
+                + " | ".join(f"{v:.3f}" for v in r)
+                + f" | {ms[0]:.3f} ± {ms[1]:.3f} | {ms[0] + 2 * ms[1]:.3f} |"
+            )
+    return md
+
+
 def without_framing(rows: list[dict]) -> list[str]:
     """The ratios again with JPEG's fixed framing left out of the JPEG methods' bytes.
 
@@ -204,16 +227,12 @@ def without_framing(rows: list[dict]) -> list[str]:
     each method's operating point where it was."""
     from bottlenet_jax.codecs.jpeg_xla import FRAMING_BYTES
 
-    def is_jpeg(m):
-        return m == INPUT or m.startswith("BottleNet JPEG")
-
     ops = operating_points(rows)
     for per in ops.values():
         for m, r in per.items():
             if r is not None and is_jpeg(m):
                 per[m] = {**r, "bytes": r["bytes"] - FRAMING_BYTES}
-    methods = list(dict.fromkeys(m for per in ops.values() for m in per))
-    md = [
+    return [
         f"## The same ratios with JPEG's {FRAMING_BYTES} B of fixed framing not counted",
         "",
         f"Each abbreviated JPEG stream (default tables) is {FRAMING_BYTES} B of SOI, frame header, scan header and "
@@ -221,19 +240,30 @@ def without_framing(rows: list[dict]) -> list[str]:
         "Here they are subtracted from every JPEG method's bytes (the operating points do not move). The "
         "range-coded stream has no framing; its length is whole 32-bit words (up to 3 B of padding), left in.",
         "",
-        "| ratio | " + " | ".join(f"seed {s}" for s in ops) + " | mean ± sd | mean + 2 sd |",
-        "|---" * (len(ops) + 3) + "|",
+        *ratio_table(ops),
     ]
-    for m in [m for m in methods if m.startswith("entropy")]:
-        for ref in [r for r in methods if is_jpeg(r)]:
-            r = ratios(ops, m, ref)
-            ms = mean_sd(r) if all(np.isfinite(r)) else (float("inf"), float("nan"))
-            md.append(
-                f"| {m} / {ref} | "
-                + " | ".join(f"{v:.3f}" for v in r)
-                + f" | {ms[0]:.3f} ± {ms[1]:.3f} | {ms[0] + 2 * ms[1]:.3f} |"
-            )
-    return md
+
+
+def write_framing(a, argv):
+    """OUT/framing.md from OUT/results.csv: no training, its provenance that of OUT/results.md."""
+    commit, dirty = git_state()
+    md = [
+        f"# Frontier ratios without JPEG's fixed framing ({a.out})",
+        "",
+        f"- command: `python -m bottlenet_jax.experiments.frontier {' '.join(argv)}`",
+        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}; date {datetime.date.today().isoformat()}",
+        f"- from {a.out}/results.csv, as measured by the command, commit and machine in {a.out}/results.md",
+        "",
+        *without_framing(read_rows(a.out)),
+    ]
+    with open(os.path.join(a.out, "framing.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+def read_rows(out: str) -> list[dict]:
+    with open(os.path.join(out, "results.csv")) as f:
+        return [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -267,8 +297,6 @@ def report(rows, a, argv, wall, trained_before) -> list[str]:
     ops = operating_points(rows)
     methods = list(dict.fromkeys(m for per in ops.values() for m in per))
     partial = len(seeds) < len(a.seeds)
-    entropy = [m for m in methods if m.startswith("entropy")]
-    jpeg = [m for m in methods if m.startswith("BottleNet JPEG")]
     md = [
         "# Rate–accuracy frontier of every codec against the input image (Fashion-MNIST)"
         + (f" — PARTIAL: {len(seeds)} of {len(a.seeds)} seeds" if partial else ""),
@@ -313,20 +341,7 @@ def report(rows, a, argv, wall, trained_before) -> list[str]:
             f"{100 * t[0]:.2f} ± {100 * t[1]:.2f} | {chosen} |"
         )
     md += ["", "## Byte ratios at the operating points, per seed (smaller: fewer bytes than the reference)", ""]
-    md += [
-        "| ratio | " + " | ".join(f"seed {s}" for s in ops) + " | mean ± sd | mean + 2 sd |",
-        "|---" * (len(ops) + 3) + "|",
-    ]
-    for m in entropy:
-        for ref in [INPUT, *jpeg]:
-            r = ratios(ops, m, ref)
-            finite = [v for v in r if np.isfinite(v)]
-            ms = mean_sd(r) if len(finite) == len(r) else (float("inf"), float("nan"))
-            md.append(
-                f"| {m} / {ref} | "
-                + " | ".join(f"{v:.3f}" for v in r)
-                + f" | {ms[0]:.3f} ± {ms[1]:.3f} | {ms[0] + 2 * ms[1]:.3f} |"
-            )
+    md += ratio_table(ops)
     md += ["", *without_framing(rows)]
     md += [
         "",
@@ -442,26 +457,11 @@ def main(argv=None):
         a.seeds, a.lambdas, a.jpeg_channels, a.qualities = a.seeds[:1], a.lambdas[:1], a.jpeg_channels[:1], [30]
         a.input_qualities, a.workdir = [30], a.workdir + "_quick"
     a.out = a.out or (os.path.join(a.workdir, "results") if a.quick else "results/fashion_mnist/frontier")
-    if a.plot_only or a.framing_only:
-        with open(os.path.join(a.out, "results.csv")) as f:
-            rows = [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        if a.plot_only:
-            plot(rows, a.out)
-            return print(f"redrew {a.out}/frontier.png")
-        commit, dirty = git_state()
-        md = [
-            f"# Frontier ratios without JPEG's fixed framing ({a.out})",
-            "",
-            f"- command: `python -m bottlenet_jax.experiments.frontier {' '.join(argv)}`",
-            f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}; date "
-            f"{datetime.date.today().isoformat()}",
-            f"- from {a.out}/results.csv, as measured by the command, commit and machine in {a.out}/results.md",
-            "",
-            *without_framing(rows),
-        ]
-        with open(os.path.join(a.out, "framing.md"), "w") as f:
-            f.write("\n".join(md) + "\n")
-        return print("\n".join(md))
+    if a.plot_only:
+        plot(read_rows(a.out), a.out)
+        return print(f"redrew {a.out}/frontier.png")
+    if a.framing_only:
+        return write_framing(a, argv)
     cli.setup_logging()
     a.commit = git_state()
     from bottlenet_jax.train_lib import validate_config
