@@ -10,12 +10,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
+# --no-compile: pip would byte-compile all of TensorFlow and torch (about a minute on 2 cores); Python
+# compiles the modules a run imports, once, as it imports them.
 $(VENV)/.data-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[data]'
+	$(PY) -m pip install -q --no-compile -e '.[data]'
 	touch $@
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-compile -e '.[test]'
 	touch $@ $(VENV)/.data-installed
 
 # Fashion-MNIST: Debian's package when apt works here, else the builder tries TFDS's download,
@@ -34,12 +36,13 @@ demo: $(VENV)/.data-installed data
 
 # The test suite in two stages: `make test` (the README's command) runs everything but the tests
 # marked slow (end-to-end training, serving and the exhaustive exactness sweeps, each > ~30 s);
-# `make test-slow` runs those; CI (.ci/run) runs both.
+# `make test-slow` runs those; CI (.ci/run) runs both. The tests compile with XLA's CPU optimisation
+# level 1 (tests/conftest.py: a fifth of the compile time); the slow stage keeps XLA's default.
 test: $(VENV)/.test-installed data
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: $(VENV)/.test-installed data
-	$(PY) -m pytest -q -m slow
+	BOTTLENET_TEST_XLA_OPT=default $(PY) -m pytest -q -m slow
 
 # The ONNX edge test in an environment of its own: jax2onnx pins an older orbax-checkpoint than the
 # main one uses. BOTTLENET_REQUIRE_ONNX=1: a missing extra fails the test instead of skipping it.
@@ -47,7 +50,7 @@ ONNX_VENV := .venv-onnx
 $(ONNX_VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(ONNX_VENV)
 	$(ONNX_VENV)/bin/python -m pip install -q --upgrade pip
-	$(ONNX_VENV)/bin/python -m pip install -q -e '.[onnx]' pytest
+	$(ONNX_VENV)/bin/python -m pip install -q --no-compile -e '.[onnx]' pytest
 	touch $@
 
 test-onnx: $(ONNX_VENV)/.installed data
