@@ -206,10 +206,11 @@ def h2load(port, request, concurrency, n):
 
 
 class Relay:
-    """127.0.0.1:listen -> 127.0.0.1:target, counting bytes each way (TCP payload)."""
+    """127.0.0.1:listen -> 127.0.0.1:target, counting bytes each way (TCP payload); the client's bytes
+    are kept too, so that its HTTP/2 frames can be told apart (plaintext only)."""
 
     def __init__(self, target):
-        self.target, self.up, self.down = target, 0, 0
+        self.target, self.up, self.down, self.sent = target, 0, 0, bytearray()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -227,9 +228,27 @@ class Relay:
         try:
             while data := src.recv(65536):
                 setattr(self, way, getattr(self, way) + len(data))
+                if way == "up":
+                    self.sent += data
                 dst.sendall(data)
         except OSError:  # the other side closed
             pass
+
+
+H2_FRAMES = {0: "DATA", 1: "HEADERS", 4: "SETTINGS", 6: "PING", 8: "WINDOW_UPDATE"}
+
+
+def http2_frame_bytes(sent: bytes, start: int, end: int) -> dict:
+    """Bytes of the client's HTTP/2 stream in [start, end) by what carries them: each frame's 9-byte
+    header under DATA/HEADERS/..., the HEADERS/PING/WINDOW_UPDATE/SETTINGS frames' bodies under their
+    type, DATA bodies (gRPC messages) left out: they are counted as message and prefix."""
+    out, i = {}, 24 if sent.startswith(b"PRI * HTTP/2.0") else 0  # the connection preface
+    while i + 9 <= min(len(sent), end):
+        length, kind = int.from_bytes(sent[i : i + 3], "big"), H2_FRAMES.get(sent[i + 3], "other")
+        if i >= start:
+            out[kind] = out.get(kind, 0) + 9 + (0 if kind == "DATA" else length)
+        i += 9 + length
+    return out
 
 
 def wire_bytes(port, requests, n=200):
@@ -248,10 +267,12 @@ def wire_bytes(port, requests, n=200):
             stub.ModelInfer(requests[k % len(requests)])
         time.sleep(0.2)
         up, down = relay.up - up0, relay.down - down0
+        frames = http2_frame_bytes(relay.sent, up0, relay.up)
     sent = [requests[k % len(requests)] for k in range(n)]
     return {
         "up": up / n,
         "down": down / n,
+        "frames": {k: v / n for k, v in frames.items()},
         "payload": float(np.mean([len(r.inputs[0].contents.bytes_contents[0]) for r in sent])),
         "message": float(np.mean([r.ByteSize() for r in sent])),
     }
@@ -261,14 +282,13 @@ def wire_bytes_stream(port, payloads, n=200):
     """The same count over one ModelStreamInfer stream, one request in flight at a time, each built
     as the edge client builds it (client.stream_request: the payload as a raw BYTES tensor, LOGITS
     asked for)."""
-    import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    from bottlenet_jax.serve.client import stream_request
+    from bottlenet_jax.serve.client import channel, stream_request
 
     relay = Relay(port)
     sent = [stream_request([payloads[k % len(payloads)]], str(k + 1)) for k in range(20 + n)]
-    with grpc.insecure_channel(f"127.0.0.1:{relay.port}") as ch:
+    with channel(f"127.0.0.1:{relay.port}") as ch:  # the edge client's channel
         import queue
 
         outbox, counts = queue.Queue(), {}
@@ -282,10 +302,12 @@ def wire_bytes_stream(port, payloads, n=200):
             assert not r.error_message, r.error_message
         time.sleep(0.2)
         up, down = relay.up - counts["up"], relay.down - counts["down"]
+        frames = http2_frame_bytes(relay.sent, counts["up"], relay.up)
         outbox.put(None)
     return {
         "up": up / n,
         "down": down / n,
+        "frames": {k: v / n for k, v in frames.items()},
         "payload": float(np.mean([len(payloads[k % len(payloads)]) for k in range(20, 20 + n)])),
         "message": float(np.mean([r.ByteSize() for r in sent[20:]])),
     }
@@ -383,6 +405,10 @@ def main():
             f"payload {w['payload']:.1f} B ({m['codec']['name']} bytes + 4 B CRC) + framing "
             f"{w['up'] - w['payload']:.1f} B: KServe protobuf {w['message'] - w['payload']:.1f}, gRPC prefix 5, "
             f"HTTP/2 frames and headers {w['up'] - w['message'] - 5:.1f}; server->client {w['down']:.1f} B"
+        )
+        print(
+            "  its HTTP/2 part by frame (headers + non-DATA bodies, per request): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in sorted(w["frames"].items(), key=lambda kv: -kv[1]))
         )
     errors = sum(r["errors"] for res in results.values() for r in res.values())
     if errors:

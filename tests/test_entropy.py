@@ -250,7 +250,7 @@ def test_graph_eval_output_equals_decode_of_encode_and_bytes_are_len(rng):
     cfg = entropy_config()
     model = build_model(cfg, bn_axis_name=None)
     x = jnp.asarray(rng.normal(size=(5, 32, 32, 3)), jnp.float32)
-    v = model.init({"params": jax.random.key(0)}, x)
+    v = jax.device_get(jax.jit(model.init)({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3))))
     # spread the features so that symbols fall outside the tables (escapes) and far into the tails
     v["params"]["reduce"]["bn"]["scale"] = v["params"]["reduce"]["bn"]["scale"] * 40.0
     (logits, stats), inter = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))(v, x)
@@ -270,7 +270,7 @@ def test_graph_eval_output_equals_decode_of_encode_and_bytes_are_len(rng):
 def test_malformed_streams_are_value_errors(rng):
     cfg = entropy_config()
     model = build_model(cfg, bn_axis_name=None)
-    v = model.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3)))
+    v = jax.device_get(jax.jit(model.init)({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3))))
     codec = model.codec.with_params(v["params"]["codec"])
     z = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
     good = codec.encode(z)[0]
@@ -350,6 +350,7 @@ def test_distillation_term_is_zero_for_the_teacher_itself_and_positive_otherwise
     np.testing.assert_allclose(loss, parts["kd"], rtol=1e-6)
 
 
+@pytest.mark.slow  # trains 8 steps beside a teacher: make test-slow (CI)
 def test_feature_distillation_pulls_the_restored_features_to_the_teachers(rng):
     """distill.feature_weight: the term is the MSE to the teacher's RBk features (0 for equal
     features), it reaches the compiled step as metric "feature", and SGD on it alone lowers it."""
@@ -375,9 +376,10 @@ def test_feature_distillation_pulls_the_restored_features_to_the_teachers(rng):
     tcfg.split.update(after=0, unit=False)
     tcfg.codec = ml_collections.ConfigDict(codec_settings("identity"))
     teacher = build_model(tcfg)
-    t_vars = teacher.init({"params": jax.random.key(5)}, jnp.zeros((1, 32, 32, 3)))
+    t_vars = jax.jit(teacher.init)({"params": jax.random.key(5)}, jnp.zeros((1, 32, 32, 3)))
     x = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)  # the step's one teacher pass: same logits
-    np.testing.assert_array_equal(teacher.apply(t_vars, x, 1, method=_teacher_outputs)[0], teacher.apply(t_vars, x)[0])
+    one_pass = jax.jit(lambda v, x: teacher.apply(v, x, 1, method=_teacher_outputs)[0])
+    np.testing.assert_array_equal(one_pass(t_vars, x), jax.jit(lambda v, x: teacher.apply(v, x)[0])(t_vars, x))
     mesh = make_mesh(jax.devices()[:1])
     model = build_model(cfg)
     state, tx = create_train_state(cfg, model, 3, 20, 20)
