@@ -10,20 +10,12 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-# pip byte-compiles what it installs on one core; compileall on every core does it in about half the
-# time. Without .pyc files every process (the tests start many) would parse TensorFlow, torch and JAX
-# from source (where PYTHONDONTWRITEBYTECODE is set, on every import). Files that do not compile
-# (torch ships some for newer Pythons) are skipped, as pip skips them.
-BYTECOMPILE := $(PY) -c "import compileall, sysconfig; compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
-
 $(VENV)/.data-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q --no-compile -e '.[data]'
-	$(BYTECOMPILE)
+	$(PY) -m pip install -q -e '.[data]'
 	touch $@
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q --no-compile -e '.[test]'
-	$(BYTECOMPILE)
+	$(PY) -m pip install -q -e '.[test]'
 	touch $@ $(VENV)/.data-installed
 
 # Fashion-MNIST: Debian's package when apt works here, else the builder tries TFDS's download,

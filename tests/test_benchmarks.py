@@ -48,3 +48,19 @@ def test_gpu_suite_skips_a_stage_whose_wheels_are_missing(tmp_path, monkeypatch)
     d = gpu_suite.run_stage("loader", type("A", (), {"smoke": True, "out": str(tmp_path), "commit": "x"})())
     assert d["status"].startswith("skipped: grain not importable") and d["wall"] == 0.0
     assert not (tmp_path / "loader.txt").exists()
+
+
+def test_http2_frame_bytes_sorts_a_client_stream_by_frame_type():
+    """serve_load's framing breakdown: frame headers under their type, DATA bodies left out (they are
+    the gRPC messages), frames before `start` not counted, the connection preface skipped."""
+    import serve_load
+
+    def frame(kind, body):
+        return len(body).to_bytes(3, "big") + bytes([kind, 0]) + (1).to_bytes(4, "big") + body
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    early = frame(4, b"\0" * 6)  # SETTINGS, before the measured window
+    window = frame(0, b"m" * 50) + frame(8, b"\0\0\0\x70") + frame(8, b"\0\0\0\x70") + frame(6, b"\0" * 8)
+    sent = preface + early + window
+    got = serve_load.http2_frame_bytes(sent, len(preface + early), len(sent))
+    assert got == {"DATA": 9, "WINDOW_UPDATE": 26, "PING": 17}
