@@ -279,37 +279,30 @@ def wire_bytes(port, requests, n=200):
 
 
 def wire_bytes_stream(port, payloads, n=200):
-    """The same count over one ModelStreamInfer stream, one request in flight at a time, each built
-    as the edge client builds it (client.stream_request: the payload as a raw BYTES tensor, LOGITS
-    asked for)."""
-    from tritonclient.grpc import service_pb2_grpc as pb_grpc
-
-    from bottlenet_jax.serve.client import channel, stream_request
+    """The same count over one ModelStreamInfer stream as the edge client opens it
+    (client.Stream, client.stream_request: the payload as a raw BYTES tensor, no outputs named),
+    one request in flight at a time."""
+    from bottlenet_jax.serve.client import Stream, stream_request
 
     relay = Relay(port)
-    sent = [stream_request([payloads[k % len(payloads)]], str(k + 1)) for k in range(20 + n)]
-    with channel(f"127.0.0.1:{relay.port}") as ch:  # the edge client's channel
-        import queue
-
-        outbox, counts = queue.Queue(), {}
-        responses = pb_grpc.GRPCInferenceServiceStub(ch).ModelStreamInfer(iter(outbox.get, None))
-        for k, req in enumerate(sent):
-            if k == 20:  # HPACK and flow-control windows warm
-                time.sleep(0.2)
-                counts["up"], counts["down"] = relay.up, relay.down
-            outbox.put(req)
-            r = next(responses)
-            assert not r.error_message, r.error_message
-        time.sleep(0.2)
-        up, down = relay.up - counts["up"], relay.down - counts["down"]
-        frames = http2_frame_bytes(relay.sent, counts["up"], relay.up)
-        outbox.put(None)
+    stream = Stream(f"127.0.0.1:{relay.port}")
+    for k in range(20):  # HPACK and flow-control windows warm
+        stream.infer([payloads[k % len(payloads)]]).result(timeout=60)
+    time.sleep(0.2)
+    up0, down0 = relay.up, relay.down
+    for k in range(20, 20 + n):
+        stream.infer([payloads[k % len(payloads)]]).result(timeout=60)
+    time.sleep(0.2)
+    up, down = relay.up - up0, relay.down - down0
+    frames = http2_frame_bytes(relay.sent, up0, relay.up)
+    stream.close()
+    sent = [stream_request([payloads[k % len(payloads)]], str(k + 1)) for k in range(20, 20 + n)]
     return {
         "up": up / n,
         "down": down / n,
         "frames": {k: v / n for k, v in frames.items()},
         "payload": float(np.mean([len(payloads[k % len(payloads)]) for k in range(20, 20 + n)])),
-        "message": float(np.mean([r.ByteSize() for r in sent[20:]])),
+        "message": float(np.mean([r.ByteSize() for r in sent])),
     }
 
 

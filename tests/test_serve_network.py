@@ -6,6 +6,7 @@ or the protocol's own stubs where a test sends what a good client never would.""
 import concurrent.futures
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.request
@@ -215,6 +216,7 @@ def test_tls_serves_a_tls_client_and_refuses_plaintext(export_dir, certs):
 
 def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
     from bottlenet_jax.serve import server as srv
+    from bottlenet_jax.serve.client import EdgeClient
 
     s = srv.start(
         export_dir,
@@ -237,6 +239,16 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
         without = tc.InferenceServerClient(addr, ssl=True, root_certificates=certs["ca.crt"])
         with pytest.raises(tc.InferenceServerException):
             without.is_server_ready()
+        # the edge client's stream (h2 over Python's ssl): served with its certificate, refused without
+        edge = EdgeClient(
+            export_dir, addr, tls_ca=certs["ca.crt"], tls_cert=certs["client.crt"], tls_key=certs["client.key"]
+        )
+        assert edge.send(edge.encode(_images(1))).shape == (1, 10)
+        edge.close()
+        anonymous = EdgeClient(export_dir, addr, tls_ca=certs["ca.crt"])
+        with pytest.raises(tc.InferenceServerException, match="stream ended"):
+            anonymous.send(anonymous.encode(_images(1)))
+        anonymous.close()
     finally:
         s.stop(grace=5)
 
@@ -265,6 +277,30 @@ def test_streaming_gives_the_unary_logits_and_isolates_a_bad_request(server, exp
     np.testing.assert_allclose(streaming.send(payloads[:2]), want[:2], rtol=1e-5, atol=1e-5)
     streaming.close()
     unary.close()
+    with socket.socket() as closed:  # a port nobody listens on: every request fails at once, with why
+        closed.bind(("127.0.0.1", 0))
+        nowhere = Stream(f"127.0.0.1:{closed.getsockname()[1]}")
+    with pytest.raises(tc.InferenceServerException, match="could not connect"):
+        nowhere.infer(payloads[:1]).result(timeout=5)
+
+
+def test_the_stream_sends_at_most_64_bytes_of_framing_per_request(server, export_dir):
+    """The edge client's stream on the wire (serve_load's counting relay): per request the KServe
+    message, the gRPC prefix and one DATA frame header, and no WINDOW_UPDATE frames riding along
+    (gRPC core's client sends two per answer: 26 B)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import serve_load
+
+    from bottlenet_jax.serve.client import EdgeClient
+
+    edge = EdgeClient(export_dir, f"127.0.0.1:{server.port}", stream=False)
+    payloads = edge.encode(_images(8, seed=5))
+    edge.close()
+    w = serve_load.wire_bytes_stream(server.port, payloads, n=100)
+    assert w["up"] - w["payload"] <= 64, w
+    assert "WINDOW_UPDATE" not in w["frames"] and w["frames"]["DATA"] == 9.0, w
 
 
 def test_metrics_scrape_shows_the_requests_this_test_made(export_dir):
