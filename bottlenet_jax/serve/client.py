@@ -208,6 +208,7 @@ class Stream:
     is plaintext HTTP/2 (h2c), as grpc's insecure channels are; with `tls_ca`, TLS with ALPN "h2"."""
 
     PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
+    window_timeout = 30.0  # s a request waits for the server to let it be sent
 
     def __init__(self, server: str, tls_ca=None, tls_cert=None, tls_key=None, connect_timeout: float = 10.0):
         self._pending: dict[str, concurrent.futures.Future] = {}
@@ -262,8 +263,11 @@ class Stream:
         msg = stream_request(payloads, rid, outputs).SerializeToString()
         data = b"\0" + len(msg).to_bytes(4, "big") + msg  # gRPC: uncompressed, big-endian length
         with self._lock:
-            while self._ended is None and self._conn.local_flow_control_window(self._sid) < len(data):
-                self._window.wait(1.0)  # the server has not returned window yet
+            if not self._window.wait_for(  # the server has not returned window yet
+                lambda: self._ended is not None or self._conn.local_flow_control_window(self._sid) >= len(data),
+                timeout=self.window_timeout,
+            ):
+                self._end_locked(f"the server returned no flow-control window in {self.window_timeout:g} s")
             if self._ended is not None:
                 fut.set_exception(self._ended)
                 return fut
