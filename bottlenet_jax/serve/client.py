@@ -144,20 +144,6 @@ class EdgeClient:
         self.client.close()
 
 
-def channel(server: str, tls_ca=None, tls_cert=None, tls_key=None):
-    """A gRPC channel to `server`: plaintext, TLS trusting `tls_ca`, or mutual TLS with a client certificate."""
-    import grpc
-
-    from bottlenet_jax.serve.server import MAX_MESSAGE
-
-    options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
-    if not tls_ca:
-        return grpc.insecure_channel(server, options=options)
-    read = lambda path: open(path, "rb").read() if path else None  # noqa: E731, SIM115
-    creds = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
-    return grpc.secure_channel(server, creds, options=options)
-
-
 def stream_request(payloads, request_id: str, outputs=()):
     """A lean ModelInferRequest: the payloads as one raw BYTES tensor (uint32 length + bytes each);
     `outputs` named, or none (the server then sends all)."""
