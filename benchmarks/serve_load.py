@@ -340,12 +340,12 @@ def main():
         a.concurrency, a.seconds = "1,8", 1.0
     export = a.export or random_export(tmp)
     from bottlenet_jax.export import Half, load_codec, load_manifest
-    from bottlenet_jax.serve.runtime import frame
+    from bottlenet_jax.serve.protocol import frame
 
     m = load_manifest(export)
-    edge, codec = Half(export, "edge"), load_codec(m)
+    edge, (codec, state) = Half(export, "edge"), load_codec(export)
     imgs = np.random.default_rng(0).normal(size=(64, *m["input_shape"])).astype(np.float32)
-    framed = [frame(b) for b in codec.encode(np.asarray(edge(imgs)))]
+    framed = [frame(b) for b in codec.encode(np.asarray(edge(imgs)), state=state)]
     requests = infer_requests(framed)
     levels = [int(c) for c in a.concurrency.split(",")]
     results, second, secure = {}, {}, {}

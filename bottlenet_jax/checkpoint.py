@@ -2,13 +2,18 @@
 
 Layout:  workdir/checkpoints/<step>/{state,meta}   the latest `keep_checkpoints` saves
          workdir/best/<step>/{state,meta}          the save with the highest eval top-1
+         workdir/codec_state/<step>-<fingerprint>/{state,meta.json}   a codec's fitted state
 `state` holds params, BN statistics, optimizer state, step and RNG; `meta` (JSON) the data
 position (examples consumed; the pipeline is deterministic, so step * batch fixes it), the eval
-metrics and the config. Nothing here ever deletes a directory it did not create.
+metrics and the config. A codec's state (codecs/base.py: fitted once after training) is kept per
+checkpoint step and codec settings (the fingerprint: a hash of them), so evaluating the same
+weights through another codec never reads a state fitted for the first. Nothing here ever deletes
+a directory it did not create.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -156,6 +161,41 @@ def write_tree(path: str, tree) -> None:
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(os.path.abspath(path), tree)
     ckptr.wait_until_finished()
+
+
+def codec_fingerprint(codec) -> str:
+    """12 hex digits naming a codec's settings (its state is valid for these settings only)."""
+    return hashlib.sha1(json.dumps(codec.settings(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def codec_state_dir(workdir: str, step: int, codec) -> str:
+    return os.path.join(os.path.abspath(workdir), "codec_state", f"{int(step)}-{codec_fingerprint(codec)}")
+
+
+def load_codec_state(workdir: str, step: int, codec) -> dict | None:
+    """The state saved for this checkpoint step and these codec settings, or None."""
+    d = codec_state_dir(workdir, step, codec)
+    if not os.path.exists(os.path.join(d, "meta.json")):
+        return None
+    try:
+        return read_tree(os.path.join(d, "state"))
+    except Exception as e:
+        raise CheckpointError(
+            f"{d}: cannot read the codec state ({type(e).__name__}); delete it to fit again"
+        ) from None
+
+
+def save_codec_state(workdir: str, step: int, codec, state: dict, meta: dict) -> str:
+    """Write a fitted state (meta.json last: a state without it is ignored, so an interrupted write
+    is fitted again, never read half-written)."""
+    d = codec_state_dir(workdir, step, codec)
+    if os.path.exists(d):
+        import shutil
+
+        shutil.rmtree(d)
+    write_tree(os.path.join(d, "state"), state)
+    write_json(os.path.join(d, "meta.json"), {"step": int(step), "codec": codec.settings(), **meta})
+    return d
 
 
 def write_json(path: str, obj) -> None:

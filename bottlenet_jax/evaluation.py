@@ -1,5 +1,6 @@
-"""The one evaluation loop (`evaluate`) and what is built on it: a workdir's evaluation and codec
-sweeps (`evaluate_workdir`), and the input-image reference (`input_image_jpeg`).
+"""The one evaluation loop (`evaluate`) and what is built on it: a codec's fitted state
+(`fitted_codec_state`: fitted once, then read), a workdir's evaluation and codec sweeps
+(`evaluate_workdir`), and the input-image reference (`input_image_jpeg`).
 
 Periodic evaluation, the final test, eval.py, the demo and every experiment call these; plots live
 in `plots.py`.
@@ -12,8 +13,8 @@ import numpy as np
 from absl import logging
 
 from bottlenet_jax import parallel
-from bottlenet_jax.checkpoint import load_config, load_eval_state
-from bottlenet_jax.codecs import STAT_KEYS
+from bottlenet_jax.checkpoint import load_codec_state, load_config, load_eval_state, save_codec_state
+from bottlenet_jax.codecs import STAT_KEYS, make_codec
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.models import build_model
 from bottlenet_jax.steps import check_batch, compile_steps
@@ -49,16 +50,19 @@ def summarize_eval(parts: list[dict]) -> dict:
     return out
 
 
-def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None, transform=None) -> dict:
+def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None, transform=None, codec_state=None) -> dict:
     """Every example of `split` (default cfg.eval_split) once through the compiled eval step;
     `transform(host batch) -> batch` changes each batch first (per-sample byte counts it adds,
-    under the STAT_KEYS names, pass through to the summary)."""
+    under the STAT_KEYS names, pass through to the summary). `codec_state`: the codec's fitted
+    state (`fitted_codec_state`; None: not fitted, as in periodic evaluation during training)."""
     from bottlenet_jax.data import loader
 
+    codec_state = parallel.replicate(codec_state, mesh) if codec_state else None
     parts = []
     for b in loader.eval_iterator(data, cfg, split=split):
         b = transform(b) if transform else b
-        parts.append({k: parallel.to_host(v) for k, v in p_eval(state, parallel.shard_batch(b, mesh)).items()})
+        out = p_eval(state, parallel.shard_batch(b, mesh), codec_state)
+        parts.append({k: parallel.to_host(v) for k, v in out.items()})
     if not parts:
         raise ConfigError(f"split={split or cfg.eval_split!r} gave no examples")
     return summarize_eval(parts)
@@ -66,7 +70,8 @@ def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None, transform
 
 def edge_features(cfg, variables, data, split: str, n: int = 0):
     """Batches (numpy, padding dropped) of what the edge half sends, y [b, h, w, C], for the first
-    `n` examples of `split` (0: all), on this host's first device: the input of `Codec.fit`."""
+    `n` examples of `split` (0: all), on this host's first device: the input of `Codec.fit`
+    (a generator: it reads the data only as far as its consumer asks)."""
     import jax
 
     from bottlenet_jax.data import loader
@@ -81,20 +86,39 @@ def edge_features(cfg, variables, data, split: str, n: int = 0):
         yield np.asarray(edge(variables, b["image"]))[b["mask"]]
 
 
-def fit_codec(cfg, variables, data):
-    """`cfg` with its codec fitted to the edge's features on the training split when the codec asks
-    (`Codec.needs_fit`: the entropy codec's fitted tables); else `cfg` itself. Deterministic for
-    given weights and data, so every evaluator and exporter of a workdir fits the same tables."""
-    from bottlenet_jax.codecs import make_codec
-
+def fitted_codec_state(cfg, variables, step: int, workdir: str | None = None, data=None) -> dict:
+    """The state of cfg's codec for these weights (codecs/base.py): the one saved in `workdir` for
+    this checkpoint step and these codec settings when there is one (nothing is read from the
+    data), else fitted here once and saved there. Fitting runs the edge over the training split
+    only when the codec fits data (`Codec.fits_data`; the dataset is opened then if `data` is
+    None). Deterministic for given weights and data, so every evaluator of a workdir codes alike."""
     codec = make_codec(cfg.codec)
-    if not codec.needs_fit or not cfg.split.after:
-        return cfg
-    # the codec reads as many batches as it wants (the generator computes no more)
-    fitted = codec.fit(variables["params"].get("codec", {}), edge_features(cfg, variables, data, cfg.train_split))
-    c = ml_collections.ConfigDict(cfg.to_dict())
-    c.codec = ml_collections.ConfigDict(fitted.settings())
-    return c
+    if not cfg.split.after:
+        return {}
+    if workdir:
+        saved = load_codec_state(workdir, step, codec)
+        if saved is not None:
+            return saved
+    features = iter(())
+    if codec.fits_data:
+        if data is None:
+            from bottlenet_jax.data import records
+
+            data = records.open_prepared(cfg.dataset, cfg.data_dir)
+        features = edge_features(cfg, variables, data, cfg.train_split)
+    import jax
+
+    state = jax.tree.map(np.asarray, codec.fit(jax.device_get(variables["params"]).get("codec", {}), features))
+    if workdir and state and jax.process_index() == 0:
+        where = save_codec_state(
+            workdir,
+            step,
+            codec,
+            state,
+            {"fitted_on": cfg.train_split if codec.fits_data else "", "dataset": cfg.dataset},
+        )
+        logging.info("%s codec: state fitted for step %d, saved in %s", codec.name, step, where)
+    return state
 
 
 def sweep_field(cfg) -> str:
@@ -123,7 +147,7 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, values=()
     check_batch(cfg, mesh)
     data = records.open_prepared(cfg.dataset, cfg.data_dir)
     state = load_eval_state(workdir, mesh)
-    cfg = fit_codec(cfg, {"params": state.params, "batch_stats": state.batch_stats}, data)
+    variables, step = {"params": state.params, "batch_stats": state.batch_stats}, int(state.step)
     field = sweep_field(cfg) if values else ""
     rows = []
     for q in ([None] if include_trained else []) + list(values):
@@ -131,7 +155,8 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, values=()
         if q is not None:
             c.codec[field] = type(c.codec[field])(q) if field in c.codec else q
         _, p_eval = compile_steps(build_model(c), None, mesh, c)
-        s = evaluate(p_eval, state, data, c, mesh)
+        codec_state = fitted_codec_state(c, variables, step, workdir, data)
+        s = evaluate(p_eval, state, data, c, mesh, codec_state=codec_state)
         rows.append({"codec": c.codec.name, **({field: c.codec[field]} if field else {}), "trained": q is None, **s})
         numbers = " ".join(f"{k}={v:.4g}" for k, v in s.items() if isinstance(v, float))
         logging.info("%s %s", "trained" if q is None else f"{field}={q:g}", numbers)

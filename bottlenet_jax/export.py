@@ -4,18 +4,20 @@
 
 EXPORT_DIR/
   manifest.json        split point, C', stride, kernel, codec settings, input/feature shapes,
-                       normalisation, label names
+                       normalisation, label names (settings and names only: no arrays)
+  codec_state/         the codec's fitted state (orbax; absent for codecs without one): e.g. the
+                       entropy codec's integer tables, the lightweight codec's quantiser
   edge.jaxexport       x [b,H,W,Cin] float32 (normalised) -> z [b,h,w,C'] in [0,1]  (serialized jax.export)
   edge_params/         its variables (orbax): stem, RB1..RBk, reduction unit
   cloud.jaxexport      z_hat -> logits
   cloud_params/        restoration unit, RB(k+1)..RBn, head
   edge.onnx            with --onnx: the edge half for ONNX runtimes (onnxruntime, mobile/embedded)
 
-The codec is not in either graph: the device runs `edge`, then `codec.encode` (real bytes); the
-server runs `codec.decode`, then `cloud`. A codec with learned parameters (the entropy codec) is
-written into the manifest bound to them (`Codec.with_params`: its integer tables). `Half` /
-`load_codec` need only jax, orbax and the codec module (no model code, no TF). The batch
-dimension is symbolic: any batch size works.
+The codec is not in either graph: the device runs `edge`, then `codec.encode(z, state=...)` (real
+bytes); the server runs `codec.decode`, then `cloud`. The codec's state is the one fitted for the
+exported checkpoint (saved in the workdir by training's final test or eval.py; fitted and saved
+here if missing). `Half` / `load_codec` need only jax, orbax and the codec module (no model code,
+no TF). The batch dimension is symbolic: any batch size works.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bottlenet_jax.checkpoint import read_tree, write_json, write_tree
-from bottlenet_jax.codecs import make_codec, upgrade_settings
+from bottlenet_jax.codecs import make_codec, read_saved
 from bottlenet_jax.errors import CheckpointError, ConfigError, DataError
 
 
@@ -42,9 +44,11 @@ def _subtree(variables, used):
 
 
 def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
-    """Export the best (else latest) checkpoint of a training workdir; see export_variables. A codec
-    fitted to training data (`Codec.needs_fit`) is fitted here first: the dataset must be prepared."""
+    """Export the best (else latest) checkpoint of a training workdir with its codec's state; see
+    export_variables. A state not yet in the workdir is fitted and saved there first (for a codec
+    fitted to training data, the dataset must then be prepared)."""
     from bottlenet_jax.checkpoint import Checkpoints, load_config
+    from bottlenet_jax.evaluation import fitted_codec_state
 
     cfg = load_config(workdir)
     if not cfg.split.after:
@@ -52,31 +56,38 @@ def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
     _check_free(out)
     raw = Checkpoints(workdir).restore_raw()
     variables = {"params": raw["params"], "batch_stats": raw.get("batch_stats", {})}
-    if make_codec(cfg.codec).needs_fit:  # fitted to the training split: the data must be here
-        from bottlenet_jax.data import records
-        from bottlenet_jax.evaluation import fit_codec
-
-        cfg = fit_codec(cfg, variables, records.open_prepared(cfg.dataset, cfg.data_dir))
-    return export_variables(cfg, variables, out, int(np.asarray(raw["step"])), onnx)
+    step = int(np.asarray(raw["step"]))
+    state = fitted_codec_state(cfg, variables, step, workdir)
+    return export_variables(cfg, variables, out, step, onnx, codec_state=state)
 
 
 def _check_free(out):
     taken = [
         n
-        for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport")
+        for n in ("manifest.json", "edge_params", "cloud_params", "edge.jaxexport", "codec_state")
         if os.path.exists(os.path.join(out, n))
     ]
     if taken:
         raise CheckpointError(f"{out}: already holds an export ({taken[0]}); choose another --out or delete it first")
 
 
-def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False) -> dict:
-    """Write the two halves of the model `cfg` with `variables` to `out`; with `onnx`, also the
-    edge half as ONNX (edge.onnx, via jax2onnx: `pip install '.[onnx]'`)."""
+def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False, codec_state=None) -> dict:
+    """Write the two halves of the model `cfg` with `variables` and the codec's state to `out`;
+    with `onnx`, also the edge half as ONNX (edge.onnx, via jax2onnx: `pip install '.[onnx]'`).
+    `codec_state` None: computed here from the parameters, which a codec fitted to training data
+    cannot do (pass `evaluation.fitted_codec_state`'s)."""
     from bottlenet_jax.models import build_model, feature_shape
 
     _check_free(out)
     model = build_model(cfg, bn_axis_name=None)
+    codec_params = variables["params"].get("codec", {})
+    if codec_state is None:
+        if model.codec.fits_data:
+            raise CheckpointError(
+                f"codec {model.codec.name!r} is fitted to training data: export the workdir "
+                "(python -m bottlenet_jax.export --workdir=...), which fits or reads its state"
+            )
+        codec_state = jax.tree.map(np.asarray, model.codec.fit(jax.device_get(codec_params), iter(())))
     channels = int(np.shape(jax.tree.leaves(variables["params"]["backbone"]["conv1"])[0])[2])
     x_spec = jax.ShapeDtypeStruct(
         jax.export.symbolic_shape(f"b, {cfg.image_size}, {cfg.image_size}, {channels}"), jnp.float32
@@ -117,7 +128,9 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
         "channels": cfg.split.channels,
         "stride": cfg.split.stride,
         "kernel": cfg.split.kernel,
-        "codec": model.codec.with_params(variables["params"].get("codec", {})).settings(),
+        "codec": model.codec.settings(),
+        "codec_state": "codec_state" if codec_state else None,
+        "codec_side_info_bytes": model.codec.side_info_bytes(codec_state) if codec_state else 0,
         "input_shape": [cfg.image_size, cfg.image_size, channels],
         "feature_shape": [fh, fw, fc],
         "mean": list(cfg.mean),
@@ -128,6 +141,8 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
         "edge_condition": model.codec.condition_field if conditioned else None,
         "edge_onnx": "edge.onnx" if onnx else None,
     }
+    if codec_state:
+        write_tree(os.path.join(out, "codec_state"), jax.tree.map(np.asarray, codec_state))
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 
@@ -176,8 +191,15 @@ def load_manifest(export_dir: str) -> dict:
         return json.load(f)
 
 
-def load_codec(manifest: dict):
-    return make_codec(upgrade_settings(manifest["codec"]))
+def load_codec(export_dir: str):
+    """(codec, its state) of an export: the state from codec_state/ (arrays), or from the manifest
+    of an export written before the state was kept apart (a511a13: tables as JSON lists)."""
+    m = load_manifest(export_dir)
+    settings, inline = read_saved(m["codec"])
+    codec = make_codec(settings)
+    if m.get("codec_state"):
+        return codec, read_tree(os.path.join(export_dir, m["codec_state"]))
+    return codec, inline
 
 
 def main(argv=None):
@@ -201,9 +223,10 @@ def main(argv=None):
         m = export_workdir(a.workdir, a.out, a.onnx)
     except CheckpointError as e:
         sys.exit(f"error: {e}")
+    state = f", state {m['codec_side_info_bytes']} B once" if m["codec_state"] else ""
     print(
         f"exported step {m['step']} to {a.out}: split after RB{m['split_after']}, features {m['feature_shape']}, "
-        f"codec {m['codec']}"
+        f"codec {m['codec']}{state}"
     )
 
 

@@ -28,7 +28,7 @@ from flax import struct
 from jax import lax
 
 from bottlenet_jax import parallel
-from bottlenet_jax.codecs import STAT_KEYS
+from bottlenet_jax.codecs import STAT_KEYS, STATE_COLLECTION
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.parallel import AXIS, BATCH, REPLICATED
 
@@ -205,13 +205,17 @@ def train_step(state: TrainState, batch, teacher_vars=None, *, model, tx, mean, 
     return new, metrics
 
 
-def eval_step(state: TrainState, batch, *, model, mean, std):
-    """Per-sample results (sharded like the batch): correct@1, correct@5, byte counts, mask."""
+def eval_step(state: TrainState, batch, codec_state, *, model, mean, std):
+    """Per-sample results (sharded like the batch): correct@1, correct@5, byte counts, mask.
+    `codec_state`: the codec's fitted state (replicated; {}: not fitted, e.g. during training)."""
     rng = _device_rng(state, 1)
     if "index" in batch:  # a fresh channel-noise draw per eval batch, reproducible run to run
         rng = jax.random.fold_in(rng, batch["index"][0])
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    if codec_state:
+        variables[STATE_COLLECTION] = {"codec": codec_state}
     logits, stats = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
+        variables,
         normalize(batch["image"], mean, std),
         train=False,
         rngs={"codec": rng},
@@ -261,5 +265,11 @@ def compile_steps(model, tx, mesh, cfg, teacher=None):
             donate_argnums=(0,),
         )
         p_train = lambda state, batch: with_teacher(state, batch, t_vars)
-    p_eval = parallel.data_parallel(functools.partial(eval_step, model=model, **norm), mesh, (REPLICATED, BATCH), BATCH)
+    evaluate = parallel.data_parallel(
+        functools.partial(eval_step, model=model, **norm), mesh, (REPLICATED, BATCH, REPLICATED), BATCH
+    )
+
+    def p_eval(state, batch, codec_state=None):
+        return evaluate(state, batch, codec_state or {})
+
     return p_train, p_eval

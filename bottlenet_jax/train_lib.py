@@ -15,8 +15,9 @@ from absl import logging
 
 from bottlenet_jax import actions, parallel
 from bottlenet_jax.checkpoint import Checkpoints, write_json
+from bottlenet_jax.codecs import make_codec
 from bottlenet_jax.errors import CheckpointError, DataError
-from bottlenet_jax.evaluation import evaluate, fit_codec
+from bottlenet_jax.evaluation import evaluate, fitted_codec_state
 from bottlenet_jax.models import build_model
 from bottlenet_jax.steps import TrainState, check_batch, compile_steps, create_optimizer
 
@@ -94,7 +95,8 @@ def load_init(cfg, state: TrainState) -> TrainState:
 
 def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -> dict:
     """eval_split, once, on the checkpoint with the best validation top-1 (else the last state), with
-    the codec fitted to the training split first when it asks (`evaluation.fit_codec`)."""
+    the codec's state fitted for it first (`evaluation.fitted_codec_state`: saved in the workdir,
+    where eval.py and the exporter read it)."""
     best, meta = ckpt.restore(template, which="best") if cfg.validation_split else (None, None)
     if best is None:
         chosen = {"step": last_step, "checkpoint": "last"}
@@ -105,11 +107,11 @@ def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -
             "checkpoint": f"best validation top-1 ({cfg.validation_split})",
             "validation_top1": meta["metrics"]["top1"],
         }
-    fitted = fit_codec(cfg, {"params": state.params, "batch_stats": state.batch_stats}, data)
-    if fitted is not cfg:  # a codec fitted to training data (Codec.needs_fit) codes the test split
-        p_eval = compile_steps(build_model(fitted), None, mesh, fitted)[1]
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    codec_state = fitted_codec_state(cfg, variables, chosen["step"], ckpt.root, data)
+    if codec_state and make_codec(cfg.codec).fits_data:
         chosen["codec_fitted_on"] = cfg.train_split
-    return {**chosen, "split": cfg.eval_split, **evaluate(p_eval, state, data, fitted, mesh)}
+    return {**chosen, "split": cfg.eval_split, **evaluate(p_eval, state, data, cfg, mesh, codec_state=codec_state)}
 
 
 def load_teacher(cfg):

@@ -8,7 +8,7 @@ import pytest
 
 from bottlenet_jax import parallel
 from bottlenet_jax.codecs import codec_settings, make_codec
-from bottlenet_jax.codecs.base import dequantize_u8, quantize_u8
+from bottlenet_jax.codecs.quantize import dequantize_u8, quantize_u8
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.models import build_model
 

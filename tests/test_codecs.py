@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bottlenet_jax.codecs import JpegCodec, jfif, jpeg, jpeg_host, make_codec
-from bottlenet_jax.codecs.jpeg_xla import FRAMING_BYTES
+from bottlenet_jax.codecs.jfif import FRAMING_BYTES
 from bottlenet_jax.errors import ConfigError
 
 from helpers import feature_maps
@@ -247,7 +247,7 @@ def test_minmax_side_information_is_one_helper_and_round_trips(rng, settings):
     base.minmax_pack / minmax_unpack: every codec's payloads start with them, and decode(encode)
     gives the graph's output (bit for bit for JPEG, whose scaling runs on the host; the channels
     scale in XLA, which rewrites x / s as x * (1 / s): equal to float32 rounding)."""
-    from bottlenet_jax.codecs.base import MINMAX_BYTES, minmax_range
+    from bottlenet_jax.codecs.quantize import MINMAX_BYTES, minmax_range
 
     codec = make_codec(settings)
     x = (rng.normal(size=(3, 6, 6, 2)) * 4 + 1).astype(np.float32)

@@ -100,7 +100,7 @@ def test_write_csv_takes_every_rows_columns(tmp_path):
 
 def test_frontier_ratios_without_jpeg_framing():
     """JPEG's fixed framing comes off the JPEG methods' bytes only, and no operating point moves."""
-    from bottlenet_jax.codecs.jpeg_xla import FRAMING_BYTES
+    from bottlenet_jax.codecs.jfif import FRAMING_BYTES
     from bottlenet_jax.experiments import frontier
 
     def r(seed, method, setting, top1, nbytes):

@@ -133,15 +133,15 @@ def test_huffman_tables_and_fixed_segments_are_what_cv2_writes():
         segs.setdefault(marker, []).append(buf[start:end])
     got = {
         0xD8: 2,
-        0xE0: jpeg_xla.SEGMENT_BYTES["APP0"],
-        0xDB: jpeg_xla.SEGMENT_BYTES["DQT"],
-        0xC0: jpeg_xla.SEGMENT_BYTES["SOF0"],
-        0xDA: jpeg_xla.SEGMENT_BYTES["SOS"],
+        0xE0: jfif.SEGMENT_BYTES["APP0"],
+        0xDB: jfif.SEGMENT_BYTES["DQT"],
+        0xC0: jfif.SEGMENT_BYTES["SOF0"],
+        0xDA: jfif.SEGMENT_BYTES["SOS"],
     }
     for marker, size in got.items():
         if marker != 0xD8:
             assert [len(s) for s in segs[marker]] == [size]
-    assert sum(len(s) for s in segs[0xC4]) == jpeg_xla.DEFAULT_DHT_BYTES
+    assert sum(len(s) for s in segs[0xC4]) == jpeg_entropy.DEFAULT_DHT_BYTES
     # each DHT: class/id, BITS[1..16], HUFFVAL: rebuild ours the same way
     for dht, base in zip(segs[0xC4], (0, 256)):
         bits, huffval = np.frombuffer(dht[5:21], np.uint8), np.frombuffer(dht[21:], np.uint8)
@@ -149,8 +149,8 @@ def test_huffman_tables_and_fixed_segments_are_what_cv2_writes():
         np.testing.assert_array_equal(bits, jpeg_entropy.length_counts(lengths)[1:])
         order = np.lexsort((np.arange(256), lengths))
         np.testing.assert_array_equal(huffval, order[lengths[order] > 0])
-    assert jpeg_xla.omitted_bytes(False) == sum(len(s) for s in jfif._tables(75, False))
-    assert jpeg_xla.omitted_bytes(True) == sum(len(s) for s in jfif._tables(75, True))
+    assert jfif.omitted_bytes(False) == sum(len(s) for s in jfif._tables(75, False))
+    assert jfif.omitted_bytes(True) == sum(len(s) for s in jfif._tables(75, True))
 
 
 def test_quant_table_follows_libjpeg_scaling():

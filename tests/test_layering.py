@@ -153,3 +153,56 @@ def test_jpeg_codec_file_is_the_codec_only():
     assert "multiprocessing" not in jpeg and "def segments" not in jpeg and "ProcessPoolExecutor" not in jpeg
     assert "def segments" in (ROOT / "codecs" / "jfif.py").read_text()
     assert "ProcessPoolExecutor" in (ROOT / "codecs" / "jpeg_host.py").read_text()
+
+
+def closure(module: str) -> set[str]:
+    """Every package module importing `module` loads, itself included."""
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in GRAPH:
+            continue
+        seen.add(m)
+        todo += GRAPH[m]
+    return seen
+
+
+def test_the_edge_client_depends_on_nothing_of_the_server():
+    """The edge device loads the client; what it shares with the server is serve.protocol only."""
+    cloud = {"server", "payload", "batcher", "model_process", "metrics", "__main__"}
+    loaded = closure("bottlenet_jax.serve.client")
+    assert "bottlenet_jax.serve.protocol" in loaded
+    assert not {m for m in loaded if m.startswith("bottlenet_jax.serve.") and m.split(".")[-1] in cloud}, loaded
+
+
+def test_one_range_coder_wrapper_and_jpeg_accounting_beside_the_stream_format():
+    """constriction is called from codecs/rangecoder.py only; the host JPEG path counts its bytes
+    with the stream format (jfif.py), without the device codec."""
+    users = [
+        module_name(p)
+        for p in ROOT.rglob("*.py")
+        if "constriction"
+        in {
+            a.name.split(".")[0]
+            for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, ast.Import)
+            for a in n.names
+        }
+    ]
+    assert users == ["bottlenet_jax.codecs.rangecoder"], users
+    assert "bottlenet_jax.codecs.jpeg_xla" not in closure("bottlenet_jax.codecs.jfif")
+    assert "bottlenet_jax.codecs.jpeg_xla" not in GRAPH["bottlenet_jax.evaluation"]
+
+
+LONG_REASON = "Why over 400 lines:"
+
+
+def test_no_module_above_400_lines_without_a_reason():
+    """A module longer than 400 lines says why in one line of its docstring ("Why over 400 lines: ...")."""
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        n = len(path.read_text().splitlines())
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        if n > 400 and LONG_REASON not in doc:
+            long.append(f"{module_name(path)} ({n} lines)")
+    assert not long, long

@@ -1,6 +1,7 @@
 """Lightweight codec: real range-coded bytes, the clip model vs an empirical search, ECSQ properties."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,15 +55,26 @@ def test_ecsq_lambda_zero_is_lloyd_max_and_rate_falls_with_lambda(rng):
     assert all(a >= b - 1e-9 for a, b in zip(rates, rates[1:])) and rates[0] > rates[-1] + 0.3, rates
 
 
-def test_codec_contract(rng):
+@pytest.mark.parametrize("quantizer", ["uniform", "ecsq"])
+def test_codec_contract(rng, quantizer):
+    """The calibrated tables are the codec's state (fit on the first fit_examples samples, in
+    batches): the graph's x_hat is decode(encode(x)) under them, bytes are len(), the gradient is
+    straight through; an uncalibrated codec is the uniform quantiser on [0, 1]."""
     x = np.maximum(rng.normal(size=(5, 6, 6, 4)), 0).astype(np.float32)
-    codec = make_codec(lw.calibrate(x, 4)[0])
-    x_hat, stats = jax.jit(lambda x: codec(x))(x)
-    payloads = codec.encode(x)
-    np.testing.assert_array_equal(codec.decode(payloads, x.shape), np.asarray(x_hat))
+    codec = make_codec({"name": "lightweight", "num_levels": 4, "quantizer": quantizer, "fit_examples": 4})
+    assert codec.fits_data
+    state = codec.fit({}, [x[:3], x[3:], rng.normal(size=(9, 6, 6, 4))])  # reads 4 samples, no more
+    want = lw.calibrate(x[:4], 4, quantizer, codec.ecsq_lambda)
+    assert all(np.array_equal(state[k], want[k]) for k in want)
+    x_hat, stats = jax.jit(lambda x, s: codec(x, state=s))(x, state)
+    payloads = codec.encode(x, state=state)
+    np.testing.assert_array_equal(codec.decode(payloads, x.shape, state=state), np.asarray(x_hat))
     assert [len(p) for p in payloads] == list(np.asarray(stats["bytes_payload"]))
+    assert float(np.asarray(x_hat).max()) == pytest.approx(float(state["clip"]))  # the end level is c*
     w = rng.normal(size=x.shape).astype(np.float32)
-    np.testing.assert_array_equal(jax.grad(lambda x: (w * codec(x)[0]).sum())(x), w)
+    np.testing.assert_array_equal(jax.grad(lambda x: (w * codec(x, state=state)[0]).sum())(x), w)
+    free, _ = codec(jnp.asarray(x))  # uncalibrated: 4 levels on [0, 1]
+    assert set(np.unique(np.asarray(free))) <= set(np.linspace(0, 1, 4, dtype=np.float32))
 
 
 def brute_force_ecsq(x, n, c, lam, iters=50):

@@ -107,7 +107,7 @@ def test_logits_through_the_server_equal_the_full_model_and_clients_get_their_ow
 
 def test_bad_payloads_fail_alone_while_a_good_request_in_the_same_batch_succeeds(server, export_dir):
     from bottlenet_jax.serve.client import EdgeClient
-    from bottlenet_jax.serve.runtime import frame
+    from bottlenet_jax.serve.protocol import frame
 
     service, addr = server
     client = EdgeClient(export_dir, addr)
@@ -255,7 +255,7 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
         with pytest.raises(ValueError, match="channel-conditioned"):
             client.encode(imgs)
         payloads = client.encode(imgs, condition=np.float32(0.1))
-        z = client.codec.decode([p[:-4] for p in payloads], (3, 4, 4, 4))
+        z = client.codec.decode([p[:-4] for p in payloads], (3, 4, 4, 4), state=client.codec_state)
         np.testing.assert_allclose(
             client.send(payloads), np.asarray(Half(str(tmp_path / "export"), "cloud")(z)), rtol=1e-5, atol=1e-5
         )
@@ -265,9 +265,9 @@ def test_channel_conditioned_export_is_served_with_the_clients_condition(tmp_pat
 
 
 def test_entropy_export_is_served_and_malformed_streams_are_invalid_argument(tmp_path):
-    """The learned entropy bottleneck: the manifest carries its integer tables, the server range-
-    decodes each payload; a stream that is not one of this model's (but has a valid CRC) fails
-    its own request with INVALID_ARGUMENT and serving goes on."""
+    """The learned entropy bottleneck: the export carries its integer tables (codec_state/, arrays),
+    the server range-decodes each payload; a stream that is not one of this model's (but has a valid
+    CRC) fails its own request with INVALID_ARGUMENT and serving goes on."""
     import jax
     import jax.numpy as jnp
 
@@ -275,7 +275,7 @@ def test_entropy_export_is_served_and_malformed_streams_are_invalid_argument(tmp
     from bottlenet_jax.models import build_model
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
-    from bottlenet_jax.serve.runtime import frame
+    from bottlenet_jax.serve.protocol import frame
     from configs import fashion_mnist_entropy
 
     cfg = fashion_mnist_entropy.get_config()
@@ -287,7 +287,7 @@ def test_entropy_export_is_served_and_malformed_streams_are_invalid_argument(tmp
         client = EdgeClient(str(tmp_path / "export"), addr)
         imgs = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), np.uint8)
         payloads = client.encode(imgs)
-        z = client.codec.decode([p[:-4] for p in payloads], (3, 14, 14, 8))
+        z = client.codec.decode([p[:-4] for p in payloads], (3, 14, 14, 8), state=client.codec_state)
         np.testing.assert_allclose(
             client.send(payloads), np.asarray(Half(str(tmp_path / "export"), "cloud")(z)), rtol=1e-5, atol=1e-5
         )
@@ -297,6 +297,28 @@ def test_entropy_export_is_served_and_malformed_streams_are_invalid_argument(tmp
                 _raw_infer(addr, [bad])
             assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "entropy" in e.value.details()
         np.testing.assert_array_equal(client.send(payloads[:1]), client.send(payloads[:1]))  # still serving
+        client.close()
+    finally:
+        s.stop(grace=5)
+
+
+def test_an_entropy_export_written_at_a511a13_is_served_with_the_logits_it_gave():
+    """tests/data/legacy_a511a13/export keeps its fitted tables as JSON in manifest.json: the client
+    sends the very payloads that version wrote, and the server answers with that version's logits."""
+    from bottlenet_jax.serve import server as srv
+    from bottlenet_jax.serve.client import EdgeClient
+
+    d = os.path.join(HERE, "data", "legacy_a511a13")
+    want = np.load(os.path.join(d, "expected.npz"))
+    s = srv.start(os.path.join(d, "export"), port=0, max_batch=4, max_delay=0.01)
+    try:
+        client = EdgeClient(os.path.join(d, "export"), f"127.0.0.1:{s.port}")
+        z = client.run_edge(want["x"])
+        payloads = client.codec.encode(z, state=client.codec_state)
+        assert b"".join(payloads) == want["payloads"].tobytes()
+        from bottlenet_jax.serve.protocol import frame
+
+        np.testing.assert_allclose(client.send([frame(p) for p in payloads]), want["logits"], rtol=1e-5, atol=1e-5)
         client.close()
     finally:
         s.stop(grace=5)

@@ -125,7 +125,7 @@ def test_kill_9_of_the_model_process_fails_its_batch_unavailable_and_the_server_
 def test_a_header_claiming_a_huge_image_is_refused_before_decoding(server, export_dir):
     """101 bytes with a valid CRC whose SOF claims 30000x30000: refused in O(header), no allocation."""
     from bottlenet_jax.serve.client import EdgeClient
-    from bottlenet_jax.serve.runtime import frame
+    from bottlenet_jax.serve.protocol import frame
 
     edge = EdgeClient(export_dir, f"127.0.0.1:{server.port}", stream=False)
     body = bytearray(edge.encode(_images(1))[0][:-4])
@@ -255,7 +255,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
 
 def test_streaming_gives_the_unary_logits_and_isolates_a_bad_request(server, export_dir):
     from bottlenet_jax.serve.client import EdgeClient, Stream
-    from bottlenet_jax.serve.runtime import frame
+    from bottlenet_jax.serve.protocol import frame
 
     addr = f"127.0.0.1:{server.port}"
     unary = EdgeClient(export_dir, addr, stream=False)
@@ -306,7 +306,7 @@ def test_the_stream_sends_at_most_64_bytes_of_framing_per_request(server, export
 def test_metrics_scrape_shows_the_requests_this_test_made(export_dir):
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
-    from bottlenet_jax.serve.runtime import frame
+    from bottlenet_jax.serve.protocol import frame
 
     s = srv.start(export_dir, port=0, max_batch=4, max_delay=0.001, metrics_port=0)
     try:

@@ -87,17 +87,14 @@ def test_exported_halves_through_bytes_equal_full_model(uninterrupted, tmp_path)
     wd, _ = uninterrupted
     m = export_workdir(str(wd), str(tmp_path / "export"))
     assert m["split_after"] == 2 and m["feature_shape"] == [8, 8, 4] and len(m["label_names"]) == 1000
-    manifest = load_manifest(str(tmp_path / "export"))
-    edge, cloud, codec = (
-        Half(str(tmp_path / "export"), "edge"),
-        Half(str(tmp_path / "export"), "cloud"),
-        load_codec(manifest),
-    )
+    assert load_manifest(str(tmp_path / "export"))["codec"]["name"] == "jpeg"
+    edge, cloud = Half(str(tmp_path / "export"), "edge"), Half(str(tmp_path / "export"), "cloud")
+    codec, state = load_codec(str(tmp_path / "export"))
     x = np.random.default_rng(0).normal(size=(5, 64, 64, 3)).astype(np.float32)
     z = np.asarray(edge(x))
-    payloads = codec.encode(z)
+    payloads = codec.encode(z, state=state)
     assert all(isinstance(p, bytes) for p in payloads)
-    logits = np.asarray(cloud(codec.decode(payloads, z.shape)))
+    logits = np.asarray(cloud(codec.decode(payloads, z.shape, state=state)))
     cfg = load_config(str(wd))
     raw = Checkpoints(str(wd)).restore_raw()
     full, stats = jax.jit(build_model(cfg, bn_axis_name=None).apply)(
@@ -118,7 +115,7 @@ def test_channel_conditioned_edge_exports_with_the_condition_as_input(tmp_path):
     import jax
 
     from bottlenet_jax.checkpoint import Checkpoints, load_config
-    from bottlenet_jax.export import Half, export_workdir, load_codec, load_manifest
+    from bottlenet_jax.export import Half, export_workdir, load_codec
     from bottlenet_jax.models import build_model
 
     run_mock(
@@ -145,8 +142,8 @@ def test_channel_conditioned_edge_exports_with_the_condition_as_input(tmp_path):
     own = jax.jit(lambda v, x, c: model.apply(v, x, part="edge", condition=c))  # v as an argument, as exported
     np.testing.assert_array_equal(z, np.asarray(own(v, x, sigma)))
     assert not np.array_equal(z, np.asarray(edge(x, condition=0.2)))  # the condition reaches the encoder
-    codec = load_codec(load_manifest(str(tmp_path / "export")))
-    logits = np.asarray(cloud(codec.decode(codec.encode(z), z.shape)))
+    codec, state = load_codec(str(tmp_path / "export"))
+    logits = np.asarray(cloud(codec.decode(codec.encode(z, state=state), z.shape, state=state)))
     np.testing.assert_array_equal(logits, np.asarray(jax.jit(lambda v, z: model.apply(v, z, part="cloud"))(v, z)))
 
 

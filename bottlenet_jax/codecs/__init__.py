@@ -10,22 +10,25 @@ from __future__ import annotations
 from bottlenet_jax.codecs.base import (
     REGISTRY,
     STAT_KEYS,
+    STATE_COLLECTION,
     Codec,
-    IdentityCodec,
-    Uint8Codec,
+    CodecLayer,
     codec_settings,
     make_codec,
     register,
-    upgrade_settings,
 )
 from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
 from bottlenet_jax.codecs.entropy import EntropyCodec
 from bottlenet_jax.codecs.jpeg import JpegCodec
 from bottlenet_jax.codecs.lightweight import LightweightCodec
+from bottlenet_jax.codecs.saved import read_saved, upgrade_settings
+from bottlenet_jax.codecs.simple import IdentityCodec, Uint8Codec
 
 __all__ = [
     "STAT_KEYS",
+    "STATE_COLLECTION",
     "Codec",
+    "CodecLayer",
     "IdentityCodec",
     "Uint8Codec",
     "JpegCodec",
@@ -36,6 +39,7 @@ __all__ = [
     "REGISTRY",
     "codec_settings",
     "make_codec",
+    "read_saved",
     "register",
     "upgrade_settings",
 ]

@@ -1,23 +1,30 @@
-"""The codec contract shared by every feature codec, plus the two trivial codecs.
+"""The codec contract every feature codec follows: settings + state, one call in the graph, bytes off it.
 
-In the graph (inside jit / shard_map / vmap)::
+A codec is its *settings* (a frozen dataclass: hyperparameters, in the config) and, for codecs that
+learn or fit something, arrays kept apart from the settings:
 
-    x_hat, stats = codec(x, train=..., rng=...)   # x, x_hat: [b, h, w, c]; stats: {key: int32[b]}
+    params = codec.init_params(key, shape)       # trained with the model: params["codec"] ({} for most)
+    state = codec.fit(params, features)          # fitted once after training: a dict of arrays ({} for most)
 
-Off the graph (the real transport path)::
+    x_hat, stats = codec(x, train=..., rng=..., condition=..., params=params, state=state)  # in the graph
+    payloads = codec.encode(x, state=state)      # off the graph: list[bytes], one per sample
+    x_hat = codec.decode(payloads, shape, state=state)  # equals the graph's x_hat bit for bit
 
-    payloads = codec.encode(x)            # list[bytes], one per sample
-    x_hat = codec.decode(payloads, shape) # equals the in-graph x_hat bit for bit
+`features` are batches [n, h, w, C] of what the edge sends on the training split, read lazily: a
+codec reads only as many as it needs, none when `fits_data` is False. The state is saved beside the
+checkpoint (checkpoint.CodecStateStore) and in exports as arrays; eval, export and serving read it
+and never fit again. `state=None` in the graph means "not fitted yet" (periodic evaluation during
+training): each codec says what it does then.
 
 Every codec reports the same stat keys (``STAT_KEYS``): ``bytes_full`` (a self-contained file per
-sample) and ``bytes_payload`` (what a receiver that knows the codec settings needs). The model,
-trainer and evaluator only ever see ``(x_hat, stats)`` and never branch on the codec type.
+sample) and ``bytes_payload`` (what a receiver that knows the codec settings and state needs). The
+model, trainer and evaluator only ever see ``(x_hat, stats)`` and never branch on the codec type.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -25,9 +32,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bottlenet_jax.codecs.straight_through import straight_through
 from bottlenet_jax.errors import ConfigError
 
 STAT_KEYS = ("bytes_full", "bytes_payload")
+#: the Flax collection the model reads a codec's fitted state from (variables[STATE_COLLECTION]["codec"])
+STATE_COLLECTION = "codec_state"
 
 #: name -> codec class, filled by @register as each codec module is imported (codecs/__init__).
 REGISTRY: dict[str, type] = {}
@@ -57,40 +67,10 @@ def codec_settings(name: str, **overrides) -> dict:
     return {**out, **overrides}
 
 
-# Before codecs owned their settings, every config carried one shared block with all of these.
-_SHARED_BLOCK = {
-    "quality",
-    "layout",
-    "optimize",
-    "backend",
-    "threads",
-    "pool",
-    "sigma",
-    "sigma_range",
-    "p",
-    "p_range",
-    "per_sample",
-    "minmax",
-}
-
-
-def upgrade_settings(block: dict) -> dict:
-    """A codec block as saved by an older version (a workdir's config.json, an export's manifest):
-    the shared keys its codec does not take are dropped, `threads` is now `workers`, and settings
-    added since are there with their defaults (so `--config.codec.NEW=...` applies to an old
-    workdir too). Only saved files go through this; a config being written is checked strictly
-    by `make_codec`."""
-    block = dict(block)
-    defaults = codec_settings(block.get("name", "identity"))
-    if "threads" in block and "workers" in defaults:
-        block.setdefault("workers", block.pop("threads"))
-    return {**defaults, **{k: v for k, v in block.items() if k in defaults or k not in _SHARED_BLOCK}}
-
-
 def make_codec(cfg=None, **overrides):
     """Build the codec a config mapping names (`name` + that codec's settings); an unknown
     setting is a one-line ConfigError, not silently ignored."""
-    cfg = dict(cfg or {"name": "identity"})
+    cfg = dict(cfg.to_dict() if hasattr(cfg, "to_dict") else (cfg or {"name": "identity"}))
     cfg.update(overrides)
     name = cfg.pop("name", "identity")
     if name == "jpeg_xla":  # configs and exports from before the exact device codec
@@ -108,102 +88,10 @@ def _tuples(v):
     return tuple(_tuples(e) for e in v) if isinstance(v, (list, tuple)) else v
 
 
-def varying_axes(x) -> frozenset:
-    """Manual mesh axes along which `x` varies (empty outside shard_map).
-
-    Newer JAX spells this `typeof(x).vma`, 0.10 `typeof(x).manual_axis_type.varying`.
-    """
-    t = jax.typeof(x)
-    vma = getattr(t, "vma", None)
-    if vma is None:
-        mat = getattr(t, "manual_axis_type", None)
-        vma = mat.varying if mat is not None else frozenset()
-    return frozenset(vma)
-
-
-def match_varying(tree, like):
-    """Give every leaf of `tree` the varying type of `like`.
-
-    A host callback's result is typed device-invariant inside shard_map. Left so, the transpose
-    of the implicit invariant->varying cast psums the cotangent: the gradient comes out N x too
-    large. Casting in the primal and fwd rules keeps the types honest (see tests/test_parallel).
-    """
-    want = varying_axes(like)
-
-    def fix(leaf):
-        missing = tuple(sorted(want - varying_axes(leaf)))
-        return jax.lax.pcast(leaf, missing, to="varying") if missing else leaf
-
-    return jax.tree.map(fix, tree)
-
-
-def straight_through(roundtrip: Callable[[jax.Array], tuple[jax.Array, dict]]):
-    """Wrap a non-differentiable `x -> (x_hat, stats)` so its backward pass is the identity.
-
-    This is BottleNet's rule: the compressor/decompressor pair is treated as identity in backprop.
-    """
-
-    @jax.custom_vjp
-    def f(x):
-        return match_varying(roundtrip(x), x)
-
-    def fwd(x):
-        return match_varying(roundtrip(x), x), None
-
-    def bwd(_, cotangents):
-        g_x_hat, _ = cotangents
-        return (g_x_hat,)
-
-    f.defvjp(fwd, bwd)
-    return f
-
-
-def quantize_u8(x: jax.Array) -> jax.Array:
-    """[0, 1] -> uint8 by round(x * 255), clamped (no overflow at 1.0, unlike round(x*256))."""
-    return jnp.clip(jnp.round(x.astype(jnp.float32) * 255.0), 0, 255).astype(jnp.uint8)
-
-
-def quantize_u8_np(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(x, np.float32) * np.float32(255.0)), 0, 255).astype(np.uint8)
-
-
-# Multiply by the float32 reciprocal on both sides: XLA rewrites x / 255 into exactly this, so
-# numpy must too, or the transport path would differ from the graph in the last bit.
-_INV255 = np.float32(1.0 / 255.0)
-
-
-def dequantize_u8(u8, dtype=jnp.float32):
-    return (u8.astype(jnp.float32) * _INV255).astype(dtype)
-
-
-def dequantize_u8_np(u8: np.ndarray) -> np.ndarray:
-    return u8.astype(np.float32) * _INV255
-
-
-def minmax_range(x):
-    """Per-sample (lo, scale) for min-max scaling to [0, 1], numpy or jax alike: (x - lo) / scale.
-    scale = max - min floored at 1e-12, so a constant sample maps to 0 and back to exactly lo.
-    The one implementation every codec's `minmax` option uses (graph and transport paths)."""
-    xp = jnp if isinstance(x, jax.Array) else np
-    lo = xp.min(x, axis=(-3, -2, -1), keepdims=True)
-    return lo, xp.maximum(xp.max(x, axis=(-3, -2, -1), keepdims=True) - lo, xp.float32(1e-12))
-
-
-MINMAX_BYTES = 8  # the side information of per-sample min-max scaling: (lo, scale) as two float32
-
-
-def minmax_pack(x: np.ndarray) -> tuple[np.ndarray, list[bytes]]:
-    """Transport side of the `minmax` option: (x scaled to [0, 1] per sample, each sample's 8 bytes
-    of side information to put before its payload)."""
-    lo, scale = minmax_range(x)
-    side = np.stack([lo.reshape(-1), scale.reshape(-1)], -1).astype("<f4")
-    return (x - lo) / scale, [s.tobytes() for s in side]
-
-
-def minmax_unpack(payloads) -> tuple[np.ndarray, np.ndarray, list[bytes]]:
-    """The receiver's side: (lo [n,1,1,1], scale [n,1,1,1], the payloads without their side info)."""
-    side = np.stack([np.frombuffer(p[:MINMAX_BYTES], "<f4") for p in payloads]).reshape(-1, 2, 1, 1, 1)
-    return side[:, 0], side[:, 1], [p[MINMAX_BYTES:] for p in payloads]
+def per_sample(value: int, x) -> dict:
+    """Constant per-sample byte counts for codecs whose size does not depend on content."""
+    n = jnp.full(x.shape[:-3], value, jnp.int32)
+    return {k: n for k in STAT_KEYS}
 
 
 def exact_size(payload: bytes, size: int, what: str) -> None:
@@ -211,24 +99,20 @@ def exact_size(payload: bytes, size: int, what: str) -> None:
         raise ValueError(f"{len(payload)} bytes: {what} of this shape are exactly {size} bytes")
 
 
-def range_coded_size(payload: bytes, symbols: int, bits_per_symbol: int) -> None:
-    """A range-coded stream (32-bit words) of `symbols` symbols, none costing more than `bits_per_symbol`."""
-    limit = 4 * (-(-(bits_per_symbol * symbols + 64) // 32))
-    if not payload or len(payload) % 4 or len(payload) > limit:
-        raise ValueError(
-            f"{len(payload)} bytes: a range-coded stream of {symbols} symbols is 4..{limit} bytes in 32-bit words"
-        )
-
-
-def per_sample(value: int, x) -> dict:
-    """Constant per-sample byte counts for codecs whose size does not depend on content."""
-    n = jnp.full(x.shape[:-3], value, jnp.int32)
-    return {k: n for k in STAT_KEYS}
+def first_samples(batches: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """The batches up to n samples in all (n = 0: every batch); reads no batch beyond them."""
+    seen = 0
+    for b in batches:
+        if n and seen >= n:
+            return
+        yield b[: n - seen] if n else b
+        seen += len(b)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Codec:
-    """Base class: subclasses implement `roundtrip` (graph), `encode` and `decode` (host)."""
+    """Base class (module docstring). Subclasses implement `roundtrip` (or `__call__`), `encode`,
+    `decode` and `check_payload`; codecs with parameters or state also the methods that make them."""
 
     name: ClassVar[str] = "base"
     #: the setting `eval.py --sweep` varies with the same weights ("" = nothing to sweep)
@@ -241,33 +125,42 @@ class Codec:
     #: whether stats carry "rate_bits" (float32[b], differentiable) that a rate term can train on
     differentiable_rate: ClassVar[bool] = False
 
-    def layer(self, name: str = "codec") -> nn.Module:
-        """The codec as a layer of the model. Codecs that own parameters (the entropy codec) return
-        a module that creates them (they live in params[name]); the others a parameter-free wrapper,
-        so a model's parameter tree is what it was before codecs could own parameters."""
-        return CodecLayer(self, name=name)
+    # ------------------------------------------------------------------ parameters and state
+    def init_params(self, key, shape) -> dict:
+        """The codec's trainable parameters for features of `shape` ([h, w, C]); they live in the
+        model's params["codec"]. {} for codecs without any."""
+        del key, shape
+        return {}
 
-    def with_params(self, params: dict) -> Codec:
-        """The codec for transport given its trained parameters (params[name] of the model; {} for
-        codecs without any): what `encode`/`decode` and an export's manifest need."""
+    def aux_loss(self, params: dict):
+        """A loss on the codec's own parameters that the train step adds (None: none)."""
         del params
-        return self
-
-    def __call__(self, x: jax.Array, *, train: bool = False, rng: Any = None, condition: Any = None):
-        del train, rng, condition
-        return straight_through(self.roundtrip)(x)
 
     @property
-    def needs_fit(self) -> bool:
-        """Whether this codec wants `fit` on training features before it codes for real (the
-        entropy codec's fitted tables); the evaluator and the exporter ask, never the codec type."""
+    def fits_data(self) -> bool:
+        """Whether `fit` reads training features (else it computes its state from params alone)."""
         return False
 
-    def fit(self, params: dict, features: Iterable[np.ndarray]) -> Codec:
-        """This codec fitted to `features` (batches [n, h, w, C] of what the edge sends, on training
-        data) given its trained parameters (params[name]; {} for codecs without any)."""
+    def fit(self, params: dict, features: Iterable[np.ndarray]) -> dict:
+        """The codec's state, a dict of numpy arrays, fitted once after training to its trained
+        `params` and (when `fits_data`) to `features` (module docstring); {} for codecs with none."""
         del params, features
-        return self
+        return {}
+
+    def side_info_bytes(self, state: dict) -> int:
+        """Bytes of the state in the binary form a sender ships once to every receiver."""
+        return int(sum(np.asarray(v).nbytes for v in jax.tree.leaves(state)))
+
+    # ------------------------------------------------------------------ in the graph
+    def __call__(
+        self, x: jax.Array, *, train: bool = False, rng: Any = None, condition: Any = None, params=None, state=None
+    ):
+        del train, rng, condition, params
+        return straight_through(lambda v: self.roundtrip(v, state))(x)
+
+    def roundtrip(self, x: jax.Array, state=None) -> tuple[jax.Array, dict]:
+        """x -> (x_hat, stats) without gradient (the default `__call__` makes it straight-through)."""
+        raise NotImplementedError
 
     def condition(self, batch_shape, *, train: bool, rng: Any = None):
         """Per-sample channel condition the encoder may see (channel codecs); None for source codecs."""
@@ -278,73 +171,43 @@ class Codec:
         """Per-sample mean square of what the codec puts on the link (channel codecs: the P of the SNR)."""
         return jnp.mean(jnp.square(x.astype(jnp.float32)), axis=(-3, -2, -1))
 
-    def roundtrip(self, x: jax.Array) -> tuple[jax.Array, dict]:
+    # ------------------------------------------------------------------ off the graph
+    def encode(self, x: np.ndarray, state=None) -> list[bytes]:
         raise NotImplementedError
 
-    def encode(self, x: np.ndarray) -> list[bytes]:
+    def decode(self, payloads: Sequence[bytes], shape: Sequence[int], state=None) -> np.ndarray:
         raise NotImplementedError
 
-    def decode(self, payloads: Sequence[bytes], shape: Sequence[int]) -> np.ndarray:
-        raise NotImplementedError
-
-    def check_payload(self, payload: bytes, shape: Sequence[int]) -> None:
+    def check_payload(self, payload: bytes, shape: Sequence[int], state=None) -> None:
         """Raise ValueError unless `payload` can be one sample of `shape` ([h, w, c]) from this
         codec, reading only its size and header (a server calls it before any decoding, so a
         payload's claims cannot make it allocate or compute more than the export's shape needs)."""
         raise NotImplementedError
 
     def settings(self) -> dict:
-        """JSON-able settings a receiver needs (written into export manifests)."""
+        """JSON-able settings a receiver needs (a config's codec block; an export's manifest)."""
         return {"name": self.name, **dataclasses.asdict(self)}
+
+    @classmethod
+    def split_saved(cls, block: dict) -> tuple[dict, dict]:
+        """A saved codec block of an older version -> (its settings, the state it carried inline, as
+        arrays; {} if none). Codecs whose state once lived in their settings override it."""
+        return block, {}
 
 
 class CodecLayer(nn.Module):
-    """A parameter-free codec as a model layer (see `Codec.layer`)."""
+    """Any codec as a layer of the model: creates its parameters (params[name]) and hands it its
+    fitted state from the STATE_COLLECTION collection when the caller supplies one."""
 
     codec: Codec
 
+    @nn.compact
     def __call__(self, x, *, train: bool = False, rng: Any = None, condition: Any = None):
-        return self.codec(x, train=train, rng=rng, condition=condition)
-
-
-@register
-@dataclasses.dataclass(frozen=True, eq=False)
-class IdentityCodec(Codec):
-    """Sends the float32 features as they are (4 bytes per element)."""
-
-    name: ClassVar[str] = "identity"
-
-    def __call__(self, x, *, train=False, rng=None, condition=None):
-        h, w, c = x.shape[-3:]
-        return x, per_sample(4 * h * w * c, x)
-
-    def encode(self, x):
-        return [np.ascontiguousarray(s, dtype="<f4").tobytes() for s in np.asarray(x)]
-
-    def decode(self, payloads, shape):
-        return np.stack([np.frombuffer(p, "<f4").reshape(shape[1:]) for p in payloads])
-
-    def check_payload(self, payload, shape):
-        exact_size(payload, 4 * int(np.prod(shape)), "float32 features")
-
-
-@register
-@dataclasses.dataclass(frozen=True, eq=False)
-class Uint8Codec(Codec):
-    """8-bit uniform quantization of [0, 1] features: 1 byte per element, straight-through."""
-
-    name: ClassVar[str] = "uint8"
-
-    def roundtrip(self, x):
-        h, w, c = x.shape[-3:]
-        return dequantize_u8(quantize_u8(x), x.dtype), per_sample(h * w * c, x)
-
-    def encode(self, x):
-        return [s.tobytes() for s in quantize_u8_np(x)]
-
-    def decode(self, payloads, shape):
-        u8 = np.stack([np.frombuffer(p, np.uint8).reshape(shape[1:]) for p in payloads])
-        return dequantize_u8_np(u8)
-
-    def check_payload(self, payload, shape):
-        exact_size(payload, int(np.prod(shape)), "8-bit features")
+        shape = tuple(x.shape[-3:])
+        names = jax.eval_shape(lambda k: self.codec.init_params(k, shape), jax.random.key(0))
+        params = {n: self.param(n, lambda key, n=n: self.codec.init_params(key, shape)[n]) for n in names}
+        loss = self.codec.aux_loss(params) if params else None
+        if loss is not None:
+            self.sow("losses", "codec_aux", loss)
+        state = self.variables.get(STATE_COLLECTION) or None
+        return self.codec(x, train=train, rng=rng, condition=condition, params=params, state=state)

@@ -25,21 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import (
+from bottlenet_jax.codecs.base import Codec, exact_size, per_sample, register
+from bottlenet_jax.codecs.quantize import (
     MINMAX_BYTES,
-    Codec,
     dequantize_u8,
     dequantize_u8_np,
-    exact_size,
     minmax_pack,
     minmax_range,
     minmax_unpack,
-    per_sample,
     quantize_u8,
     quantize_u8_np,
-    register,
-    straight_through,
 )
+from bottlenet_jax.codecs.straight_through import straight_through
 from bottlenet_jax.errors import ConfigError
 
 _BIT_WEIGHTS = 2.0 ** np.arange(8, dtype=np.float32)  # bit k of an 8-bit value weighs 2^k
@@ -79,7 +76,7 @@ class ChannelCodec(Codec):
         shape = tuple(batch_shape) if self.per_sample else (1,) * len(batch_shape)
         return jnp.broadcast_to(jax.random.uniform(rng, shape, jnp.float32, lo, hi), batch_shape)
 
-    def __call__(self, x, *, train=False, rng=None, condition=None):
+    def __call__(self, x, *, train=False, rng=None, condition=None, params=None, state=None):
         if rng is None:  # a fixed fallback key would draw the same noise on every call
             raise ValueError(
                 f"the {self.name} channel draws noise and needs a key: model.apply(..., rngs={{'codec': key}})"
@@ -113,7 +110,7 @@ class ChannelCodec(Codec):
     def channel(self, x, condition, rng):
         raise NotImplementedError
 
-    def check_payload(self, payload, shape):
+    def check_payload(self, payload, shape, state=None):
         size = self.bytes_per_element * int(np.prod(shape)) + (MINMAX_BYTES if self.minmax else 0)
         exact_size(payload, size, f"{self.name} channel inputs")
 
@@ -163,11 +160,11 @@ class AwgnCodec(ChannelCodec):
     def channel(self, x, sigma, rng):
         return x + sigma * jax.random.normal(rng, x.shape, x.dtype)
 
-    def encode(self, x):
+    def encode(self, x, state=None):
         x, sides = self.pack(x)
         return [s + np.ascontiguousarray(v, "<f4").tobytes() for s, v in zip(sides, x)]
 
-    def decode(self, payloads, shape):
+    def decode(self, payloads, shape, state=None):
         return self.unpack(payloads, lambda p: np.frombuffer(p, "<f4").reshape(shape[1:]))
 
 
@@ -203,9 +200,9 @@ class BecCodec(ChannelCodec):
         value = jnp.sum(bits * jnp.asarray(_BIT_WEIGHTS), axis=-1)  # exact: sums of halves of powers of 2
         return dequantize_u8(value, x.dtype)
 
-    def encode(self, x):
+    def encode(self, x, state=None):
         x, sides = self.pack(x)
         return [s + u.tobytes() for s, u in zip(sides, quantize_u8_np(x))]
 
-    def decode(self, payloads, shape):
+    def decode(self, payloads, shape, state=None):
         return self.unpack(payloads, lambda p: dequantize_u8_np(np.frombuffer(p, np.uint8).reshape(shape[1:])))

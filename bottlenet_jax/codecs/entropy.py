@@ -19,52 +19,47 @@ Rate. In the graph: bits = -log2 likelihood per sample (stats["rate_bits"], diff
 adds rate_lambda * bits). On eval steps only, one host callback range-codes each sample and reports
 the real `len()` as bytes_full / bytes_payload (no callback ever runs in a train step).
 
-Tables. By default the integer tables are the density's (`with_params` binds them into the codec's
-settings: what an export's manifest holds, so the receiver decodes with the integers the sender
-used, whatever its float arithmetic). With `fit_context` ("channel" or "element") they are fitted,
-after training, to the symbols the trained encoder emits on the training split (`fit`; the
-evaluator and the exporter call it through `Codec.needs_fit`): the density stays the training-time
-rate model and the prior of the fit. A codec with bound tables codes, counts bytes and estimates
-the rate (their ideal code length) with them in the graph too; an unfitted `fit_context` codec
-(periodic evaluation during training) uses the density's.
+Parameters and state. The density and the medians are trainable parameters (params["codec"]); the
+integer tables are the codec's state (`fit`, once after training): the density's own (`fit_context`
+"") or fitted to the symbols the trained encoder emits on the training split (`fit_context`
+"channel", "element" or "neighbours"), with the density as the fit's prior: the density is trained
+on y + U(-1/2, 1/2) and sees neither position nor neighbours. With a state the graph codes, counts
+bytes and estimates the rate (the tables' ideal code length) with those tables; without one (periodic
+evaluation during training) with the density's, built on the host from the current parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from bottlenet_jax.codecs.base import Codec, match_varying, range_coded_size, register
+from bottlenet_jax.codecs import rangecoder
+from bottlenet_jax.codecs.base import Codec, first_samples, register
+from bottlenet_jax.codecs.density import init_density, likelihood, logits_cumulative, tails
 from bottlenet_jax.codecs.entropy_model import (
     CONTEXTS,
     ESC_BITS,
     QMAX,
     Tables,
     build_tables,
+    context_of,
     decode_sample,
     encode_sample,
     fit_tables,
-    init_density,
-    likelihood,
-    logits_cumulative,
     quantize_np,
     row_index,
-    tails,
 )
+from bottlenet_jax.codecs.straight_through import match_varying
 from bottlenet_jax.errors import ConfigError
 
 __all__ = [
     "EntropyCodec",
-    "EntropyLayer",
     "Tables",
     "build_tables",
     "decode_sample",
@@ -81,7 +76,22 @@ TRAIN_QUANTIZERS = ("ste", "noise")
 _LOG2 = float(np.log(2.0))
 
 
-# ----------------------------------------------------------------------------- in the model
+_TABLES: dict = {}  # id(freqs) -> (freqs, Tables): the host's tables of a state, kept while it lives
+
+
+def _tables(state) -> Tables:
+    """The host-side Tables of a state (cached by the identity of its freqs array)."""
+    if not state:
+        raise ValueError("entropy codec has no tables: fit it (codec.fit(params, features)) or load a fitted state")
+    key = id(state["freqs"])
+    hit = _TABLES.get(key)
+    if hit is None or hit[0] is not state["freqs"]:
+        if len(_TABLES) > 8:
+            _TABLES.clear()
+        hit = _TABLES[key] = (state["freqs"], Tables(**{k: np.asarray(v) for k, v in state.items()}))
+    return hit[1]
+
+
 def _to_cn(y):
     """[..., h, w, C] -> [C, 1, N]."""
     c = y.shape[-1]
@@ -92,62 +102,10 @@ def _from_cn(v, shape):
     return jnp.moveaxis(v[:, 0, :], 0, -1).reshape(shape)
 
 
-def _first(batches, n: int):
-    """The batches up to n samples in all (n = 0: every batch); reads no batch beyond them."""
-    seen = 0
-    for b in batches:
-        if n and seen >= n:
-            return
-        yield b[: n - seen] if n else b
-        seen += len(b)
-
-
-class EntropyLayer(nn.Module):
-    """The codec inside the model: owns the density and quantile parameters (params['codec'])."""
-
-    codec: Any
-
-    @nn.compact
-    def __call__(self, y, *, train: bool = False, rng=None, condition=None):
-        del condition
-        cd = self.codec
-        C = y.shape[-1]
-        density = self.param("density", lambda k: init_density(k, C, tuple(cd.filters), cd.init_scale))
-        medians = self.param("medians", lambda k: jnp.zeros((C, 1, 1), jnp.float32))
-        y = y.astype(jnp.promote_types(y.dtype, jnp.float32))
-        # the medians fit L(m) = 0 with the density held fixed (CompressAI's auxiliary loss)
-        aux = jnp.sum(jnp.abs(logits_cumulative(jax.lax.stop_gradient(density), medians)))
-        self.sow("losses", "entropy_medians", aux)
-        bound = bool(cd.freqs)  # tables bound into the codec (fitted): they define the transport
-        med = jnp.asarray(cd.tables.medians, jnp.float32) if bound else jax.lax.stop_gradient(medians[:, 0, 0])
-        q = jnp.clip(jnp.round(y - med), -QMAX, QMAX)
-        y_hat = q + med
-        if train:
-            if rng is None:
-                raise ValueError("entropy codec: training adds uniform noise and needs rngs={'codec': key}")
-            noisy = y + jax.random.uniform(rng, y.shape, y.dtype, -0.5, 0.5)
-            y_rate = noisy
-            # ste: forward exactly y_hat (y - sg(y) is exactly 0), gradient 1 w.r.t. y
-            y_out = y_hat + (y - jax.lax.stop_gradient(y)) if cd.train_quantizer == "ste" else noisy
-        else:
-            y_rate = y_out = y_hat
-        if bound and not train:
-            bits = cd.table_bits(q.astype(jnp.int32))
-        else:
-            lik = _from_cn(likelihood(density, _to_cn(y_rate)), y.shape)
-            bits = -jnp.sum(jnp.log(jnp.maximum(lik, cd.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
-        stats = {"rate_bits": bits}
-        if not train:
-            n = cd.stream_bytes(q.astype(jnp.int32), density, medians)
-            stats.update(bytes_full=n, bytes_payload=n)
-        return y_out, stats
-
-
 @register
 @dataclasses.dataclass(frozen=True, eq=False)
 class EntropyCodec(Codec):
-    """Factorized-prior entropy bottleneck (module docstring). The table fields are empty in a
-    training config and filled by `with_params` (the density's tables) or `fit` (fitted ones)."""
+    """Factorized-prior entropy bottleneck (module docstring)."""
 
     name: ClassVar[str] = "entropy"
     unit_output: ClassVar[str] = "linear"  # real-valued features: the grid of integers is the quantiser
@@ -162,9 +120,6 @@ class EntropyCodec(Codec):
     fit_context: str = ""  # "": the density's tables; "channel", "element", "neighbours": fitted (entropy_model)
     fit_prior: float = 1.0  # pseudo-counts of the density's probabilities in each fitted table
     fit_examples: int = 0  # training examples the tables are fitted to (0: the whole training split)
-    medians: tuple = ()
-    lower: tuple = ()
-    freqs: tuple = ()
 
     def __post_init__(self):
         if self.train_quantizer not in TRAIN_QUANTIZERS:
@@ -185,53 +140,31 @@ class EntropyCodec(Codec):
             raise ConfigError(
                 f"codec.fit_prior={self.fit_prior} must be > 0, codec.fit_examples={self.fit_examples} >= 0"
             )
-        c = len(self.medians)
-        if len(self.lower) != c or (len(self.freqs) % c if c else self.freqs):
-            raise ConfigError(
-                "codec.medians/lower/freqs: medians and lower one per channel, freqs one per channel or "
-                "per element (or all empty)"
-            )
 
-    def layer(self, name: str = "codec"):
-        return EntropyLayer(self, name=name)
+    # -- parameters and state
+    def init_params(self, key, shape):
+        c = int(shape[-1])
+        return {
+            "density": init_density(key, c, tuple(self.filters), self.init_scale),
+            "medians": jnp.zeros((c, 1, 1), jnp.float32),
+        }
 
-    def __call__(self, x, *, train=False, rng=None, condition=None):
-        raise ValueError("the entropy codec owns parameters: call it as a model layer (codec.layer())")
-
-    # -- tables
-    def _tables_for(self, density, medians) -> Tables:
-        return build_tables(density, medians, self.tail_mass, self.precision, self.max_symbols)
-
-    def with_params(self, params: dict) -> EntropyCodec:
-        """This codec for transport with trained parameters (params['codec']): the density's integer
-        tables bound, or (fit_context) the fitted tables it holds, checked to be of these parameters."""
-        if "density" not in params or "medians" not in params:
-            raise ConfigError("entropy codec: params hold no 'density'/'medians' (not this codec's parameters)")
-        medians = np.asarray(params["medians"], np.float32).ravel()
-        if self.fit_context:
-            if not self.freqs:
-                raise ConfigError(
-                    f"codec.fit_context={self.fit_context!r}: the tables are fitted to training data and this "
-                    "codec has none yet (bottlenet_jax.evaluation.fit_codec fits them)"
-                )
-            if not np.array_equal(np.asarray(self.medians, np.float32), medians):
-                raise ConfigError("entropy codec: its fitted tables belong to other parameters (medians differ)")
-            return self
-        t = self._tables_for(jax.device_get(params["density"]), medians)
-        return dataclasses.replace(self, medians=t.medians, lower=t.lower, freqs=t.freqs)
+    def aux_loss(self, params):
+        """The medians fit L(m) = 0 with the density held fixed (CompressAI's auxiliary loss)."""
+        return jnp.sum(jnp.abs(logits_cumulative(jax.lax.stop_gradient(params["density"]), params["medians"])))
 
     @property
-    def needs_fit(self) -> bool:
-        return bool(self.fit_context) and not self.freqs
+    def fits_data(self) -> bool:
+        return bool(self.fit_context)
 
-    def fit(self, params: dict, features: Iterable[np.ndarray]) -> EntropyCodec:
-        """This codec with tables fitted to `features` (batches of the edge's y [n, h, w, C] on
-        training data) under `fit_context`; itself when it fits nothing."""
-        if not self.fit_context:
-            return self
+    def fit(self, params, features):
+        """The integer tables: the density's, or (fit_context) fitted to `features`."""
+        _check_params(params)
         density = jax.device_get(params["density"])
         medians = np.asarray(params["medians"], np.float32).ravel()
-        symbols = (quantize_np(f, medians) for f in _first(features, self.fit_examples))
+        if not self.fit_context:
+            return build_tables(density, medians, self.tail_mass, self.precision, self.max_symbols).state()
+        symbols = (quantize_np(f, medians) for f in first_samples(features, self.fit_examples))
         t, n = fit_tables(
             density,
             medians,
@@ -245,64 +178,112 @@ class EntropyCodec(Codec):
         logging.info(
             "entropy codec: %d tables (per %s) fitted to %d training samples", len(t.freqs), self.fit_context, n
         )
-        return dataclasses.replace(self, medians=t.medians, lower=t.lower, freqs=t.freqs)
+        return t.state()
 
-    @functools.cached_property
-    def tables(self) -> Tables:
-        if not self.freqs:
-            raise ValueError("entropy codec has no tables: bind trained parameters with codec.with_params(...)")
-        ctx = self.fit_context or "channel"
-        return Tables(tuple(self.medians), tuple(self.lower), tuple(tuple(f) for f in self.freqs), ctx)
+    def side_info_bytes(self, state) -> int:
+        return len(_tables(state).to_bytes())
 
-    def table_bits(self, q):
-        """The bound tables' ideal code length per sample of symbols q [..., h, w, C] (in the graph)."""
-        t = self.tables
-        t.check_shape(q.shape[-3:])
-        k = jnp.asarray(t.widths, jnp.int32)
-        s = q - jnp.asarray(t.lower, jnp.int32)
+    @classmethod
+    def split_saved(cls, block):
+        """a511a13 kept the tables in the settings (medians, lower, freqs: JSON lists)."""
+        block = dict(block)
+        medians, lower, freqs = (block.pop(k, ()) for k in ("medians", "lower", "freqs"))
+        if not freqs:
+            return block, {}
+        return block, Tables.from_rows(medians, lower, freqs, block.get("fit_context") or "channel").state()
+
+    # -- in the graph
+    def __call__(self, x, *, train=False, rng=None, condition=None, params=None, state=None):
+        del condition
+        _check_params(params)
+        density, medians = params["density"], params["medians"]
+        y = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        med = jnp.asarray(state["medians"], jnp.float32) if state else jax.lax.stop_gradient(medians[:, 0, 0])
+        q = jnp.clip(jnp.round(y - med), -QMAX, QMAX)
+        y_hat = q + med
+        if train:
+            if rng is None:
+                raise ValueError("entropy codec: training adds uniform noise and needs rngs={'codec': key}")
+            noisy = y + jax.random.uniform(rng, y.shape, y.dtype, -0.5, 0.5)
+            y_rate = noisy
+            # ste: forward exactly y_hat (y - sg(y) is exactly 0), gradient 1 w.r.t. y
+            y_out = y_hat + (y - jax.lax.stop_gradient(y)) if self.train_quantizer == "ste" else noisy
+        else:
+            y_rate = y_out = y_hat
+        if state and not train:
+            bits = self.table_bits(q.astype(jnp.int32), state)
+        else:
+            lik = _from_cn(likelihood(density, _to_cn(y_rate)), y.shape)
+            bits = -jnp.sum(jnp.log(jnp.maximum(lik, self.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
+        stats = {"rate_bits": bits}
+        if not train:
+            n = self.stream_bytes(q.astype(jnp.int32), state, density, medians)
+            stats.update(bytes_full=n, bytes_payload=n)
+        return y_out, stats
+
+    def table_bits(self, q, state):
+        """The tables' ideal code length per sample of symbols q [..., h, w, C] (in the graph)."""
+        lower, k = jnp.asarray(state["lower"], jnp.int32), jnp.asarray(state["widths"], jnp.int32)
+        s = q - lower
         esc = (s < 0) | (s >= k)
         idx = jnp.where(esc, k, s)
-        rows = row_index(t.context, idx, jnp.asarray(t.zero, jnp.int32), jnp)
-        bits = -jnp.asarray(t.log2_probs())[rows, idx] + ESC_BITS * esc
-        return jnp.sum(bits, axis=(-3, -2, -1))
+        rows = row_index(context_of(state["freqs"].shape[0], q.shape[-3:]), idx, -lower, jnp)
+        f = jnp.asarray(state["freqs"]).astype(jnp.float32)
+        log2p = jnp.log2(f) - jnp.log2(jnp.sum(f, axis=-1, keepdims=True))
+        return jnp.sum(-log2p[rows, idx] + ESC_BITS * esc, axis=(-3, -2, -1))
 
-    # -- eval byte counts: one host callback per eval step
-    def stream_bytes(self, q, density, medians):
-        """len() of each sample's stream: under the bound tables, else under the density's tables
-        (built on the host from the parameters it is given, cached while they do not change)."""
-        leaves, treedef = jax.tree.flatten(density)
+    def stream_bytes(self, q, state, density, medians):
+        """len() of each sample's stream (one host callback): under the state's tables, else under
+        the density's (built on the host from the parameters it is given, cached while they do not
+        change)."""
         cache: dict = {}
+        if state:
+            keys = tuple(sorted(state))
 
-        def host(q, medians, *leaves):
-            if self.freqs:
-                t = self.tables
-            else:
+            def tables(*leaves):
+                return _tables(dict(zip(keys, leaves)))
+
+            leaves = [state[k] for k in keys]
+        else:
+            leaves, treedef = jax.tree.flatten(density)
+            leaves = [medians, *leaves]
+
+            def tables(medians, *leaves):
                 p = jax.tree.unflatten(treedef, [np.asarray(v) for v in leaves])
                 key = hashlib.sha1(b"".join(np.ascontiguousarray(v).tobytes() for v in (medians, *leaves))).digest()
                 if key not in cache:
                     cache.clear()
-                    cache[key] = self._tables_for(p, medians)
-                t = cache[key]
+                    cache[key] = build_tables(p, medians, self.tail_mass, self.precision, self.max_symbols)
+                return cache[key]
+
+        def host(q, *leaves):
+            t = tables(*(np.asarray(v) for v in leaves))
             q = np.asarray(q)
             flat = q.reshape((-1, *q.shape[-3:]))
-            n = np.array([len(encode_sample(s, t)) for s in flat], np.int32)
-            return n.reshape(q.shape[:-3])
+            return np.array([len(encode_sample(s, t)) for s in flat], np.int32).reshape(q.shape[:-3])
 
         out = jax.ShapeDtypeStruct(q.shape[:-3], jnp.int32)
-        n = jax.pure_callback(host, out, q, medians, *leaves, vmap_method="sequential")
+        n = jax.pure_callback(host, out, q, *leaves, vmap_method="sequential")
         return match_varying(n, q)
 
     # -- transport
-    def encode(self, x):
-        t = self.tables
+    def encode(self, x, state=None):
+        t = _tables(state)
         return [encode_sample(s, t) for s in quantize_np(x, t.medians)]
 
-    def check_payload(self, payload, shape):
+    def check_payload(self, payload, shape, state=None):
         # at most a 24-bit categorical symbol (constriction's precision) plus a 16-bit escape each
-        range_coded_size(payload, int(np.prod(shape)), 24 + ESC_BITS)
+        rangecoder.check_size(payload, int(np.prod(shape)), 24 + ESC_BITS)
 
-    def decode(self, payloads, shape):
-        t = self.tables
-        t.check_shape(tuple(shape[1:]))
-        med = np.asarray(t.medians, np.float32)
-        return np.stack([decode_sample(p, tuple(shape[1:]), t).astype(np.float32) + med for p in payloads])
+    def decode(self, payloads, shape, state=None):
+        t = _tables(state)
+        t.context(tuple(shape[1:]))
+        return np.stack([decode_sample(p, tuple(shape[1:]), t).astype(np.float32) + t.medians for p in payloads])
+
+
+def _check_params(params):
+    if not params or "density" not in params or "medians" not in params:
+        raise ValueError(
+            "entropy codec: needs its parameters (params['codec'] of the model: 'density', 'medians'); "
+            "in a model it is a CodecLayer, which creates them"
+        )

@@ -1,11 +1,7 @@
-"""The entropy codec's probability model: the learned density, the integer tables that code under
-it, and the range-coded streams (codecs/entropy.py puts them in the model and the codec contract).
+"""The entropy codec's coding model: the integer tables that code under the learned density, and the
+range-coded streams (codecs/entropy.py puts them in the model and the codec contract).
 
-Density (Ballé et al. ICLR 2018, appendix 6.1): per channel c a monotone map L_c: R -> R,
-    L_c = f_K o ... o f_1,   f_k(x) = g_k(softplus(H_k) x + b_k),   g_k(x) = x + tanh(a_k) * tanh(x),
-with the last layer affine; the CDF is sigmoid(L_c). softplus(H) >= 0 and tanh(a) >= -1 make every
-layer non-decreasing, so the CDF is monotone, 0 at -inf and 1 at +inf. The probability of an integer
-symbol k is sigmoid(L(k + 1/2)) - sigmoid(L(k - 1/2)).
+The density (Ballé et al. 2018's factorized prior) lives in density.py.
 
 Tables. Per channel the symbols between the floored lower and ceiled upper tail (where the CDF is
 tail_mass/2 and 1 - tail_mass/2, found by bisection on the float64 density) get integer
@@ -36,56 +32,14 @@ import dataclasses
 import functools
 from collections.abc import Iterable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from bottlenet_jax.codecs import rangecoder
+from bottlenet_jax.codecs.density import likelihood, tails
 
 ESC_BITS = 16  # escaped symbols are coded uniformly on this many bits (|q| < 2^15 always)
 QMAX = 2 ** (ESC_BITS - 1) - 1
 CONTEXTS = ("channel", "element", "neighbours")
-
-
-# ----------------------------------------------------------------------------- the density
-def _softplus(x, xp):
-    return jnp.logaddexp(x, 0.0) if xp is jnp else np.logaddexp(x, 0.0)
-
-
-def logits_cumulative(params: dict, x, xp=jnp):
-    """L(x) for x [C, 1, N] -> [C, 1, N] (numpy or jax alike: the tables and the graph share it)."""
-    n = sum(1 for k in params if k.startswith("matrix_"))
-    for i in range(n):
-        x = xp.matmul(_softplus(params[f"matrix_{i}"], xp), x) + params[f"bias_{i}"]
-        if i < n - 1:
-            x = x + xp.tanh(params[f"factor_{i}"]) * xp.tanh(x)
-    return x
-
-
-def _sigmoid(x, xp):
-    return jax.nn.sigmoid(x) if xp is jnp else 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def likelihood(params: dict, y, xp=jnp):
-    """P(round bin of y) = CDF(y + 1/2) - CDF(y - 1/2) for y [C, 1, N]; computed on the side of the
-    median where the sigmoids are not both near 1 (no cancellation in the upper tail)."""
-    lower = logits_cumulative(params, y - 0.5, xp)
-    upper = logits_cumulative(params, y + 0.5, xp)
-    sign = -xp.sign(lower + upper)
-    return xp.abs(_sigmoid(sign * upper, xp) - _sigmoid(sign * lower, xp))
-
-
-def init_density(key, channels: int, filters=(3, 3, 3), init_scale: float = 10.0) -> dict:
-    """Ballé's initialisation: L starts as a wide logistic-like ramp of scale ~init_scale."""
-    sizes = (1, *filters, 1)
-    scale = init_scale ** (1.0 / (len(filters) + 1))
-    out = {}
-    keys = jax.random.split(key, len(sizes) - 1)
-    for i in range(len(sizes) - 1):
-        w = np.log(np.expm1(1.0 / scale / sizes[i + 1]))
-        out[f"matrix_{i}"] = jnp.full((channels, sizes[i + 1], sizes[i]), w, jnp.float32)
-        out[f"bias_{i}"] = jax.random.uniform(keys[i], (channels, sizes[i + 1], 1), jnp.float32, -0.5, 0.5)
-        if i < len(sizes) - 2:
-            out[f"factor_{i}"] = jnp.zeros((channels, sizes[i + 1], 1), jnp.float32)
-    return out
 
 
 # ----------------------------------------------------------------------------- integer tables
@@ -123,105 +77,130 @@ def row_index(context: str, idx, zero, xp=np):
     return element * 9 + neighbour_states(idx, zero, xp)
 
 
-@dataclasses.dataclass(frozen=True)
-class Tables:
-    """What sender and receiver share: per channel the median and the lowest symbol of its table;
-    per row the integer frequencies of its channel's symbols lower..lower+K-1 followed by the
-    escape symbol's. Rows (`context`): one per channel, one per element of an h x w x C map, or
-    nine per element (the states of its causal neighbours); `row_index` orders them."""
+def context_of(rows: int, shape) -> str:
+    """The context a table of `rows` rows codes features of `shape` ([h, w, C]) in, or ValueError:
+    C rows per channel, h*w*C per element, 9*h*w*C per element and neighbour state (unambiguous for
+    a known shape; with h*w = 1 "element" is "channel")."""
+    h, w, c = (int(v) for v in shape)
+    for context in CONTEXTS:
+        if rows == (c if context == "channel" else h * w * c * states_per_element(context)):
+            return context
+    raise ValueError(
+        f"entropy codec: {rows} table rows code no {h}x{w}x{c} features (per channel {c}, per element "
+        f"{h * w * c}, per neighbour state {9 * h * w * c})"
+    )
 
-    medians: tuple  # float32 values, one per channel
-    lower: tuple  # int per channel
-    freqs: tuple  # per row a tuple of K + 1 ints (K of its channel), summing to 2^precision
-    context: str = "channel"
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Tables:
+    """What sender and receiver share, as arrays: per channel the median, the lowest symbol of its
+    table and its width K (the escape's index); per row the integer frequencies of its channel's
+    symbols lower..lower+K-1 followed by the escape's, zero-padded to the widest row. Rows: one per
+    channel, one per element of an h x w x C map, or nine per element (the states of its causal
+    neighbours), ordered as `row_index`. `state()` is the codec's state; `Tables(**state)` reads it."""
+
+    medians: np.ndarray  # float32 [C]
+    lower: np.ndarray  # int32 [C]
+    widths: np.ndarray  # int32 [C]
+    freqs: np.ndarray  # int32 [rows, max K + 1], each row summing to 2^precision over its K + 1 entries
+
+    def __post_init__(self):
+        for k, dtype in (("medians", np.float32), ("lower", np.int32), ("widths", np.int32), ("freqs", np.int32)):
+            object.__setattr__(self, k, np.asarray(getattr(self, k), dtype))
+        c = self.medians.shape
+        if self.medians.ndim != 1 or self.lower.shape != c or self.widths.shape != c or self.freqs.ndim != 2:
+            raise ValueError("entropy tables: medians, lower, widths one per channel and a 2-D freqs are required")
+        if self.freqs.shape[0] % c[0] or self.freqs.shape[1] <= self.widths.max(initial=0):
+            raise ValueError(
+                f"entropy tables: freqs {self.freqs.shape} do not fit {c[0]} channels of widths up to "
+                f"{self.widths.max(initial=0)}"
+            )
+
+    @classmethod
+    def from_rows(cls, medians, lower, rows, context: str) -> Tables:
+        """From the tuples of tables a511a13 kept in a codec's settings (one tuple per row)."""
+        s = states_per_element(context)
+        widths = [len(rows[c * s]) - 1 for c in range(len(medians))]
+        return cls(medians, lower, widths, _padded([np.asarray(r) for r in rows]))
+
+    def to_bytes(self) -> bytes:
+        """The tables in the binary form a sender ships once: C, the row count and the bytes per
+        frequency (uint32), medians (float32), lower (int16), widths (uint16), then each row's K + 1
+        frequencies minus 1 (uint16 when every frequency is <= 2^16, as at precision <= 16; the
+        padding is 0, so a row's K + 1 is its count of non-zero entries)."""
+        size = 2 if self.freqs.max(initial=1) <= 2**16 else 4
+        head = [
+            np.array([self.channels, len(self.freqs), size], "<u4"),
+            self.medians.astype("<f4"),
+            self.lower.astype("<i2"),
+            self.widths.astype("<u2"),
+        ]
+        body = (self.freqs[self.freqs > 0] - 1).astype(f"<u{size}")
+        return b"".join(a.tobytes() for a in head) + body.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, shape) -> Tables:
+        """`to_bytes`'s output back, for features of `shape` ([h, w, C])."""
+        c, n, size = (int(v) for v in np.frombuffer(data[:12], "<u4"))
+        med = np.frombuffer(data[12 : 12 + 4 * c], "<f4")
+        lower = np.frombuffer(data[12 + 4 * c : 12 + 6 * c], "<i2")
+        widths = np.frombuffer(data[12 + 6 * c : 12 + 8 * c], "<u2").astype(np.int32)
+        s = states_per_element(context_of(n, shape))
+        lengths = np.repeat(np.tile(widths + 1, n // (c * s)), s) if s > 1 else np.tile(widths + 1, n // c)
+        flat = np.frombuffer(data[12 + 8 * c :], f"<u{size}").astype(np.int32) + 1
+        if flat.size != lengths.sum():
+            raise ValueError(f"entropy tables: {flat.size} frequencies in the bytes, {lengths.sum()} expected")
+        rows = np.split(flat, np.cumsum(lengths)[:-1])
+        return cls(med, lower, widths, _padded(rows))
+
+    def state(self) -> dict:
+        return {"medians": self.medians, "lower": self.lower, "widths": self.widths, "freqs": self.freqs}
 
     @property
     def channels(self) -> int:
         return len(self.medians)
 
     @property
-    def widths(self) -> np.ndarray:
-        """K per channel (the escape's index)."""
-        c = self.channels
-        return np.array([len(self.freqs[i * states_per_element(self.context)]) - 1 for i in range(c)])
-
-    @property
     def zero(self) -> np.ndarray:
         """Per channel the index of symbol 0."""
-        return -np.asarray(self.lower, np.int64)
+        return -self.lower.astype(np.int64)
 
-    def check_shape(self, shape) -> None:
-        """ValueError unless these tables code features of `shape` ([h, w, C])."""
-        h, w, c = shape
-        if c != self.channels:
-            raise ValueError(f"entropy codec: tables for {self.channels} channels, features have {c}")
-        want = c if self.context == "channel" else h * w * c * states_per_element(self.context)
-        if len(self.freqs) != want:
-            raise ValueError(
-                f"entropy codec: {len(self.freqs)} {self.context} tables, features {h}x{w}x{c} need {want}"
-            )
+    def context(self, shape) -> str:
+        """ValueError unless these tables code features of `shape` ([h, w, C]); else their context."""
+        if int(shape[-1]) != self.channels:
+            raise ValueError(f"entropy codec: tables for {self.channels} channels, features have {shape[-1]}")
+        return context_of(len(self.freqs), shape)
 
     @functools.cached_property
     def models(self):
         """Per channel one categorical model (per-channel tables)."""
-        import constriction
+        return [rangecoder.categorical(self.freqs[c, : k + 1]) for c, k in enumerate(self.widths)]
 
-        cat = constriction.stream.model.Categorical
-        return [cat(np.asarray(f, np.float64), perfect=False) for f in self.freqs]
-
-    @functools.cached_property
-    def rows(self) -> list[np.ndarray]:
-        """Per channel its rows' frequencies, float64 [h*w*S, K + 1], row (i*w + j)*S + state."""
-        c, s = self.channels, states_per_element(self.context)
-        out = []
-        for ch in range(c):
-            picked = [self.freqs[(e * c + ch) * s + k] for e in range(len(self.freqs) // (c * s)) for k in range(s)]
-            out.append(np.asarray(picked, np.float64))
-        return out
+    def channel_rows(self, context: str) -> list[np.ndarray]:
+        """Per channel its rows' frequencies, float64 [h*w*S, K + 1], row (i*w + j)*S + state
+        (cached per context: the decoder's per-symbol model parameters)."""
+        cache = self.__dict__.setdefault("_channel_rows", {})
+        if context not in cache:
+            s, c = states_per_element(context), self.channels
+            per = self.freqs.reshape(-1, c, s, self.freqs.shape[1])
+            cache[context] = [
+                np.asarray(per[:, ch, :, : k + 1].reshape(-1, k + 1), np.float64) for ch, k in enumerate(self.widths)
+            ]
+        return cache[context]
 
     @functools.cached_property
     def family(self):
-        import constriction
-
-        return constriction.stream.model.Categorical(perfect=False)
+        return rangecoder.family()
 
     @functools.cached_property
     def escape_model(self):
-        import constriction
+        return rangecoder.uniform(2**ESC_BITS)
 
-        return constriction.stream.model.Uniform(2**ESC_BITS)
-
-    def log2_probs(self) -> np.ndarray:
-        """log2 P per row and symbol index, float32 [rows, max K + 1], padded with 0: the tables' own
-        ideal code length, for the graph's rate estimate."""
-        width = max(len(f) for f in self.freqs)
-        out = np.zeros((len(self.freqs), width), np.float32)
-        for r, f in enumerate(self.freqs):
-            f = np.asarray(f, np.float64)
-            out[r, : f.size] = np.log2(f / f.sum())
-        return out
-
-
-def tails(density: dict, tail_mass: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel the x where the CDF is tail_mass/2 and 1 - tail_mass/2 (float64 bisection on L,
-    which is monotone): the range the integer tables cover."""
-    t = np.log(2.0 / tail_mass - 1.0)
-    c = next(iter(density.values())).shape[0]
-    out = []
-    for target in (-t, t):
-        lo, hi = np.full(c, -1.0), np.full(c, 1.0)
-        for _ in range(64):  # widen the bracket until it holds the target on every channel
-            l_lo = logits_cumulative(density, lo[:, None, None], np)[:, 0, 0]
-            l_hi = logits_cumulative(density, hi[:, None, None], np)[:, 0, 0]
-            if np.all(l_lo <= target) and np.all(l_hi >= target):
-                break
-            lo, hi = np.where(l_lo > target, 2 * lo, lo), np.where(l_hi < target, 2 * hi, hi)
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            below = logits_cumulative(density, mid[:, None, None], np)[:, 0, 0] < target
-            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
-        out.append((lo + hi) / 2)
-    return out[0], out[1]
+    def log2_probs(self, xp=np):
+        """log2 P per row and symbol index [rows, max K + 1] (-inf at the padding): the tables' own
+        ideal code length, for the graph's rate estimate (numpy or jax alike)."""
+        f = xp.asarray(self.freqs).astype(xp.float32)
+        return xp.log2(f) - xp.log2(xp.sum(f, axis=-1, keepdims=True))
 
 
 def _pmfs(density: dict, medians, tail_mass: float, max_symbols: int):
@@ -244,20 +223,26 @@ def _pmfs(density: dict, medians, tail_mass: float, max_symbols: int):
     return med, lo, pmfs
 
 
-def integer_freqs(probs: np.ndarray, precision: int) -> tuple:
+def integer_freqs(probs: np.ndarray, precision: int) -> np.ndarray:
     """Probabilities -> integer frequencies summing to 2^precision, each >= 1 (deterministic)."""
     total = 2**precision
     f = 1 + np.floor(probs * (total - probs.size)).astype(np.int64)
     f[np.argmax(probs)] += total - f.sum()
-    return tuple(int(v) for v in f)
+    return f
+
+
+def _padded(rows: list[np.ndarray]) -> np.ndarray:
+    out = np.zeros((len(rows), max(len(r) for r in rows)), np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out
 
 
 def build_tables(density: dict, medians, tail_mass: float, precision: int, max_symbols: int) -> Tables:
     """Integer frequency tables from the float32 parameters, in float64 numpy (deterministic)."""
     med, lo, pmfs = _pmfs(density, medians, tail_mass, max_symbols)
-    return Tables(
-        tuple(float(m) for m in med), tuple(int(v) for v in lo), tuple(integer_freqs(p, precision) for p in pmfs)
-    )
+    rows = [integer_freqs(p, precision) for p in pmfs]
+    return Tables(med, lo, [len(r) - 1 for r in rows], _padded(rows))
 
 
 def symbol_indices(q: np.ndarray, lower, widths) -> np.ndarray:
@@ -314,8 +299,8 @@ def fit_tables(
         (a, b), k, pmf = span[ch], widths[ch], pmfs[ch]
         p = np.append(row[a:b] + prior * pmf[a:b], row[k] + prior * (pmf[k] + pmf[:a].sum() + pmf[b:k].sum()))
         freqs.append(integer_freqs(p / p.sum(), precision))
-    lower = tuple(int(lo[ch] + span[ch][0]) for ch in range(c))
-    return Tables(tuple(float(m) for m in med), lower, tuple(freqs), context), n
+    lower = [lo[ch] + span[ch][0] for ch in range(c)]
+    return Tables(med, lower, [b - a for a, b in span], _padded(freqs)), n
 
 
 def quantize_np(y: np.ndarray, medians) -> np.ndarray:
@@ -328,62 +313,58 @@ def quantize_np(y: np.ndarray, medians) -> np.ndarray:
 
 def encode_sample(q: np.ndarray, t: Tables) -> bytes:
     """Symbols [h, w, C] -> one range-coded stream (channel after channel, escapes after each)."""
-    import constriction
-
-    t.check_shape(q.shape)
-    enc = constriction.stream.queue.RangeEncoder()
+    context = t.context(q.shape)
+    out = rangecoder.Writer()
     widths = t.widths
     idx = symbol_indices(q, t.lower, widths)
     hw = q.shape[0] * q.shape[1]
     local = None  # each element's row among its channel's: (i*w + j)*S + state
-    if t.context == "element":
+    if context == "element":
         local = np.broadcast_to(np.arange(hw)[:, None], (hw, t.channels))
-    elif t.context == "neighbours":
+    elif context == "neighbours":
         local = np.arange(hw)[:, None] * 9 + neighbour_states(idx, t.zero).reshape(hw, t.channels)
+    rows = t.channel_rows(context) if local is not None else None
     for c in range(t.channels):
-        sym = idx[..., c].ravel().astype(np.int32)
+        sym = idx[..., c].ravel()
         if local is None:
-            enc.encode(sym, t.models[c])
+            out.write(sym, t.models[c])
         else:
-            enc.encode(sym, t.family, t.rows[c][local[:, c]])
+            out.write(sym, t.family, rows[c][local[:, c]])
         esc = sym == widths[c]
         if esc.any():
-            enc.encode((q[..., c].ravel()[esc] + 2 ** (ESC_BITS - 1)).astype(np.int32), t.escape_model)
-    return enc.get_compressed().astype("<u4").tobytes()
+            out.write(q[..., c].ravel()[esc] + 2 ** (ESC_BITS - 1), t.escape_model)
+    return out.getvalue()
 
 
 def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
     """One stream -> symbols [h, w, C]; a stream that is not exactly one sample's raises ValueError."""
-    import constriction
-
     h, w, c_ = shape
-    t.check_shape(shape)
-    if len(data) % 4 or not data:
-        raise ValueError(f"entropy stream of {len(data)} bytes: must be a non-empty multiple of 4")
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+    context = t.context(shape)
+    src = rangecoder.Reader(data)
     widths, zero = t.widths, t.zero
+    rows = t.channel_rows(context) if context != "channel" else None
     idx = np.empty((h, w, c_), np.int64)
     out = np.empty((h, w, c_), np.int32)
     try:
         for c in range(c_):
-            if t.context == "channel":
-                idx[..., c] = dec.decode(t.models[c], h * w).reshape(h, w)
-            elif t.context == "element":
-                idx[..., c] = dec.decode(t.family, t.rows[c]).reshape(h, w)
+            if context == "channel":
+                idx[..., c] = src.read(t.models[c], h * w).reshape(h, w)
+            elif context == "element":
+                idx[..., c] = src.read(t.family, rows[c]).reshape(h, w)
             else:  # row by row: an element's state needs the row above and the previous channel
                 for i in range(h):
                     up = sign_bucket(idx[i - 1, :, c], zero[c]) if i else np.ones(w, np.int64)
                     prev = sign_bucket(idx[i, :, c - 1], zero[c - 1]) if c else np.ones(w, np.int64)
-                    idx[i, :, c] = dec.decode(t.family, t.rows[c][(i * w + np.arange(w)) * 9 + 3 * up + prev])
+                    idx[i, :, c] = src.read(t.family, rows[c][(i * w + np.arange(w)) * 9 + 3 * up + prev])
             vals = idx[..., c] + t.lower[c]
             esc = idx[..., c] == widths[c]
             if esc.any():
-                vals[esc] = dec.decode(t.escape_model, int(esc.sum())).astype(np.int64) - 2 ** (ESC_BITS - 1)
+                vals[esc] = src.read(t.escape_model, int(esc.sum())).astype(np.int64) - 2 ** (ESC_BITS - 1)
             out[..., c] = vals
     except Exception as e:  # constriction reports a stream that runs out as a generic error
         raise ValueError(f"entropy stream does not decode to {h}x{w}x{c_} symbols ({e})") from None
     # A range decoder reads any words as some symbols (missing ones as zeros), so a stream is
     # accepted only in the one form our encoder writes for what it decodes to.
-    if not dec.maybe_exhausted() or encode_sample(out, t) != bytes(data):
+    if not src.exhausted() or encode_sample(out, t) != bytes(data):
         raise ValueError(f"entropy stream is not an encoding of {h}x{w}x{c_} symbols under this model's tables")
     return out

@@ -14,6 +14,20 @@ import struct
 import cv2
 import numpy as np
 
+from bottlenet_jax.codecs.jpeg_entropy import DEFAULT_DHT_BYTES
+
+# Segment sizes libjpeg writes for one grey baseline image (jcmarker.c), in bytes with markers.
+SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3, "EOI": 2}
+# What an abbreviated stream with the default tables still carries besides its scan: SOI, the frame
+# header, the scan header and EOI, every byte fixed by the tile's shape (one component, baseline).
+FRAMING_BYTES = SEGMENT_BYTES["SOI"] + SEGMENT_BYTES["SOF0"] + SEGMENT_BYTES["SOS"] + SEGMENT_BYTES["EOI"]
+
+
+def omitted_bytes(optimize: bool) -> int:
+    """Bytes an abbreviated stream leaves out (JFIF APP0, DQT, and the DHT unless optimize)."""
+    return SEGMENT_BYTES["APP0"] + SEGMENT_BYTES["DQT"] + (0 if optimize else DEFAULT_DHT_BYTES)
+
+
 _SOI, _EOI, _SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
 _APP0, _DQT, _DHT = 0xE0, 0xDB, 0xC4
 

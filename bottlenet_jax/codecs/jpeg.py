@@ -36,9 +36,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import (
+from bottlenet_jax.codecs.base import Codec, register
+from bottlenet_jax.codecs.jfif import abbreviate, check_abbreviated, encode_image, omitted_bytes, params, rebuild_full
+from bottlenet_jax.codecs.jpeg_host import POOLS, code_tiles
+from bottlenet_jax.codecs.jpeg_xla import jpeg_device
+from bottlenet_jax.codecs.quantize import (
     MINMAX_BYTES,
-    Codec,
     dequantize_u8,
     dequantize_u8_np,
     minmax_pack,
@@ -46,11 +49,7 @@ from bottlenet_jax.codecs.base import (
     minmax_unpack,
     quantize_u8,
     quantize_u8_np,
-    register,
 )
-from bottlenet_jax.codecs.jfif import abbreviate, check_abbreviated, encode_image, params, rebuild_full
-from bottlenet_jax.codecs.jpeg_host import POOLS, code_tiles
-from bottlenet_jax.codecs.jpeg_xla import jpeg_device, omitted_bytes
 from bottlenet_jax.errors import ConfigError
 
 LAYOUTS = ("grid", "rows")
@@ -142,7 +141,7 @@ class JpegCodec(Codec):
     def host_fn(self, u8):
         return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.workers, self.pool)
 
-    def roundtrip(self, x):
+    def roundtrip(self, x, state=None):
         if self.backend == "device":
             return self.device_roundtrip(x)
         lead = x.shape[:-3]
@@ -178,7 +177,7 @@ class JpegCodec(Codec):
         return x_hat, {"bytes_full": full, "bytes_payload": payload}
 
     # ------------------------------------------------------------------ transport (off the graph)
-    def encode(self, x):
+    def encode(self, x, state=None):
         x = np.asarray(x, np.float32)
         x, sides = minmax_pack(x) if self.minmax else (x, [b""] * len(x))
         p = params(self.quality, self.optimize)
@@ -187,14 +186,14 @@ class JpegCodec(Codec):
             for s, img in zip(sides, tile(quantize_u8_np(x), self.layout))
         ]
 
-    def check_payload(self, payload, shape):
+    def check_payload(self, payload, shape, state=None):
         h, w, c = shape
         body = payload[MINMAX_BYTES:] if self.minmax else payload
         if self.minmax and len(payload) < MINMAX_BYTES:
             raise ValueError(f"{len(payload)} bytes: shorter than the min-max side information")
         check_abbreviated(body, *tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:], self.optimize)
 
-    def decode(self, payloads, shape):
+    def decode(self, payloads, shape, state=None):
         _, h, w, c = shape
         if self.minmax:
             lo, scale, payloads = minmax_unpack(payloads)

@@ -35,12 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.jpeg_entropy import DEFAULT_DHT_BYTES, ZIGZAG, scan_bytes
+from bottlenet_jax.codecs.jfif import SEGMENT_BYTES
+from bottlenet_jax.codecs.jpeg_entropy import ZIGZAG, scan_bytes
 
 CONST_BITS, PASS1_BITS = 13, 2
 
-# Segment sizes libjpeg writes for one grey baseline image (jcmarker.c), in bytes with markers.
-SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3, "EOI": 2}
 
 # ITU T.81 Annex K.1, luminance, natural (row-major) order.
 IJG_LUMA = np.array(
@@ -112,16 +111,6 @@ IJG_LUMA = np.array(
     ],
     np.int32,
 ).reshape(8, 8)
-
-
-# What an abbreviated stream with the default tables still carries besides its scan: SOI, the frame
-# header, the scan header and EOI, every byte fixed by the tile's shape (one component, baseline).
-FRAMING_BYTES = SEGMENT_BYTES["SOI"] + SEGMENT_BYTES["SOF0"] + SEGMENT_BYTES["SOS"] + SEGMENT_BYTES["EOI"]
-
-
-def omitted_bytes(optimize: bool) -> int:
-    """Bytes an abbreviated stream leaves out (JFIF APP0, DQT, and the DHT unless optimize)."""
-    return SEGMENT_BYTES["APP0"] + SEGMENT_BYTES["DQT"] + (0 if optimize else DEFAULT_DHT_BYTES)
 
 
 def _fix(x: float) -> int:

@@ -27,8 +27,9 @@ y_0 = 0 (the ReLU zeros) and y_{N-1} = c (the clipped mass piles up there). lamb
 
 Entropy coding: a static categorical model (the calibration histogram, floored so every level is
 codable) drives constriction's range coder per sample. Rate = len(bytes) of each sample's stream.
-Side information (c, the levels, thresholds and the model's probabilities) is fixed at calibration
-and sent once per model: `side_info_bytes` reports it; the per-sample rate excludes it.
+The calibrated levels, thresholds and probabilities (and c) are the codec's state (`fit`: once, on
+`fit_examples` training samples through the edge); they are side information sent once per model:
+`side_info_bytes` reports it; the per-sample rate excludes it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import Codec, range_coded_size, register, straight_through
+from bottlenet_jax.codecs import rangecoder
+from bottlenet_jax.codecs.base import Codec, first_samples, register
 from bottlenet_jax.errors import ConfigError
 
 
@@ -177,98 +179,137 @@ def entropy_bits(symbols: np.ndarray, n: int) -> float:
 
 # ----------------------------------------------------------------------------- range coding
 def _model(probs):
-    import constriction
-
     p = np.maximum(np.asarray(probs, np.float64), 1e-6)
-    return constriction.stream.model.Categorical(p / p.sum(), perfect=False)
+    return rangecoder.categorical(p / p.sum())
 
 
 def encode_symbols(symbols: np.ndarray, probs) -> bytes:
-    import constriction
-
-    enc = constriction.stream.queue.RangeEncoder()
-    enc.encode(np.ascontiguousarray(symbols, np.int32).ravel(), _model(probs))
-    return enc.get_compressed().astype("<u4").tobytes()
+    out = rangecoder.Writer()
+    out.write(symbols, _model(probs))
+    return out.getvalue()
 
 
 def decode_symbols(data: bytes, count: int, probs) -> np.ndarray:
-    import constriction
+    return rangecoder.Reader(data).read(_model(probs), count).astype(np.int32)
 
-    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
-    return dec.decode(_model(probs), count).astype(np.int32)
+
+QUANTIZERS = ("uniform", "ecsq")
+
+
+def calibrate(x: np.ndarray, n: int, quantizer: str = "uniform", lam_b2: float = 0.1) -> dict:
+    """The codec's state from calibration activations `x`: the model clip c*, then an N-level
+    uniform quantiser on [0, c*] or ECSQ with lambda = lam_b2 * b^2 (b: the exponential scale of
+    the positive part, so one lambda grid serves every split point). Arrays: levels, thresholds,
+    probs (the calibration histogram, floored so every level is codable), clip."""
+    c = model_clip(x, n)
+    if quantizer == "uniform":
+        levels, thresholds = uniform_levels(c, n)
+    else:
+        levels, thresholds, _ = ecsq(x, n, c, lam_b2 * fit_exponential(x)[1] ** 2)
+    counts = np.bincount(quantize(x, levels, thresholds).ravel(), minlength=len(levels))
+    probs = np.maximum(counts / counts.sum(), 1e-6)
+    return {
+        "levels": np.asarray(levels, np.float32),
+        "thresholds": np.asarray(thresholds, np.float32),
+        "probs": np.asarray(probs / probs.sum(), np.float32),
+        "clip": np.float32(c),
+    }
 
 
 @register
 @dataclasses.dataclass(frozen=True, eq=False)
 class LightweightCodec(Codec):
-    """Clip + scalar quantiser + range coder with calibrated tables (see `calibrate`)."""
+    """Clip + scalar quantiser + range coder; its tables are its state, calibrated by `fit` on the
+    first `fit_examples` training samples the edge sends (module docstring). Uncalibrated (state
+    None: model init, training) it is the uniform quantiser of `num_levels` on [0, 1] with equal
+    probabilities."""
 
     name: ClassVar[str] = "lightweight"
-    levels: tuple = (0.0, 1.0)
-    thresholds: tuple = (0.5,)
-    probs: tuple = (0.5, 0.5)
+    num_levels: int = 4  # N
+    quantizer: str = "uniform"  # uniform on [0, c*] | ecsq (N levels at most; unused ones dropped)
+    ecsq_lambda: float = 0.1  # ECSQ's rate weight in units of b^2 (b: the exponential scale)
+    fit_examples: int = 512  # calibration samples (no gradient step: the paper's "no retraining")
 
     def __post_init__(self):
-        if not (len(self.levels) >= 2 and len(self.thresholds) == len(self.levels) - 1 == len(self.probs) - 1):
+        if self.num_levels < 2 or self.quantizer not in QUANTIZERS or self.ecsq_lambda < 0 or self.fit_examples < 1:
             raise ConfigError(
-                f"codec.levels/thresholds/probs: need N>=2 levels, N-1 thresholds, N probs "
-                f"(got {len(self.levels)}, {len(self.thresholds)}, {len(self.probs)})"
+                f"codec.num_levels={self.num_levels} (>= 2), codec.quantizer={self.quantizer!r} "
+                f"({' or '.join(QUANTIZERS)}), codec.ecsq_lambda={self.ecsq_lambda} (>= 0), "
+                f"codec.fit_examples={self.fit_examples} (>= 1)"
             )
 
     @property
-    def side_info_bytes(self) -> int:
-        return 4 * (len(self.levels) + len(self.thresholds)) + 2 * len(self.probs)  # f32 tables + 16-bit probs
+    def fits_data(self) -> bool:
+        return True
 
-    def host_fn(self, x):
-        x = np.asarray(x, np.float32)
-        lead, shape = x.shape[:-3], x.shape[-3:]
-        flat = x.reshape((-1, *shape))
-        sym = quantize(flat, self.levels, self.thresholds)
-        n = np.array([len(encode_symbols(s, self.probs)) for s in sym], np.int32).reshape(lead)
-        return np.asarray(self.levels, np.float32)[sym].reshape(x.shape), n, n
+    def fit(self, params, features):
+        x = np.concatenate(list(first_samples(features, self.fit_examples)))
+        return calibrate(x, self.num_levels, self.quantizer, self.ecsq_lambda)
 
-    def roundtrip(self, x):
+    def _state(self, state):
+        if state:
+            return state
+        return calibrate_free(self.num_levels)
+
+    def side_info_bytes(self, state) -> int:
+        s = self._state(state)
+        return 4 * (len(s["levels"]) + len(s["thresholds"])) + 2 * len(s["probs"])  # f32 tables + 16-bit probs
+
+    @classmethod
+    def split_saved(cls, block):
+        """Configs before the state: the calibrated tables were settings (levels, thresholds, probs)."""
+        block = dict(block)
+        old = {k: block.pop(k) for k in ("levels", "thresholds", "probs") if isinstance(block.get(k), (list, tuple))}
+        if not old:
+            return block, {}
+        block.setdefault("num_levels", len(old["levels"]))
+        state = {k: np.asarray(v, np.float32) for k, v in old.items()}
+        return block, {**state, "clip": np.float32(state["levels"][-1])}
+
+    def roundtrip(self, x, state=None):
+        s = self._state(state)
         lead = x.shape[:-3]
         out = (
             jax.ShapeDtypeStruct(x.shape, jnp.float32),
             jax.ShapeDtypeStruct(lead, jnp.int32),
-            jax.ShapeDtypeStruct(lead, jnp.int32),
         )
-        x_hat, full, payload = jax.pure_callback(self.host_fn, out, x.astype(jnp.float32), vmap_method="expand_dims")
-        return x_hat.astype(x.dtype), {"bytes_full": full, "bytes_payload": payload}
 
-    def __call__(self, x, *, train=False, rng=None, condition=None):
-        return straight_through(self.roundtrip)(x)
+        def host(x, levels, thresholds, probs):  # (under vmap the tables arrive with a leading 1)
+            x, levels, thresholds, probs = (
+                np.asarray(x, np.float32),
+                *(np.ravel(v) for v in (levels, thresholds, probs)),
+            )
+            sym = quantize(x.reshape((-1, *x.shape[-3:])), levels, thresholds)
+            n = np.array([len(encode_symbols(v, probs)) for v in sym], np.int32).reshape(x.shape[:-3])
+            return levels.astype(np.float32)[sym].reshape(x.shape), n
 
-    def encode(self, x):
+        x_hat, n = jax.pure_callback(
+            host, out, x.astype(jnp.float32), s["levels"], s["thresholds"], s["probs"], vmap_method="expand_dims"
+        )
+        return x_hat.astype(x.dtype), {"bytes_full": n, "bytes_payload": n}
+
+    def encode(self, x, state=None):
+        s = self._state(state)
         return [
-            encode_symbols(s, self.probs) for s in quantize(np.asarray(x, np.float32), self.levels, self.thresholds)
+            encode_symbols(v, s["probs"]) for v in quantize(np.asarray(x, np.float32), s["levels"], s["thresholds"])
         ]
 
-    def check_payload(self, payload, shape):
-        range_coded_size(payload, int(np.prod(shape)), 24)  # constriction's probabilities are 24-bit
+    def check_payload(self, payload, shape, state=None):
+        rangecoder.check_size(payload, int(np.prod(shape)), 24)  # constriction's probabilities are 24-bit
 
-    def decode(self, payloads, shape):
+    def decode(self, payloads, shape, state=None):
+        s = self._state(state)
         count = int(np.prod(shape[1:]))
-        lv = np.asarray(self.levels, np.float32)
-        return np.stack([lv[decode_symbols(p, count, self.probs)].reshape(shape[1:]) for p in payloads])
+        lv = np.asarray(s["levels"], np.float32)
+        return np.stack([lv[decode_symbols(p, count, s["probs"])].reshape(shape[1:]) for p in payloads])
 
 
-def calibrate(x: np.ndarray, n: int, lam: float | None = None) -> tuple[dict, dict]:
-    """(codec settings, diagnostics) from calibration activations: model clip, then uniform
-    (lam=None) or ECSQ. The settings are a `make_codec` config; diagnostics: the clip, the entropy."""
-    c = model_clip(x, n)
-    if lam is None:
-        levels, thresholds = uniform_levels(c, n)
-    else:
-        levels, thresholds, _ = ecsq(x, n, c, lam)
-    sym = quantize(x, levels, thresholds)
-    counts = np.bincount(sym.ravel(), minlength=len(levels))
-    probs = np.maximum(counts / counts.sum(), 1e-6)
-    settings = {
-        "name": "lightweight",
-        "levels": tuple(map(float, levels)),
-        "thresholds": tuple(map(float, thresholds)),
-        "probs": tuple(map(float, probs / probs.sum())),
+def calibrate_free(n: int) -> dict:
+    """The uncalibrated state: N uniform levels on [0, 1] (a sigmoid unit's range), equal probabilities."""
+    levels, thresholds = uniform_levels(1.0, n)
+    return {
+        "levels": np.asarray(levels, np.float32),
+        "thresholds": np.asarray(thresholds, np.float32),
+        "probs": np.full(n, 1 / n, np.float32),
+        "clip": np.float32(1.0),
     }
-    return settings, {"clip": c, "entropy_bits": entropy_bits(sym, len(levels))}

@@ -225,7 +225,7 @@ def without_framing(rows: list[dict]) -> list[str]:
     fixed by the tile's shape, plus the scan: a receiver that knows the shape could rebuild them as it
     rebuilds the tables. The range-coded stream has no framing to drop. Subtracting a constant keeps
     each method's operating point where it was."""
-    from bottlenet_jax.codecs.jpeg_xla import FRAMING_BYTES
+    from bottlenet_jax.codecs.jfif import FRAMING_BYTES
 
     ops = operating_points(rows)
     for per in ops.values():

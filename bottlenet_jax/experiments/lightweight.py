@@ -29,7 +29,7 @@ import numpy as np
 
 from bottlenet_jax import cli, parallel
 from bottlenet_jax.codecs import lightweight as lw
-from bottlenet_jax.codecs import make_codec
+from bottlenet_jax.codecs import codec_settings, make_codec
 from bottlenet_jax.experiments import git_state, machine, write_csv
 
 
@@ -74,29 +74,34 @@ def sweep_split(cfg, a, k, top_base, settings=None):
     if settings is None:
         settings = [("uniform", n, None) for n in ((2, 8) if a.quick else UNIFORM_N)]
         settings += [("ECSQ", 16, lam) for lam in ((0.1,) if a.quick else ECSQ_LAMBDAS)]
-    settings = [(kind, n, None if lam is None else lam * b * b) for kind, n, lam in settings]
     rows = []
     for kind, n, lam in settings:
-        codec, cal = lw.calibrate(x, n, lam)
         c = ml_collections.ConfigDict(cfg.to_dict())
-        c.codec = ml_collections.ConfigDict(codec)
+        quantizer = "uniform" if lam is None else "ecsq"
+        c.codec = ml_collections.ConfigDict(
+            codec_settings("lightweight", num_levels=n, quantizer=quantizer, ecsq_lambda=lam or 0.0, fit_examples=a.calib)
+        )
+        # the evaluation fits the codec's state on the same first `calib` training images (and keeps it
+        # beside the baseline's checkpoint); the same calibration here gives its diagnostics
+        state = lw.calibrate(x, n, quantizer, lam or 0.0)
         r = cli.guarded(evaluate_workdir, a.baseline, c, None, ())[0]
+        sym = lw.quantize(x, state["levels"], state["thresholds"])
         rows.append(
             {
                 "split": f"RB{k}",
                 "elements": elements,
                 "quantizer": kind,
                 "N": n,
-                "levels used": len(codec["levels"]),
-                "lambda/b^2": "" if lam is None else round(lam / (b * b), 3),
-                "clip c": round(cal["clip"], 4),
-                "c/b": round(cal["clip"] / b, 3),
+                "levels used": len(state["levels"]),
+                "lambda/b^2": "" if lam is None else lam,
+                "clip c": round(float(state["clip"]), 4),
+                "c/b": round(float(state["clip"]) / b, 3),
                 "top1": round(r["top1"], 5),
                 "loss vs baseline (pts)": round(100 * (top_base - r["top1"]), 2),
                 "bits/element (bytes)": round(8 * r["bytes_payload_mean"] / elements, 4),
-                "bits/element (entropy, calib)": round(cal["entropy_bits"], 4),
+                "bits/element (entropy, calib)": round(lw.entropy_bits(sym, len(state["levels"])), 4),
                 "bytes/sample mean": round(r["bytes_payload_mean"], 1),
-                "side info bytes (once)": make_codec(c.codec.to_dict()).side_info_bytes,
+                "side info bytes (once)": make_codec(c.codec).side_info_bytes(state),
                 "examples": r["examples"],
             }
         )

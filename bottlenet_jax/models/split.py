@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bottlenet_jax.codecs import Codec, IdentityCodec, make_codec
+from bottlenet_jax.codecs import Codec, CodecLayer, IdentityCodec, make_codec
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.models.resnet import (
     STAGE_SIZES,
@@ -78,7 +78,7 @@ class SplitModel(nn.Module):
         stats = {}
         if part == "full":
             with jax.named_scope("codec"):  # profiles attribute the codec's ops by this name
-                z, stats = self.codec.layer()(z, train=train, rng=rng, condition=condition)
+                z, stats = CodecLayer(self.codec, name="codec")(z, train=train, rng=rng, condition=condition)
             self.sow("intermediates", "x_hat", z)  # what the cloud half received (apply(..., mutable="intermediates"))
         if self.unit_channels:
             c = channels_after_block(bb.depth, bb.width, k)
@@ -143,9 +143,7 @@ def build_model(cfg, bn_axis_name: str | None = "data", codec: Codec | None = No
         dtype=DTYPES[m.dtype],
         bn_axis_name=bn_axis_name,
     )
-    codec = (
-        codec if codec is not None else make_codec(cfg.codec.to_dict() if hasattr(cfg.codec, "to_dict") else cfg.codec)
-    )
+    codec = codec if codec is not None else make_codec(cfg.codec)
     return SplitModel(
         backbone,
         split_after=s.after,

@@ -50,7 +50,7 @@ class Metrics:
             self.failure.labels(**MODEL_LABEL, reason=status).inc()
 
     def observe(self, event: str, value: float) -> None:
-        """The batcher's events (runtime.Batcher's `observe`)."""
+        """The batcher's events (batcher.Batcher's `observe`)."""
         if event == "batch":
             self.exec_count.labels(**MODEL_LABEL).inc()
             self.count.labels(**MODEL_LABEL).inc(value)

@@ -1,8 +1,5 @@
-"""The cloud server: the KServe v2 / Open Inference Protocol over gRPC, with a dynamic batcher.
-
-    python -m bottlenet_jax.serve --export EXPORT_DIR [--host 127.0.0.1] [--port 8001]
-        [--max-batch 32] [--max-delay-ms 2] [--queue 256] [--metrics-port 8002]
-        [--tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]]
+"""The cloud server: the KServe v2 / Open Inference Protocol over gRPC, with a dynamic batcher
+(its command line: serve/__main__.py).
 
 It speaks the protocol's gRPC service (`inference.GRPCInferenceService`, the stubs tritonclient
 ships), so `tritonclient.grpc` and Triton's tools talk to it: ServerLive/Ready/Metadata,
@@ -11,7 +8,7 @@ carry their request's id; a bad request gets an error response and the stream go
 model, `bottlenet` (version 1):
 
   input  PAYLOAD  BYTES [n]              one framed payload per sample: the codec's `encode` output
-                                         followed by its CRC-32 (runtime.frame)
+                                         followed by its CRC-32 (protocol.frame)
   output LOGITS   FP32  [n, classes]      (both unless the request names the outputs it wants)
          CLASS    INT32 [n]
 
@@ -29,13 +26,9 @@ stop accepting requests, finish the ones in flight, then exit.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import os
-import signal
-import struct
-import sys
 import threading
 import time
 
@@ -45,59 +38,20 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from bottlenet_jax.serve.batcher import Batcher
 from bottlenet_jax.serve.metrics import Metrics
-from bottlenet_jax.serve.runtime import (
-    Batcher,
-    DeadlineExceeded,
-    ModelProcess,
-    ModelUnavailable,
-    PayloadDecoder,
+from bottlenet_jax.serve.model_process import ModelProcess
+from bottlenet_jax.serve.payload import PayloadDecoder
+from bottlenet_jax.serve.protocol import (
+    MAX_MESSAGE,
+    MODEL,
+    VERSION,
     PayloadError,
     QueueFull,
+    Status,
+    bytes_elements,
+    status_of,
 )
-
-MODEL, VERSION = "bottlenet", "1"
-MAX_MESSAGE = 64 * 1024 * 1024
-
-
-def bytes_elements(tensor, raw: bytes | None) -> list[bytes]:
-    """A BYTES tensor's elements: `contents.bytes_contents`, or raw_input_contents as the protocol
-    serialises it (each element: uint32 little-endian length, then the bytes)."""
-    if raw is None:
-        return list(tensor.contents.bytes_contents)
-    out, i = [], 0
-    while i < len(raw):
-        if i + 4 > len(raw):
-            raise PayloadError("raw BYTES tensor: truncated length prefix")
-        (n,), i = struct.unpack_from("<I", raw, i), i + 4
-        if i + n > len(raw):
-            raise PayloadError(f"raw BYTES tensor: element of {n} bytes overruns the {len(raw)}-byte buffer")
-        out.append(raw[i : i + n])
-        i += n
-    return out
-
-
-class Status(Exception):
-    """One request's outcome other than OK: a gRPC status code and its message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def status_of(e: Exception) -> Status:
-    """Every failure a request can meet, as the gRPC status it is answered with."""
-    for kind, code in (
-        (PayloadError, grpc.StatusCode.INVALID_ARGUMENT),
-        (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
-        (ModelUnavailable, grpc.StatusCode.UNAVAILABLE),
-        (DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
-    ):
-        if isinstance(e, kind):
-            return Status(code, str(e))
-    if isinstance(e, Status):
-        return e
-    return Status(grpc.StatusCode.INTERNAL, f"{type(e).__name__}: {e}")
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -345,11 +299,9 @@ class Server:
         decode_workers: int = 0,
         max_restarts: int = 5,
     ):
-        from bottlenet_jax.export import load_manifest
-
         creds = server_credentials(tls_cert, tls_key, tls_client_ca)
         self.tls = creds is not None
-        self.decoder = PayloadDecoder(load_manifest(export_dir))
+        self.decoder = PayloadDecoder(export_dir)
         self.metrics = Metrics(max_batch)
         self.model = ModelProcess(export_dir, max_batch, max_restarts, on_restart=self.metrics.restarted)
         self.batcher = Batcher(self.model, max_batch, max_delay, queue_size, observe=self.metrics.observe)
@@ -429,74 +381,3 @@ def listening_port(serving_line: str) -> int:
     import re
 
     return int(re.search(r" on [^ ]+:(\d+);", serving_line).group(1))
-
-
-def dry_run_export(export_dir: str) -> str:
-    """The export's manifest and codec, if the export is here (what serving it would need first)."""
-    from bottlenet_jax.export import load_codec, load_manifest
-
-    if not os.path.exists(os.path.join(export_dir, "manifest.json")):
-        return f"arguments ok; {export_dir} holds no export here, not checked"
-    m = load_manifest(export_dir)
-    return f"arguments ok; export {export_dir}: codec {load_codec(m).name}, features {m['feature_shape']}"
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Serve an export's cloud half over the KServe v2 gRPC protocol.")
-    p.add_argument("--export", required=True, help="directory written by python -m bottlenet_jax.export")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8001)
-    p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--max-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
-    p.add_argument("--queue", type=int, default=256, help="requests waiting at most; more are rejected")
-    p.add_argument("--metrics-port", type=int, default=None, help="Prometheus metrics over HTTP on this port")
-    p.add_argument("--tls-cert", default=None, help="PEM certificate (chain) of this server: serve TLS")
-    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", default=None, help="PEM CA: clients must present a certificate it signed (mTLS)")
-    p.add_argument("--dry_run", action="store_true", help="check the arguments (and the export, if here), then stop")
-    a = p.parse_args(argv)
-    if a.max_batch < 1 or a.queue < 1 or a.max_delay_ms < 0:
-        sys.exit("error: --max-batch and --queue must be >= 1, --max-delay-ms >= 0")
-    if a.dry_run:
-        return print(f"dry run: {dry_run_export(a.export)}")
-    from bottlenet_jax.errors import CheckpointError
-
-    try:
-        server = start(
-            a.export,
-            host=a.host,
-            port=a.port,
-            max_batch=a.max_batch,
-            max_delay=a.max_delay_ms / 1e3,
-            queue_size=a.queue,
-            tls_cert=a.tls_cert,
-            tls_key=a.tls_key,
-            tls_client_ca=a.tls_client_ca,
-            metrics_port=a.metrics_port,
-        )
-    except (OSError, RuntimeError, ValueError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
-    m, port, batcher = server.decoder.manifest, server.port, server.batcher
-    security = ("TLS" + (" with client certificates" if a.tls_client_ca else "")) if server.tls else "plaintext"
-    metrics = f"; metrics on http://{a.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
-    print(
-        f"serving {a.export} (RB{m['split_after']}, {m['codec']['name']}, features "
-        f"{m['feature_shape']}) as model {MODEL!r} on {a.host}:{port}; batch sizes {server.model.sizes}, "
-        f"max delay {a.max_delay_ms} ms, queue {a.queue}; {security}{metrics}",
-        flush=True,
-    )
-    done = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
-    print("stopping: finishing requests in flight", flush=True)
-    server.stop()
-    print(
-        f"stopped after {batcher.inferences} inferences in {batcher.executions} batches; "
-        f"compiles after warm-up: {server.compiles_after_warmup}",
-        flush=True,
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,7 @@ def main():
     a = p.parse_args()
     import jax
     from bottlenet_jax.checkpoint import Checkpoints
-    from bottlenet_jax.codecs.base import quantize_u8_np
+    from bottlenet_jax.codecs.quantize import quantize_u8_np
     from bottlenet_jax.checkpoint import load_config
     from bottlenet_jax.models import build_model
 
