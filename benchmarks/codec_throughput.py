@@ -29,9 +29,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bottlenet_jax.codecs import JpegCodec  # noqa: E402
-from bottlenet_jax.codecs.quantize import quantize_u8_np  # noqa: E402
 from bottlenet_jax.codecs.jpeg import jpeg_roundtrip_np, tile  # noqa: E402
 from bottlenet_jax.codecs.jpeg_host import POOLS, host_workers  # noqa: E402
+from bottlenet_jax.codecs.quantize import quantize_u8_np  # noqa: E402
 
 
 def maps(rng, b, s, c):

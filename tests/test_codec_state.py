@@ -77,13 +77,15 @@ def test_a_workdir_is_fitted_once_and_then_evaluates_without_reading_training_da
     from bottlenet_jax.evaluation import evaluate_workdir
 
     wd, cfg = _legacy_workdir(tmp_path)
-    want = json.load(open(os.path.join(wd, "test.json")))
+    with open(os.path.join(wd, "test.json")) as f:
+        want = json.load(f)
     asked = _count_reads(monkeypatch)
     first = evaluate_workdir(wd, cfg)[0]
     assert "train[8:]" in asked  # fitted on the training split
     saved = os.listdir(os.path.join(wd, "codec_state"))
     assert len(saved) == 1 and saved[0].startswith(f"{want['step']}-")
-    meta = json.load(open(os.path.join(wd, "codec_state", saved[0], "meta.json")))
+    with open(os.path.join(wd, "codec_state", saved[0], "meta.json")) as f:
+        meta = json.load(f)
     assert meta["step"] == want["step"] and meta["fitted_on"] == "train[8:]"
     asked.clear()
     again = evaluate_workdir(wd, cfg)[0]
@@ -116,8 +118,10 @@ def test_exports_as_arrays_and_a511a13_exports_code_the_same_bytes(tmp_path, mon
     asked = _count_reads(monkeypatch)
     m = export_workdir(wd, str(tmp_path / "export"))
     assert not asked  # the saved state, not a new fit
-    assert os.path.getsize(tmp_path / "export" / "manifest.json") <= 20_000 < os.path.getsize(
-        os.path.join(old, "manifest.json")
+    assert (
+        os.path.getsize(tmp_path / "export" / "manifest.json")
+        <= 20_000
+        < os.path.getsize(os.path.join(old, "manifest.json"))
     )
     assert m["codec_state"] == "codec_state" and m["codec_side_info_bytes"] > 0
     new_codec, state = load_codec(str(tmp_path / "export"))

@@ -28,8 +28,8 @@ import ml_collections
 import numpy as np
 
 from bottlenet_jax import cli, parallel
-from bottlenet_jax.codecs import lightweight as lw
 from bottlenet_jax.codecs import codec_settings, make_codec
+from bottlenet_jax.codecs import lightweight as lw
 from bottlenet_jax.experiments import git_state, machine, write_csv
 
 
@@ -78,9 +78,8 @@ def sweep_split(cfg, a, k, top_base, settings=None):
     for kind, n, lam in settings:
         c = ml_collections.ConfigDict(cfg.to_dict())
         quantizer = "uniform" if lam is None else "ecsq"
-        c.codec = ml_collections.ConfigDict(
-            codec_settings("lightweight", num_levels=n, quantizer=quantizer, ecsq_lambda=lam or 0.0, fit_examples=a.calib)
-        )
+        block = dict(num_levels=n, quantizer=quantizer, ecsq_lambda=lam or 0.0, fit_examples=a.calib)
+        c.codec = ml_collections.ConfigDict(codec_settings("lightweight", **block))
         # the evaluation fits the codec's state on the same first `calib` training images (and keeps it
         # beside the baseline's checkpoint); the same calibration here gives its diagnostics
         state = lw.calibrate(x, n, quantizer, lam or 0.0)
