@@ -48,6 +48,9 @@ def get_config():
     c.data_workers = -1
     c.data_threads = 1
     c.eval_examples = -1  # -1: the whole eval split
+    # (lo, hi): each training image through JPEG at a quality drawn from lo..hi (a classifier of the
+    # input image fine-tuned for what a JPEG receiver sees); (): off
+    c.train_input_jpeg = ()
 
     # --- optimisation
     c.batch_size = 256  # global

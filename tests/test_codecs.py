@@ -124,7 +124,7 @@ def test_vmap_makes_one_callback_call(rng):
     codec = JpegCodec(quality=50)
     calls = []
     inner = codec.host_fn
-    object.__setattr__(codec, "host_fn", lambda u8: (calls.append(u8.shape), inner(u8))[1])
+    object.__setattr__(codec, "host_fn", lambda u8, q: (calls.append(u8.shape), inner(u8, q))[1])
     xs = feature_maps(rng, 6, 8, 8, 2).reshape(3, 2, 8, 8, 2)
     x_hat, stats = jax.jit(jax.vmap(lambda x: codec(x)))(xs)
     assert calls == [(3, 2, 8, 8, 2)]

@@ -70,7 +70,7 @@ def _check_data_parallel_gradient(depth):
     dp_model, dp_loss = _loss_and_model(cfg, AXIS)
     calls = []
     inner = dp_model.codec.host_fn
-    object.__setattr__(dp_model.codec, "host_fn", lambda u8: (calls.append(u8.shape), inner(u8))[1])
+    object.__setattr__(dp_model.codec, "host_fn", lambda u8, q: (calls.append(u8.shape), inner(u8, q))[1])
     mesh = parallel.make_mesh()
     grad = parallel.data_parallel(jax.grad(dp_loss), mesh, (REPLICATED, REPLICATED, BATCH, BATCH), REPLICATED)
     got = grad(v["params"], v["batch_stats"], x, y)

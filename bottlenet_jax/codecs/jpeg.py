@@ -50,6 +50,7 @@ from bottlenet_jax.codecs.quantize import (
     quantize_u8,
     quantize_u8_np,
 )
+from bottlenet_jax.codecs.straight_through import straight_through
 from bottlenet_jax.errors import ConfigError
 
 LAYOUTS = ("grid", "rows")
@@ -108,6 +109,9 @@ class JpegCodec(Codec):
     name: ClassVar[str] = "jpeg"
     sweep_field: ClassVar[str] = "quality"
     quality: int = 90
+    # (lo, hi): training draws the quality per step (per device) from lo..hi, so one model serves
+    # every quality it is evaluated at (eval uses `quality`); (): train at `quality`
+    quality_range: tuple = ()
     layout: str = "grid"
     optimize: bool = False
     backend: str = "host"  # host: cv2 in a callback | device: jpeg_xla in the graph (same bits, no round trip)
@@ -122,6 +126,9 @@ class JpegCodec(Codec):
     def __post_init__(self):
         if not (isinstance(self.quality, (int, np.integer)) and 1 <= self.quality <= 100):
             raise ConfigError(f"codec.quality={self.quality!r}: JPEG quality must be an integer in 1..100")
+        q = tuple(self.quality_range)
+        if q and not (len(q) == 2 and all(isinstance(v, (int, np.integer)) for v in q) and 1 <= q[0] <= q[1] <= 100):
+            raise ConfigError(f"codec.quality_range={q!r}: must be () or (lo, hi), integers, 1 <= lo <= hi <= 100")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"codec.layout={self.layout!r}: must be one of {', '.join(LAYOUTS)}")
         if self.backend not in BACKENDS:
@@ -138,12 +145,25 @@ class JpegCodec(Codec):
         if self.workers < 0:
             raise ConfigError(f"codec.workers={self.workers}: must be >= 0 (0 = one per core)")
 
-    def host_fn(self, u8):
-        return jpeg_roundtrip_np(np.asarray(u8), self.quality, self.layout, self.optimize, self.workers, self.pool)
+    def __call__(self, x, *, train=False, rng=None, condition=None, params=None, state=None):
+        quality = self.quality
+        if train and self.quality_range:
+            if rng is None:
+                raise ValueError(
+                    "jpeg codec: quality_range draws the quality in training and needs rngs={'codec': key}"
+                )
+            quality = jax.random.randint(rng, (), self.quality_range[0], self.quality_range[1] + 1)
+        return straight_through(lambda v: self.roundtrip(v, state, quality))(x)
 
-    def roundtrip(self, x, state=None):
+    def host_fn(self, u8, quality=None):
+        q = self.quality if quality is None else int(np.ravel(quality)[0])  # (vmap hands it as [1])
+        return jpeg_roundtrip_np(np.asarray(u8), q, self.layout, self.optimize, self.workers, self.pool)
+
+    def roundtrip(self, x, state=None, quality=None):
+        """`quality`: an int or a traced int32 scalar (training's draw from quality_range)."""
+        quality = jnp.asarray(self.quality if quality is None else quality, jnp.int32)
         if self.backend == "device":
-            return self.device_roundtrip(x)
+            return self.device_roundtrip(x, quality)
         lead = x.shape[:-3]
         counts = (jax.ShapeDtypeStruct(lead, jnp.int32), jax.ShapeDtypeStruct(lead, jnp.int32))
         if self.minmax:  # scaling on the host too, so `decode` reproduces it bit for bit
@@ -152,26 +172,28 @@ class JpegCodec(Codec):
                 self.minmax_host_fn,
                 (jax.ShapeDtypeStruct(x.shape, jnp.float32), *counts),
                 x32,
+                quality,
                 vmap_method="expand_dims",
             )
             return x_hat.astype(x.dtype), {"bytes_full": full, "bytes_payload": payload}
         u8 = quantize_u8(x)
         # `self.host_fn` is looked up at trace time, so tests can wrap it to count calls.
         dec, full, payload = jax.pure_callback(
-            self.host_fn, (jax.ShapeDtypeStruct(u8.shape, jnp.uint8), *counts), u8, vmap_method="expand_dims"
+            self.host_fn, (jax.ShapeDtypeStruct(u8.shape, jnp.uint8), *counts), u8, quality, vmap_method="expand_dims"
         )
         return dequantize_u8(dec, x.dtype), {"bytes_full": full, "bytes_payload": payload}
 
-    def minmax_host_fn(self, x):
+    def minmax_host_fn(self, x, quality=None):
         x = np.asarray(x, np.float32)
         lo, scale = minmax_range(x)
-        dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / scale))
+        dec, full, payload = self.host_fn(quantize_u8_np((x - lo) / scale), quality)
         return _unscale(dec, lo, scale), full + MINMAX_BYTES, payload + MINMAX_BYTES
 
-    def device_roundtrip(self, x):
+    def device_roundtrip(self, x, quality=None):
         """The same computation as the host path, in XLA: no callback."""
         h, w, c = x.shape[-3:]
-        dec, full = jpeg_device(tile(quantize_u8(x), self.layout), self.quality, self.optimize)
+        quality = self.quality if quality is None else quality
+        dec, full = jpeg_device(tile(quantize_u8(x), self.layout), quality, self.optimize)
         x_hat = dequantize_u8(untile(dec, h, w, c, self.layout), x.dtype)
         payload = full - omitted_bytes(self.optimize)
         return x_hat, {"bytes_full": full, "bytes_payload": payload}

@@ -98,9 +98,12 @@ class Preprocess:
     A plain class (not a closure) so grain can pickle it into worker processes.
     """
 
-    def __init__(self, source, size: int, channels: int, mode: str, train: bool, seed: int, process_index: int = 0):
+    def __init__(
+        self, source, size: int, channels: int, mode: str, train: bool, seed: int, process_index: int = 0, jpeg=()
+    ):
         self.source, self.size, self.channels, self.mode, self.train = source, size, channels, mode, train
         self.seed, self.process_index = seed, process_index
+        self.jpeg = tuple(int(q) for q in jpeg)  # (lo, hi): training images through JPEG at q ~ U{lo..hi}
 
     def __call__(self, batch):
         positions, indices = batch
@@ -131,6 +134,11 @@ class Preprocess:
                     cv2.cvtColor(dst, cv2.COLOR_BGR2RGB, dst=dst)
             if self.train and rng.random() < 0.5:
                 cv2.flip(dst, 1, dst=dst)  # in place; 30x faster than a numpy reversed-view copy
+            if self.train and self.jpeg:  # the input image as the receiver of its JPEG would see it
+                q = int(rng.integers(self.jpeg[0], self.jpeg[1] + 1))
+                ok, enc = cv2.imencode(".jpg", dst if c == 1 else dst[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
+                dec = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+                dst[...] = dec if c == 1 else dec[..., ::-1]
         return {"image": out, "label": labels, "index": np.asarray(positions, np.int32)}
 
 
@@ -211,7 +219,8 @@ def train_iterator(data, cfg, start_step: int = 0, process_index=None, process_c
 
     ds = grain.MapDataset.range(a, b).shuffle(seed=cfg.seed).repeat().map_with_index(_Position())
     ds = ds.batch(local, drop_remainder=True, batch_fn=_collate)[start_step:]
-    ds = ds.map(Preprocess(source, cfg.image_size, data.channels, cfg.preprocess, True, cfg.seed, p))
+    jpeg = tuple(cfg.get("train_input_jpeg", ()))
+    ds = ds.map(Preprocess(source, cfg.image_size, data.channels, cfg.preprocess, True, cfg.seed, p, jpeg))
     return _iterate(ds, cfg)
 
 
