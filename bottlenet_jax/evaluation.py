@@ -22,9 +22,10 @@ from bottlenet_jax.steps import check_batch, compile_steps
 _PER_SAMPLE = ("top1", "top5", "loss", "mask")
 
 
-def summarize_eval(parts: list[dict]) -> dict:
+def summarize_eval(parts: list[dict], samples: bool = False) -> dict:
     """Per-sample eval outputs -> top-1/top-5/loss, mean/median/p95 of each byte count, the mean of
-    any other per-sample stat a codec reports (e.g. signal_power), the rate model's estimate."""
+    any other per-sample stat a codec reports (e.g. signal_power), the rate model's estimate; with
+    `samples`, also "samples": each example's top-1 (0/1) and payload bytes, in split order."""
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     m = cat.pop("mask").astype(bool)
     out = {
@@ -45,27 +46,38 @@ def summarize_eval(parts: list[dict]) -> dict:
             )
     if "rate_bits" in cat:  # a rate model's estimate, reported beside the real bytes, never instead
         out["rate_estimate_bytes_mean"] = float(cat["rate_bits"][m].astype(np.float64).mean() / 8)
-    for k in sorted(set(cat) - set(_PER_SAMPLE) - set(STAT_KEYS) - {"rate_bits"}):
+    for k in sorted(set(cat) - set(_PER_SAMPLE) - set(STAT_KEYS) - {"rate_bits", "index"}):
         out[f"{k}_mean"] = float(cat[k][m].astype(np.float64).mean())
+    if samples:
+        order = np.argsort(cat["index"][m], kind="stable") if "index" in cat else slice(None)
+        out["samples"] = {"top1": cat["top1"][m][order].astype(np.int8)}
+        if "bytes_payload" in cat:
+            out["samples"]["bytes"] = cat["bytes_payload"][m][order].astype(np.int32)
     return out
 
 
-def evaluate(p_eval, state, data, cfg, mesh, split: str | None = None, transform=None, codec_state=None) -> dict:
+def evaluate(
+    p_eval, state, data, cfg, mesh, split: str | None = None, transform=None, codec_state=None, samples=False
+) -> dict:
     """Every example of `split` (default cfg.eval_split) once through the compiled eval step;
     `transform(host batch) -> batch` changes each batch first (per-sample byte counts it adds,
     under the STAT_KEYS names, pass through to the summary). `codec_state`: the codec's fitted
-    state (`fitted_codec_state`; None: not fitted, as in periodic evaluation during training)."""
+    state (`fitted_codec_state`; None: not fitted, as in periodic evaluation during training);
+    `samples`: keep each example's top-1 and bytes (summarize_eval)."""
     from bottlenet_jax.data import loader
 
     codec_state = parallel.replicate(codec_state, mesh) if codec_state else None
     parts = []
     for b in loader.eval_iterator(data, cfg, split=split):
         b = transform(b) if transform else b
-        out = p_eval(state, parallel.shard_batch(b, mesh), codec_state)
+        sharded = parallel.shard_batch(b, mesh)
+        out = p_eval(state, sharded, codec_state)
+        if samples:  # each example's place in the split, gathered as the outputs are
+            out = {**out, "index": sharded["index"]}
         parts.append({k: parallel.to_host(v) for k, v in out.items()})
     if not parts:
         raise ConfigError(f"split={split or cfg.eval_split!r} gave no examples")
-    return summarize_eval(parts)
+    return summarize_eval(parts, samples)
 
 
 def edge_features(cfg, variables, data, split: str, n: int = 0):
@@ -134,10 +146,14 @@ def sweep_field(cfg) -> str:
     return field
 
 
-def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, values=(), include_trained: bool = True):
+def evaluate_workdir(
+    workdir: str, cfg=None, split: str | None = None, values=(), include_trained: bool = True, samples: bool = False
+):
     """Summary rows of a workdir's best (else latest) weights: at the config's codec settings
     (unless include_trained=False), then at each of `values` of the codec's `sweep_field` (JPEG q,
-    AWGN sigma, BEC p). `cfg` (default: the workdir's own) may name another codec or split."""
+    AWGN sigma, BEC p). `cfg` (default: the workdir's own) may name another codec or split. Each
+    row carries the codec state's side information (`side_info_bytes`: sent once); `samples`:
+    each example's top-1 and bytes too."""
     from bottlenet_jax.data import records
 
     cfg = cfg or load_config(workdir)
@@ -156,38 +172,82 @@ def evaluate_workdir(workdir: str, cfg=None, split: str | None = None, values=()
             c.codec[field] = type(c.codec[field])(q) if field in c.codec else q
         _, p_eval = compile_steps(build_model(c), None, mesh, c)
         codec_state = fitted_codec_state(c, variables, step, workdir, data)
-        s = evaluate(p_eval, state, data, c, mesh, codec_state=codec_state)
+        s = evaluate(p_eval, state, data, c, mesh, codec_state=codec_state, samples=samples)
+        s["side_info_bytes"] = make_codec(c.codec).side_info_bytes(codec_state) if codec_state else 0
         rows.append({"codec": c.codec.name, **({field: c.codec[field]} if field else {}), "trained": q is None, **s})
-        numbers = " ".join(f"{k}={v:.4g}" for k, v in s.items() if isinstance(v, float))
+        numbers = " ".join(f"{k}={v:.4g}" for k, v in s.items() if isinstance(v, (int, float)))
         logging.info("%s %s", "trained" if q is None else f"{field}={q:g}", numbers)
     return rows
 
 
-def input_image_jpeg(cfg, workdir: str, qualities) -> list[dict]:
-    """The reference BottleNet is measured against: each eval image (as the model sees it) sent as
-    a JPEG at each q (cv2), decoded, classified by the model in `workdir` (a plain, unsplit one),
-    through `evaluate`. One summary per q (None first: the raw image); bytes_payload is the
-    abbreviated stream (tables fixed by q dropped, as the feature payloads), bytes_full the file."""
+def input_image_jpeg(
+    cfg, workdir: str, qualities, split: str | None = None, huffman: str = "default", samples: bool = False
+) -> list[dict]:
+    """The reference BottleNet is measured against: each image of `split` (default the config's
+    eval_split), as the model sees it, sent as a JPEG at each q, decoded, classified by the model
+    in `workdir` (a plain, unsplit one), through `evaluate`. One summary per q (None first: the raw
+    image). bytes_payload is the abbreviated stream (tables fixed by q dropped, as the feature
+    payloads), bytes_full the file. `huffman`: "default" (Annex K tables), "optimize" (per image,
+    in the stream) or "fitted" (grey images: tables fitted to the training split's images at that
+    q, sent once: `side_info_bytes`; the pixels are the default tables' as Huffman coding is lossless)."""
     from bottlenet_jax.data import records
 
     if cfg.split.after:  # its codec's byte counts would replace the image's
         raise ConfigError(
             f"input_image_jpeg: needs a plain (unsplit) model, and this config splits after block {cfg.split.after}"
         )
+    if huffman not in ("default", "optimize", "fitted"):
+        raise ConfigError(f"huffman={huffman!r}: must be default, optimize or fitted")
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
     data = records.open_prepared(cfg.dataset, cfg.data_dir)
     state = load_eval_state(workdir, mesh)
     _, p_eval = compile_steps(build_model(cfg), None, mesh, cfg)
-    return [{"q": q, **evaluate(p_eval, state, data, cfg, mesh, transform=_jpeg_images(q))} for q in (None, *qualities)]
+    out = []
+    for q in (None, *qualities):
+        lengths = _input_tables(cfg, data, q) if huffman == "fitted" and q is not None else None
+        s = evaluate(p_eval, state, data, cfg, mesh, split, _jpeg_images(q, huffman, lengths), samples=samples)
+        if lengths is not None:
+            from bottlenet_jax.codecs import jpeg_huffman
+
+            s["side_info_bytes"] = jpeg_huffman.dht_bytes(lengths)
+        out.append({"q": q, **s})
+    return out
 
 
-def _jpeg_images(quality):
+_INPUT_TABLES: dict = {}  # (dataset, data_dir, train split, q) -> fitted code lengths: they depend on the data only
+
+
+def _input_tables(cfg, data, quality):
+    """Huffman code lengths fitted to the training split's images at `quality` (grey images)."""
+    import jax.numpy as jnp
+
+    from bottlenet_jax.codecs import jpeg_huffman
+    from bottlenet_jax.data import loader
+
+    key = (cfg.dataset, cfg.data_dir, cfg.train_split, cfg.image_size, int(quality))
+    if key not in _INPUT_TABLES:
+        c = ml_collections.ConfigDict(cfg.to_dict())
+        c.eval_examples = -1
+        hist = np.zeros((2, 256), np.int64)
+        for b in loader.eval_iterator(data, c, process_index=0, process_count=1, split=cfg.train_split):
+            imgs = b["image"][b["mask"]]
+            if imgs.shape[-1] != 1:
+                raise ConfigError("input_image_jpeg(huffman='fitted'): grey images only")
+            zz = jpeg_huffman.zigzag_blocks(jnp.asarray(imgs[..., 0]), int(quality))
+            hist += np.asarray(jpeg_huffman.symbol_histogram(zz))
+        _INPUT_TABLES[key] = jpeg_huffman.fit_lengths(hist)
+    return _INPUT_TABLES[key]
+
+
+def _jpeg_images(quality, huffman: str = "default", lengths=None):
     """A batch transform: each image as a JPEG at `quality`, decoded, with its byte counts (None:
-    the raw image and its size)."""
+    the raw image and its size); `huffman` as in input_image_jpeg, `lengths` the fitted tables."""
     import cv2
 
-    from bottlenet_jax.codecs import jfif
+    from bottlenet_jax.codecs import jfif, jpeg_huffman
+
+    optimize = huffman == "optimize"
 
     def transform(batch):
         imgs = batch["image"]
@@ -195,14 +255,21 @@ def _jpeg_images(quality):
         if quality is None:
             size = np.full(n, imgs[0].size, np.int32)
             return {**batch, "bytes_full": size, "bytes_payload": size}
-        grey, params = imgs.shape[-1] == 1, [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+        grey, params = imgs.shape[-1] == 1, jfif.params(quality, optimize)
         encs = [jfif.encode_image(im[..., 0] if grey else cv2.cvtColor(im, cv2.COLOR_RGB2BGR), params) for im in imgs]
         dec = np.stack([cv2.imdecode(e, cv2.IMREAD_UNCHANGED) for e in encs])
+        if lengths is not None:  # the same pixels; the scan coded under the fitted tables
+            payloads = jpeg_huffman.write_streams(imgs[..., 0], quality, lengths, jfif.framing)
+            extra = jfif.SEGMENT_BYTES["APP0"] + jfif.SEGMENT_BYTES["DQT"] + jpeg_huffman.dht_bytes(lengths)
+            full = np.array([len(p) + extra for p in payloads], np.int32)
+        else:
+            payloads = [jfif.abbreviate(e.tobytes(), optimize) for e in encs]
+            full = np.array([e.size for e in encs], np.int32)
         return {
             **batch,
             "image": dec[..., None] if grey else dec[..., ::-1],
-            "bytes_full": np.array([e.size for e in encs], np.int32),
-            "bytes_payload": np.array([len(jfif.abbreviate(e.tobytes(), False)) for e in encs], np.int32),
+            "bytes_full": full,
+            "bytes_payload": np.array([len(p) for p in payloads], np.int32),
         }
 
     return transform

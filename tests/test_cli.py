@@ -136,18 +136,21 @@ def test_one_override_syntax_for_train_the_demo_and_the_experiments():
     p = frontier.parser()
     overrides, rest = split_overrides(["--seeds", "1", "--config.seed=9"])
     assert overrides == ["seed=9"] and p.parse_args(rest).seeds == [1]
-    # an override of the entropy unit reaches the entropy runs only: the comparators keep BottleNet's unit
-    overrides, rest = split_overrides(["--config.split.layers=2", "--config.split.hidden=16", "--distill", "on"])
+    # an override of the entropy unit reaches its runs and BottleNet with that unit (the paper unit: one conv)
+    overrides, rest = split_overrides(["--config.split.layers=3", "--config.split.hidden=16"])
     a = p.parse_args(rest)
     a.overrides = overrides
     runs = frontier.run_configs(a, 0)
     assert {n: c.split.layers for n, (c, _) in runs.items()} == {
+        "base": 1,
         "baseline": 1,
-        "jpeg_c2": 1,
-        "jpeg_c4": 1,
-        **{f"entropy_kd_l{v:g}": 2 for v in a.lambdas},
+        "input_jpeg": 1,
+        "jpeg_paper": 1,
+        "jpeg_unit": 3,
+        **{f"entropy_l{v:g}": 3 for v in a.lambdas},
     }
-    assert "7x7x8 symbols" in frontier.entropy_unit(a)
+    assert all(c.num_epochs == a.finetune_epochs for n, (c, _) in runs.items() if n != "base")  # one budget
+    assert {c.eval_split for c, _ in runs.values()} == {"train[:5000]"}  # no test image read in training
 
 
 def test_zero_intervals_and_bad_objectives_are_rejected_at_validation():

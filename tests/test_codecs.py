@@ -261,3 +261,26 @@ def test_minmax_side_information_is_one_helper_and_round_trips(rng, settings):
         np.testing.assert_array_equal(codec.decode(payloads, x.shape), np.asarray(x_hat))
     else:
         np.testing.assert_allclose(codec.decode(payloads, x.shape), np.asarray(x_hat), rtol=1e-5, atol=1e-5)
+
+
+def test_quality_range_draws_the_training_quality_per_step_and_eval_uses_quality(rng):
+    """codec.quality_range: a train step codes at q ~ U{lo..hi} from its codec key (the same key,
+    the same q; the gradient stays the identity); evaluation codes at `quality`."""
+    codec = make_codec({"name": "jpeg", "quality": 50, "quality_range": (5, 95)})
+    x = jnp.asarray(feature_maps(rng, 2, 8, 8, 4))
+    seen = set()
+    for k in range(4):
+        key = jax.random.key(k)
+        q = int(jax.random.randint(key, (), 5, 96))
+        got, _ = codec(x, train=True, rng=key)
+        want, _ = make_codec({"name": "jpeg", "quality": q})(x)
+        np.testing.assert_array_equal(got, want)
+        seen.add(q)
+    assert len(seen) > 1
+    np.testing.assert_array_equal(codec(x)[0], make_codec({"name": "jpeg", "quality": 50})(x)[0])
+    g = jax.grad(lambda x: codec(x, train=True, rng=jax.random.key(0))[0].sum())(x)
+    np.testing.assert_array_equal(g, np.ones_like(x))
+    with pytest.raises(ValueError, match="needs rngs"):
+        codec(x, train=True)
+    with pytest.raises(ConfigError, match="quality_range"):
+        make_codec({"name": "jpeg", "quality_range": (0, 50)})

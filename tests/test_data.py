@@ -101,6 +101,25 @@ def test_train_batches_are_deterministic_and_independent_of_workers(tiny):
     other.close()
 
 
+def test_train_input_jpeg_sends_each_training_image_through_jpeg(tiny):
+    """train_input_jpeg=(lo, hi): each augmented image is what cv2 decodes of its JPEG at a quality
+    from lo..hi (the augmentation draws are unchanged, so a fixed quality gives the plain batch's
+    images through JPEG)."""
+    data, _ = tiny
+    plain = loader.train_iterator(data, _cfg(data_workers=0))
+    fixed = loader.train_iterator(data, _cfg(data_workers=0, train_input_jpeg=(10, 10)))
+    ranged = loader.train_iterator(data, _cfg(data_workers=0, train_input_jpeg=(5, 95)))
+    a, b, c = next(plain), next(fixed), next(ranged)
+    for it in (plain, fixed, ranged):
+        it.close()
+    np.testing.assert_array_equal(a["label"], b["label"])
+    for img, got, any_q in zip(a["image"][..., 0], b["image"][..., 0], c["image"][..., 0]):
+        at = lambda q: cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], 0)  # noqa: B023,E731
+        np.testing.assert_array_equal(got, at(10))
+        assert any(np.array_equal(any_q, at(q)) for q in range(5, 96))
+    assert not np.array_equal(a["image"], b["image"])
+
+
 def test_resume_skips_records_without_reading_them(tiny):
     data, _ = tiny
     cfg = _cfg(data_workers=0, data_threads=1)

@@ -98,26 +98,66 @@ def test_write_csv_takes_every_rows_columns(tmp_path):
     assert got[0]["top5"] == "" and got[1] == {"method": "b", "top1": "0.8", "top5": "1.0"}
 
 
-def test_frontier_ratios_without_jpeg_framing():
-    """JPEG's fixed framing comes off the JPEG methods' bytes only, and no operating point moves."""
-    from bottlenet_jax.codecs.jfif import FRAMING_BYTES
-    from bottlenet_jax.experiments import frontier
+def _row(method, family, setting, seed, split, top1, nbytes, side=0):
+    from bottlenet_jax.experiments.report import Row
 
-    def r(seed, method, setting, top1, nbytes):
-        return {"seed": seed, "method": method, "setting": setting, "top1": top1, "bytes": nbytes}
+    return Row(method, family, setting, seed, split, top1, nbytes, 100, side)
 
-    rows = []
-    for seed, scale in ((0, 1.0), (1, 2.0)):
-        rows += [
-            r(seed, "baseline (raw image)", "", 0.90, 784.0),
-            r(seed, frontier.INPUT, "q=50", 0.895, 227.0 * scale),
-            r(seed, frontier.INPUT, "q=10", 0.80, 127.0),  # cheaper but too inaccurate: not the operating point
-            r(seed, "BottleNet JPEG C'=2", "q=20", 0.899, 127.0),
-            r(seed, "entropy bottleneck", "λ=0.0003", 0.891, 40.0),
+
+def test_frontier_chooses_operating_points_on_validation_and_reads_test_once(monkeypatch, tmp_path):
+    """A synthetic run where validation and test disagree: the threshold is the baseline's
+    validation top-1 - 1 point, each method's operating point its cheapest validation setting at or
+    above it, and the test split is evaluated once per method at that setting only, even where
+    another setting would look cheaper within the threshold on test."""
+    from bottlenet_jax.experiments import frontier, frontier_runs
+
+    val = [
+        _row("baseline", "baseline", "raw image", 0, "validation", 0.90, 784),
+        _row("entropy bottleneck", "entropy", "λ=0.0004", 0, "validation", 0.885, 30),  # below 0.89
+        _row("entropy bottleneck", "entropy", "λ=0.0002", 0, "validation", 0.893, 45),
+        _row("entropy bottleneck", "entropy", "λ=0.0001", 0, "validation", 0.90, 60),
+        _row("input image JPEG, baseline", "input", "q=10 default", 0, "validation", 0.70, 100),
+    ]
+    chosen = frontier.choose(val)
+    assert chosen["entropy bottleneck"].setting == "λ=0.0002" and chosen["input image JPEG, baseline"] is None
+    evaluated = []
+
+    def fake(a, seed, method, params, split, samples=False):
+        evaluated.append((method.name, params.get("run", params.get("quality")), split))
+        top1 = {"entropy_l0.0004": 0.91}.get(params.get("run"), 0.89)  # on test, 4e-4 would pass: never asked
+        return {"top1": top1, "bytes_payload_mean": 44.0, "examples": 100, "samples": {"top1": np.ones(100, np.int8)}}
+
+    monkeypatch.setattr(frontier, "evaluate_setting", fake)
+    a = frontier.parser().parse_args(["--workdir", str(tmp_path), "--lambdas", "1e-4,2e-4,4e-4"])
+    a.overrides = []
+    every = frontier_runs.methods(a)
+    monkeypatch.setattr(frontier, "methods", lambda a: [m for m in every if m.family in ("baseline", "entropy")])
+    chosen = {m: r for m, r in chosen.items() if r is not None}
+    rows, samples = frontier.test_once(a, 0, chosen)
+    assert sorted(evaluated) == [("baseline", None, "test"), ("entropy bottleneck", "entropy_l0.0002", "test")]
+    assert [r.split for r in rows] == ["test", "test"] and set(samples) == {"baseline", "entropy bottleneck"}
+    frontier.test_once(a, 0, chosen)  # cached: the test split is not read again
+    assert len(evaluated) == 2
+
+
+def test_report_ratios_take_the_best_rival_and_spread_side_information():
+    from bottlenet_jax.experiments import frontier_report
+    from bottlenet_jax.experiments.report import mean_sd, operating_point, paired_bootstrap
+
+    test = []
+    for seed, k in ((0, 1.0), (1, 1.1)):
+        test += [
+            _row("entropy bottleneck", "entropy", "λ", seed, "test", 0.9, 30 * k, side=40_000),
+            _row("input image JPEG, baseline", "input", "q=50 default", seed, "test", 0.9, 300),
+            _row("input image JPEG, fine-tuned on JPEG", "input", "q=30 fitted", seed, "test", 0.9, 250, side=200),
+            _row("BottleNet JPEG, paper unit C'=2", "codec", "q=20 fitted", seed, "test", 0.9, 90, side=200),
         ]
-    md = "\n".join(frontier.without_framing(rows))
-    assert f"{FRAMING_BYTES} B of fixed framing" in md
-    assert f"| entropy bottleneck / {frontier.INPUT} | {40 / (227 - FRAMING_BYTES):.3f} | " in md
-    assert f"{40 / (454 - FRAMING_BYTES):.3f} |" in md
-    assert f"| entropy bottleneck / BottleNet JPEG C'=2 | {40 / (127 - FRAMING_BYTES):.3f} | " in md
-    assert frontier.operating_points(rows)[0][frontier.INPUT]["bytes"] == 227.0  # the rows are left as they were
+    plain = frontier_report.ratios(test, "entropy bottleneck", "input", 10_000, side=False)
+    assert plain[0][0] == 30 / 250 and plain[0][1].method.endswith("fine-tuned on JPEG")  # the better rival
+    spread = frontier_report.ratios(test, "entropy bottleneck", "codec", 10_000, side=True)
+    assert abs(spread[1][0] - (33 + 4.0) / (90 + 0.02)) < 1e-9
+    assert mean_sd([1.0, 3.0]) == (2.0, np.sqrt(2.0))
+    rows = [_row("m", "x", s, 0, "validation", t, b) for s, t, b in (("a", 0.9, 50), ("b", 0.88, 20), ("c", 0.95, 80))]
+    assert operating_point(rows, 0.89).setting == "a" and operating_point(rows, 0.99) is None
+    d, lo, hi = paired_bootstrap(np.r_[np.ones(90), np.zeros(10)], np.ones(100))
+    assert d == -0.1 and lo < -0.1 < hi < 0

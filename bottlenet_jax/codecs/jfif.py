@@ -133,9 +133,21 @@ def _tables(quality: int, optimize: bool) -> tuple[bytes, bytes, bytes]:
     return got[_APP0], got[_DQT], (b"" if optimize else got[_DHT])
 
 
-def rebuild_full(payload: bytes, quality: int, optimize: bool) -> bytes:
-    """Abbreviated stream + q -> the complete JFIF file, byte-identical to what cv2 wrote."""
-    app0, dqt, dht = _tables(quality, optimize)
+@functools.cache
+def framing(height: int, width: int) -> tuple[bytes, bytes]:
+    """(SOI + frame header + scan header, EOI) of an abbreviated grey stream of this shape, as
+    cv2 writes them (fixed by the shape; the same at every quality)."""
+    ok, enc = cv2.imencode(".jpg", np.zeros((height, width), np.uint8), params(50, False))
+    buf = abbreviate(enc.tobytes(), False)
+    sos_end = list(segments(buf))[-1][2]
+    return buf[:sos_end], _EOI
+
+
+def rebuild_full(payload: bytes, quality: int, optimize: bool, dht: bytes | None = None) -> bytes:
+    """Abbreviated stream + q -> the complete JFIF file, byte-identical to what cv2 wrote. `dht`:
+    the DHT segments of tables the receiver holds instead of the default ones (fitted tables)."""
+    app0, dqt, dht_default = _tables(quality, optimize)
+    dht = dht_default if dht is None else dht
     segs = list(segments(payload))
     sof = [payload[s:e] for m, s, e in segs if m not in (_SOS, _DHT)]
     own_dht = [payload[s:e] for m, s, e in segs if m == _DHT]

@@ -36,8 +36,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.base import Codec, register
-from bottlenet_jax.codecs.jfif import abbreviate, check_abbreviated, encode_image, omitted_bytes, params, rebuild_full
+from bottlenet_jax.codecs import jpeg_huffman
+from bottlenet_jax.codecs.base import Codec, first_samples, register
+from bottlenet_jax.codecs.jfif import (
+    FRAMING_BYTES,
+    SEGMENT_BYTES,
+    abbreviate,
+    check_abbreviated,
+    encode_image,
+    framing,
+    omitted_bytes,
+    params,
+    rebuild_full,
+)
+from bottlenet_jax.codecs.jpeg_entropy import DHT_SEGMENT
 from bottlenet_jax.codecs.jpeg_host import POOLS, code_tiles
 from bottlenet_jax.codecs.jpeg_xla import jpeg_device
 from bottlenet_jax.codecs.quantize import (
@@ -50,7 +62,7 @@ from bottlenet_jax.codecs.quantize import (
     quantize_u8,
     quantize_u8_np,
 )
-from bottlenet_jax.codecs.straight_through import straight_through
+from bottlenet_jax.codecs.straight_through import match_varying, straight_through
 from bottlenet_jax.errors import ConfigError
 
 LAYOUTS = ("grid", "rows")
@@ -114,6 +126,11 @@ class JpegCodec(Codec):
     quality_range: tuple = ()
     layout: str = "grid"
     optimize: bool = False
+    # Huffman tables fitted to the training split's symbols at `quality` (the codec's state, sent
+    # once as its DHT segments): the payload's scan is coded under them (jpeg_huffman.py); the
+    # pixels are the same as with the default tables (Huffman coding is lossless)
+    fitted_tables: bool = False
+    fit_examples: int = 0  # training samples the tables are fitted to (0: the whole training split)
     backend: str = "host"  # host: cv2 in a callback | device: jpeg_xla in the graph (same bits, no round trip)
     workers: int = 0  # host backend: threads or processes (`pool`) coding in parallel; 0: one per host core
     pool: str = "threads"  # host backend: threads | processes (many-core hosts; see jpeg_roundtrip_np)
@@ -140,10 +157,33 @@ class JpegCodec(Codec):
                 "codec.minmax=True: per-sample scaling needs codec.backend='host' (in XLA "
                 "it would not be bit-identical to the receiver's decode)"
             )
+        if self.fitted_tables and (self.optimize or self.minmax):
+            raise ConfigError(
+                "codec.fitted_tables=True: not with codec.optimize (one kind of Huffman tables at a time) nor "
+                "codec.minmax (its scaling is the host's; the fitted tables' byte count is the graph's)"
+            )
         if self.pool not in POOLS:
             raise ConfigError(f"codec.pool={self.pool!r}: must be one of {', '.join(POOLS)}")
         if self.workers < 0:
             raise ConfigError(f"codec.workers={self.workers}: must be >= 0 (0 = one per core)")
+
+    # ------------------------------------------------------------------ fitted Huffman tables (state)
+    @property
+    def fits_data(self) -> bool:
+        return self.fitted_tables
+
+    def fit(self, params, features):
+        """Code lengths fitted to the symbols of the training features' tiles at `quality`."""
+        if not self.fitted_tables:
+            return {}
+        hist = np.zeros((2, 256), np.int64)
+        for z in first_samples(features, self.fit_examples):
+            u8 = tile(quantize_u8_np(z), self.layout)
+            hist += np.asarray(jpeg_huffman.symbol_histogram(jpeg_huffman.zigzag_blocks(jnp.asarray(u8), self.quality)))
+        return {"lengths": jpeg_huffman.fit_lengths(hist)}
+
+    def side_info_bytes(self, state) -> int:
+        return jpeg_huffman.dht_bytes(state["lengths"]) if state else 0
 
     def __call__(self, x, *, train=False, rng=None, condition=None, params=None, state=None):
         quality = self.quality
@@ -153,7 +193,21 @@ class JpegCodec(Codec):
                     "jpeg codec: quality_range draws the quality in training and needs rngs={'codec': key}"
                 )
             quality = jax.random.randint(rng, (), self.quality_range[0], self.quality_range[1] + 1)
-        return straight_through(lambda v: self.roundtrip(v, state, quality))(x)
+        x_hat, stats = straight_through(lambda v: self.roundtrip(v, state, quality))(x)
+        if self.fitted_tables and state and not train:  # the scan under the fitted tables (exact, in XLA)
+            stats = self.fitted_bytes(x, state, stats)
+        return x_hat, stats
+
+    def fitted_bytes(self, x, state, stats):
+        """Byte counts of the payload with the scan coded under the fitted tables: the framing of
+        the abbreviated stream + that scan; the full file adds the JFIF header, the DQT and the
+        fitted tables' DHT."""
+        zz = jpeg_huffman.zigzag_blocks(tile(quantize_u8(jax.lax.stop_gradient(x)), self.layout), self.quality)
+        scan = jpeg_huffman.scan_bytes(zz, state["lengths"])
+        payload = FRAMING_BYTES + scan
+        full = payload + SEGMENT_BYTES["APP0"] + SEGMENT_BYTES["DQT"] + 2 * DHT_SEGMENT
+        full = full + jnp.sum(jnp.asarray(state["lengths"]) > 0)
+        return {**stats, "bytes_payload": match_varying(payload, x), "bytes_full": match_varying(full, x)}
 
     def host_fn(self, u8, quality=None):
         q = self.quality if quality is None else int(np.ravel(quality)[0])  # (vmap hands it as [1])
@@ -202,11 +256,17 @@ class JpegCodec(Codec):
     def encode(self, x, state=None):
         x = np.asarray(x, np.float32)
         x, sides = minmax_pack(x) if self.minmax else (x, [b""] * len(x))
+        imgs = tile(quantize_u8_np(x), self.layout)
+        if self.fitted_tables:
+            streams = jpeg_huffman.write_streams(imgs, self.quality, self._lengths(state), framing)
+            return [s + p for s, p in zip(sides, streams)]
         p = params(self.quality, self.optimize)
-        return [
-            s + abbreviate(encode_image(img, p).tobytes(), self.optimize)
-            for s, img in zip(sides, tile(quantize_u8_np(x), self.layout))
-        ]
+        return [s + abbreviate(encode_image(img, p).tobytes(), self.optimize) for s, img in zip(sides, imgs)]
+
+    def _lengths(self, state):
+        if not state:
+            raise ValueError("jpeg codec: fitted_tables=True codes under tables fitted to training data; fit it first")
+        return state["lengths"]
 
     def check_payload(self, payload, shape, state=None):
         h, w, c = shape
@@ -220,10 +280,11 @@ class JpegCodec(Codec):
         if self.minmax:
             lo, scale, payloads = minmax_unpack(payloads)
         want = tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:]
+        dht = jpeg_huffman.dht_segments(self._lengths(state)) if self.fitted_tables else None
         imgs = []
         for i, p in enumerate(payloads):  # checked one by one: a bad payload is named, not a shape clash
             try:
-                full = rebuild_full(p, self.quality, self.optimize)
+                full = rebuild_full(p, self.quality, self.optimize, dht)
             except ValueError as e:
                 raise ValueError(f"payload {i} ({len(p)} bytes): {e}") from None
             img = cv2.imdecode(np.frombuffer(full, np.uint8), cv2.IMREAD_UNCHANGED)

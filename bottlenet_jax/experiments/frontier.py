@@ -36,6 +36,7 @@ from bottlenet_jax.experiments.frontier_runs import LAMBDAS, QUALITIES, methods,
 from bottlenet_jax.experiments.report import Row, operating_point, write_rows
 
 TOLERANCE = 0.01  # "within 1 point of the baseline"
+EVAL_VERSION = 1  # part of every cached evaluation's key: raise it when what an evaluation measures changes
 
 
 def train(a, seed: int) -> list[str]:
@@ -64,10 +65,13 @@ def evaluate_setting(a, seed: int, method, params: dict, split: str, samples: bo
     cfg = ml_collections.ConfigDict(cfg.to_dict())
     if a.quick:
         cfg.eval_examples = 200
+    if method.family == "baseline":  # the raw image (its bytes: the uint8 pixels)
+        return input_image_jpeg(cfg, wd, [], split, "default", samples)[0]
     if method.family == "input":
         return input_image_jpeg(cfg, wd, [params["quality"]], split, params["huffman"], samples)[1]
     if method.family == "codec":
-        cfg.codec.update(quality=params["quality"], huffman=params["huffman"])
+        h = params["huffman"]
+        cfg.codec.update(quality=params["quality"], optimize=h == "optimize", fitted_tables=h == "fitted")
     elif method.family == "lightweight":
         cfg.split.update(after=1, unit=False)
         cfg.codec = ml_collections.ConfigDict(codec_settings("lightweight", fit_examples=a.calib, **params))
@@ -111,7 +115,11 @@ def validate(a, seed: int) -> list[Row]:
         for setting, params in m.grid:
             path = os.path.join(a.workdir, f"seed{seed}", "validation", f"{m.name}|{setting}.json".replace("/", "_"))
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            s = _cached(path, [m.name, setting, params], lambda: _plain(evaluate_setting(a, seed, m, params, split)))
+            s = _cached(
+                path,
+                [EVAL_VERSION, m.name, setting, params],
+                lambda: _plain(evaluate_setting(a, seed, m, params, split)),
+            )
             out.append(row(m, setting, seed, "validation", s))
             print(
                 f"seed {seed} validation: {m.name} {setting}: top-1 {s['top1']:.4f}, {s['bytes_payload_mean']:.1f} B",
