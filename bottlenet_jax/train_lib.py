@@ -109,9 +109,12 @@ def final_test(ckpt, template, state, data, cfg, mesh, p_eval, last_step: int) -
         }
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     codec_state = fitted_codec_state(cfg, variables, chosen["step"], ckpt.root, data)
-    if codec_state and make_codec(cfg.codec).fits_data:
+    codec = make_codec(cfg.codec)
+    if codec_state and codec.fits_data:
         chosen["codec_fitted_on"] = cfg.train_split
-    return {**chosen, "split": cfg.eval_split, **evaluate(p_eval, state, data, cfg, mesh, codec_state=codec_state)}
+    summary = evaluate(p_eval, state, data, cfg, mesh, codec_state=codec_state)
+    side = {"side_info_bytes": codec.side_info_bytes(codec_state)} if codec_state else {}
+    return {**chosen, "split": cfg.eval_split, **summary, **side}
 
 
 def load_teacher(cfg):

@@ -11,7 +11,7 @@ def lw_row(split, bits, loss, top1=0.8):
     return {"split": split, "bits/element (bytes)": bits, "loss vs baseline (pts)": loss, "top1": top1}
 
 
-def test_operating_points_per_split():
+def test_the_papers_points_per_split():
     rows = [
         lw_row("RB1", 2.0, -0.1, 0.89),
         lw_row("RB1", 1.5, 0.4, 0.88),
@@ -21,12 +21,12 @@ def test_operating_points_per_split():
         lw_row("RB8", 0.95, 0.8, 0.879),
         lw_row("RB8", 0.6, 3.0, 0.85),
     ]
-    rb1, rb8 = lightweight.operating_points(rows)
+    rb1, rb8 = lightweight.paper_points(rows)
     assert rb1["within_loss"]["bits/element (bytes)"] == 1.5  # cheapest under 1 point
     assert rb1["within_bits"]["bits/element (bytes)"] == 0.9  # most accurate at <= 1 bit
     assert not rb1["both"]
     assert rb8["within_loss"]["bits/element (bytes)"] == 0.95 and rb8["both"]
-    (none,) = lightweight.operating_points([lw_row("RB4", 3.0, 5.0)])
+    (none,) = lightweight.paper_points([lw_row("RB4", 3.0, 5.0)])
     assert none["within_loss"] is None and none["within_bits"] is None and not none["both"]
 
 

@@ -26,7 +26,6 @@ Writes OUT/results.{csv,md} (header: command, commit, machine, date) and OUT/acc
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -37,7 +36,8 @@ import numpy as np
 from bottlenet_jax import cli
 from bottlenet_jax.codecs import codec_settings
 from bottlenet_jax.codecs.channel import snr_db
-from bottlenet_jax.experiments import git_state, machine, write_csv
+from bottlenet_jax.experiments import git_state, write_csv
+from bottlenet_jax.experiments.report import header
 from bottlenet_jax.models import feature_shape
 
 SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -203,14 +203,12 @@ def write_outputs(rows, base, info, a, wall, argv):
     full, coded = info[("awgn", "no channel coding")], info[("awgn", "conditioned")]
     nf, nc = int(np.prod(full)), int(np.prod(coded))
     b = 100 * base["top1"]
-    lines = [
-        f"# BottleNet++ on Fashion-MNIST ({'quick smoke run' if a.quick else 'full run'})",
-        "",
-        f"- command: `python -m bottlenet_jax.experiments.bottlenetpp {' '.join(argv)}`".rstrip(),
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-        f"- machine: {machine()}",
-        f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min (baseline reused from "
-        f"`{a.baseline}` when present); seed {a.seed}, one seed",
+    lines = header(
+        f"BottleNet++ on Fashion-MNIST ({'quick smoke run' if a.quick else 'full run'})",
+        f"python -m bottlenet_jax.experiments.bottlenetpp {' '.join(argv)}",
+        (commit, dirty),
+    )[:-1] + [
+        f"- wall time {wall / 60:.1f} min (baseline reused from `{a.baseline}` when present); seed {a.seed}, one seed",
         f"- split after RB{a.split_after}: features {'x'.join(map(str, full))} = {nf} values -> encoder output "
         f"{'x'.join(map(str, coded))} = {nc} values ({nf / nc:.0f}x fewer). BEC sends {nc} B/sample at 8 bit vs "
         f"{4 * nf} B of float32 features: {4 * nf / nc:.0f}x fewer bits. AWGN: {nc} channel uses/sample.",

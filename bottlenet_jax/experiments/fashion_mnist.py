@@ -23,7 +23,6 @@ Writes OUT/results.csv, OUT/results.md (header: command, commit, machine, date),
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -32,7 +31,8 @@ import ml_collections
 
 from bottlenet_jax import cli
 from bottlenet_jax.codecs import codec_settings, make_codec
-from bottlenet_jax.experiments import git_state, machine, write_csv
+from bottlenet_jax.experiments import git_state, write_csv
+from bottlenet_jax.experiments.report import header
 
 QUALITIES = (10, 30, 50, 70, 90)
 # --quick's default depth. A few-step run is nearly all tracing and XLA compiling, which grow with the
@@ -156,14 +156,12 @@ def input_jpeg_rows(a, cfg, workdir, qualities, rows):
 def write_outputs(rows, a, wall, argv):
     write_csv(os.path.join(a.out, "results.csv"), rows)
     commit, dirty = a.commit
-    head = [
-        f"# Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})",
-        "",
-        f"- command: `python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}`".rstrip() + "",
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-        f"- machine: {machine()}",
-        f"- date: {datetime.date.today().isoformat()}; wall time {wall / 60:.1f} min; seed {a.seed} (one seed: "
-        f"a second did not fit the time budget)",
+    head = header(
+        f"Fashion-MNIST reproduction of BottleNet ({'quick smoke run' if a.quick else 'full run'})",
+        f"python -m bottlenet_jax.experiments.fashion_mnist {' '.join(argv)}",
+        (commit, dirty),
+    )[:-1] + [
+        f"- wall time {wall / 60:.1f} min; seed {a.seed} (one seed: a second did not fit the time budget)",
         f"- model: ResNet-{a.depth} layout, small stem, base width {a.width}; bottleneck C'={a.channels}, "
         f"q_train={a.q_train}; top-1 on {rows[0]['examples']} test images",
         "- bytes: per sample, `len()` of real payloads; 'abbr' = abbreviated JPEG stream (tables fixed by q "

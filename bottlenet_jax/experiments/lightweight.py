@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import os
 import sys
 import time
@@ -30,7 +29,8 @@ import numpy as np
 from bottlenet_jax import cli, parallel
 from bottlenet_jax.codecs import codec_settings, make_codec
 from bottlenet_jax.codecs import lightweight as lw
-from bottlenet_jax.experiments import git_state, machine, write_csv
+from bottlenet_jax.experiments import git_state, write_csv
+from bottlenet_jax.experiments.report import header
 
 
 def calibration_features(cfg, workdir, n):
@@ -108,7 +108,7 @@ def sweep_split(cfg, a, k, top_base, settings=None):
     return rows, facts
 
 
-def operating_points(rows):
+def paper_points(rows):
     """Per split: the cheapest setting losing < TARGET_LOSS points, and the most accurate setting at
     <= TARGET_BITS bits/element (None where there is none)."""
     out = []
@@ -196,13 +196,12 @@ def write(rows, facts, a, top_base, wall, minutes, argv):
     commit, dirty = a.commit
     cols = [c for c in rows[0] if c != "elements"]
     per_split = ", ".join(f"{f['split']} {m:.1f}" for f, m in zip(facts, minutes))
-    md = [
-        "# Lightweight codec (no retraining) on the Fashion-MNIST baseline, at several split points",
-        "",
-        f"- command: `python -m bottlenet_jax.experiments.lightweight {' '.join(argv)}`".rstrip(),
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-        f"- machine: {machine()}",
-        f"- date: {datetime.date.today().isoformat()}; wall {wall / 60:.1f} min (per split: {per_split} min)",
+    md = header(
+        "Lightweight codec (no retraining) on the Fashion-MNIST baseline, at several split points",
+        f"python -m bottlenet_jax.experiments.lightweight {' '.join(argv)}",
+        (commit, dirty),
+    )[:-1] + [
+        f"- wall {wall / 60:.1f} min (per split: {per_split} min)",
         f"- baseline `{a.baseline}` (trained with seed {a.seed}; one seed): top-1 {100 * top_base:.2f} % with "
         f"float features, {rows[0]['examples']} test images; calibration: {a.calib} training images per split",
         "- features at each split (the residual block's ReLU output): "
@@ -218,7 +217,7 @@ def write(rows, facts, a, top_base, wall, minutes, argv):
         "|---|---|---|---|---|---|---|---|---|",
     ]
     name = setting_name
-    for f, op in zip(facts, operating_points(rows)):
+    for f, op in zip(facts, paper_points(rows)):
         cells = [f["split"], f["features"]]
         for r in (op["within_loss"], op["within_bits"]):
             cells += [name(r), str(r["bits/element (bytes)"]), str(r["loss vs baseline (pts)"])] if r else ["none"] * 3

@@ -14,7 +14,6 @@ out from training; the test split is evaluated once per model.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sys
 import time
@@ -22,7 +21,8 @@ import time
 import numpy as np
 
 from bottlenet_jax import demo
-from bottlenet_jax.experiments import git_state, machine, write_csv
+from bottlenet_jax.experiments import git_state, write_csv
+from bottlenet_jax.experiments.report import header
 
 MATCHED = "input image JPEG at BottleNet's accuracy"
 
@@ -189,13 +189,12 @@ def main(argv=None):
     summary = summarise(rows)
     os.makedirs(a.out, exist_ok=True)
     write_csv(os.path.join(a.out, "results.csv"), rows)
-    head = [
-        "# BottleNet vs the input image as JPEG, over seeds (Fashion-MNIST)",
-        "",
-        f"- command: `python -m bottlenet_jax.experiments.seeds {' '.join(argv)}`".rstrip(),
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
-        f"- machine: {machine()}",
-        f"- date: {datetime.date.today().isoformat()}; wall {(time.time() - t0) / 60:.1f} min "
+    head = header(
+        "BottleNet vs the input image as JPEG, over seeds (Fashion-MNIST)",
+        f"python -m bottlenet_jax.experiments.seeds {' '.join(argv)}",
+        (commit, dirty),
+    )[:-1] + [
+        f"- wall {(time.time() - t0) / 60:.1f} min "
         f"(per seed: {', '.join(f'{w:.1f}' for w in walls)} min); seeds {a.seeds}"
         + (f"; trained by an earlier run and only re-evaluated here: {', '.join(earlier)}" if earlier else ""),
         "- protocol: `python -m bottlenet_jax.demo --identity` per seed (its docstring): baseline trained from "
