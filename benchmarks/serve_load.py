@@ -280,9 +280,10 @@ def wire_bytes(port, requests, n=200):
 
 def wire_bytes_stream(port, payloads, n=200):
     """The same count over one ModelStreamInfer stream as the edge client opens it
-    (client.Stream, client.stream_request: the payload as a raw BYTES tensor, no outputs named),
+    (stream.Stream, protocol.stream_request: the payload as a raw BYTES tensor, no outputs named),
     one request in flight at a time."""
-    from bottlenet_jax.serve.client import Stream, stream_request
+    from bottlenet_jax.serve.protocol import stream_request
+    from bottlenet_jax.serve.stream import Stream
 
     relay = Relay(port)
     stream = Stream(f"127.0.0.1:{relay.port}")

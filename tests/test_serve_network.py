@@ -254,8 +254,9 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
 
 
 def test_streaming_gives_the_unary_logits_and_isolates_a_bad_request(server, export_dir):
-    from bottlenet_jax.serve.client import EdgeClient, Stream
+    from bottlenet_jax.serve.client import EdgeClient
     from bottlenet_jax.serve.protocol import frame
+    from bottlenet_jax.serve.stream import Stream
 
     addr = f"127.0.0.1:{server.port}"
     unary = EdgeClient(export_dir, addr, stream=False)
