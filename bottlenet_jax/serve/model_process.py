@@ -123,10 +123,13 @@ class ModelProcess:
     served in between; then it stays down: `failed`). `ready` is true again once the new one
     has compiled every batch size."""
 
-    def __init__(self, export_dir: str, max_batch: int = 32, max_restarts: int = 5, on_restart=None):
+    def __init__(self, export_dir: str, max_batch: int = 32, max_restarts: int = 5, on_restart=None, worker=None):
+        """`worker(export_dir, max_batch, conn)`: the process's main (default `_model_worker`; tests
+        pass a fake that speaks the same pipe protocol)."""
         from bottlenet_jax.export import load_manifest
 
         self.export_dir, self.max_batch, self.max_restarts = export_dir, max_batch, max_restarts
+        self._worker = worker or _model_worker
         self.feature_shape = tuple(load_manifest(export_dir)["feature_shape"])
         self.restarts, self.failed, self._closing = 0, False, False
         self._on_restart = on_restart or (lambda: None)
@@ -143,7 +146,7 @@ class ModelProcess:
         ctx = mp.get_context("spawn")
         conn, child = ctx.Pipe()
         proc = ctx.Process(
-            target=_model_worker, args=(self.export_dir, self.max_batch, child), name="bottlenet-model", daemon=True
+            target=self._worker, args=(self.export_dir, self.max_batch, child), name="bottlenet-model", daemon=True
         )
         proc.start()
         child.close()
