@@ -11,7 +11,8 @@ and writes them as prepared records (no TensorFlow needed), then measures, in on
   same loop in as many processes at once as the largest loader setting uses: the cores' scaling);
 * loader: `data.loader.train_iterator` (random-resized crop, flip, `--res` px, batch `--batch`) with
   W worker processes x T decode threads each (W=0: in this process), after warm-up batches and
-  the 2 x W batches the workers hold ready, so neither worker start-up nor the buffer is timed.
+  the batches the workers hold ready (measured: `buffer_depth`), so neither worker start-up nor
+  the buffer is timed.
 Bare and loader rounds alternate (`--rounds`), and each ratio uses the median of all bare rounds:
 the machines are shared and noisy. `--train` adds the end-to-end figure: the trainer's jitted step
 (BottleNet RB1, `--codec`) fed from the loader vs the same step on one synthetic on-device batch.
@@ -73,26 +74,33 @@ def bare_parallel(jpegs, n):
     return total
 
 
-def buffered_batches(cfg) -> int:
-    """Batches the loader may hold ready before anyone asks: what a timed block must not count."""
-    from bottlenet_jax.data import loader
-
-    return loader.PER_WORKER_BUFFER * max(1, loader.workers(cfg))
+def buffer_depth(next_batch, settle: float = 2.0, fast: float = 2e-3) -> int:
+    """How many batches a loader holds ready with nothing consuming: after `settle` s, draws until
+    one takes longer than `fast` s (the buffer is empty, the draw waits for a batch being made).
+    grain's depth is more than its per_worker_buffer_size (an in-worker prefetch, a process queue,
+    the main process's prefetch thread, one batch at each hand-off): 8-9 per worker were seen."""
+    time.sleep(settle)
+    n = 0
+    while True:
+        t = time.perf_counter()
+        next_batch()
+        if time.perf_counter() - t > fast:
+            return n
+        n += 1
 
 
 def loader_rate(data, cfg, batches, warmup=2):
-    """Sustained img/s of the loader with an instant consumer.
-
-    Each worker process builds whole batches and keeps up to two ready, so right after start-up the
-    first 2 x workers batches come from the buffer, not from decoding: they are drawn before the
-    clock starts, and at least 4 x workers batches are timed (a first measurement on the H200's 16
-    cores timed 6 buffered batches at 8 workers and read 330,989 img/s)."""
+    """Sustained img/s of the loader with an instant consumer: after start-up (`warmup` batches)
+    the batches it holds ready are measured and drawn untimed (`buffer_depth`), then at least 4x
+    that many are timed (a first H200 measurement timed 6 buffered batches at 8 workers and read
+    330,989 img/s)."""
     from bottlenet_jax.data import loader
 
     it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
-    for _ in range(warmup + buffered_batches(cfg)):
+    for _ in range(warmup):
         next(it)
-    n = max(batches, 4 * max(1, loader.workers(cfg)))
+    depth = buffer_depth(lambda: next(it))
+    n = max(batches, 4 * depth)
     t = time.perf_counter()
     for _ in range(n):
         next(it)
@@ -100,6 +108,31 @@ def loader_rate(data, cfg, batches, warmup=2):
     it.close()
     time.sleep(1.0)  # let the workers and prefetch threads wind down before the next measurement
     return rate
+
+
+def fed_vs_synthetic(next_batch, step, synthetic, sync, global_batch: int, steps: int, rounds: int, depth: int):
+    """(loader-fed img/s per round, synthetic img/s per round) of a compiled step, rounds alternating.
+
+    Each loader-fed round first draws `depth` batches untimed (what the loader made while the
+    synthetic block ran: at most its buffer), then times n = max(steps, 4 x depth) steps: if the
+    loader is slower than the step its buffer is empty from the first timed step on, and had any of
+    it remained the rate would be overstated by at most depth / n."""
+    fed, synth = [], []
+
+    def block(batch_of, n):
+        t = time.perf_counter()
+        out = None
+        for _ in range(n):
+            out = step(batch_of())
+        sync(out)
+        return n * global_batch / (time.perf_counter() - t)
+
+    n = max(steps, 4 * depth)
+    for _ in range(rounds):
+        block(next_batch, depth)
+        fed.append(block(next_batch, n))
+        synth.append(block(lambda: synthetic, steps))
+    return fed, synth
 
 
 def stage_profile(data, jpegs, res, n=512):
@@ -136,7 +169,9 @@ def _tick(spent, key, t0):
 
 
 def end_to_end(data, cfg, a):
-    """(loader-fed img/s, synthetic img/s) of the trainer's step; alternating blocks of steps."""
+    """(loader-fed img/s, synthetic img/s, how it was measured) of the trainer's step: the step is
+    compiled (and warmed) on synthetic batches before the loader starts, the loader's buffer is
+    measured, then alternating blocks (`fed_vs_synthetic`); every round is printed."""
     import jax
     from train_throughput import make_variant  # noqa: E402  (same folder)
 
@@ -157,31 +192,30 @@ def end_to_end(data, cfg, a):
         ),
         mesh,
     )
+
+    def step(batch):
+        v["state"], m = v["step"](v["state"], batch)
+        return m
+
+    jax.block_until_ready(step(v["batch"]))  # compiled before the loader starts: no buffer fills during the compile
     it = loader.train_iterator(data, cfg, process_index=0, process_count=1)
 
-    def block(use_loader, n):
-        t = time.perf_counter()
-        for _ in range(n):
-            batch = (
-                parallel.shard_batch({k: b for k, b in next(it).items() if k in ("image", "label")}, mesh)
-                if use_loader
-                else v["batch"]
-            )
-            v["state"], m = v["step"](v["state"], batch)
-        jax.block_until_ready(m)
-        return n * v["global_batch"] / (time.perf_counter() - t)
+    def next_batch():
+        return parallel.shard_batch({k: b for k, b in next(it).items() if k in ("image", "label")}, mesh)
 
-    # Each loader-fed block first draws what the loader buffered while synthetic batches ran (untimed),
-    # then times at least 4x that many steps: a short block fed from the buffer would flatter the
-    # loader. The first block also compiles.
-    buffered = buffered_batches(cfg)
-    fed, synth = [], []
-    for _ in range(a.rounds):
-        block(True, buffered)
-        fed.append(block(True, max(a.steps, 4 * buffered)))
-        synth.append(block(False, a.steps))
+    next(it)  # the workers' start-up
+    depth = buffer_depth(lambda: next(it))  # the loader's own draws (sharding is not the loader's time)
+    fed, synth = fed_vs_synthetic(
+        next_batch, step, v["batch"], jax.block_until_ready, v["global_batch"], a.steps, a.rounds, depth
+    )
     it.close()
-    return statistics.median(fed), statistics.median(synth)
+    n = max(a.steps, 4 * depth)
+    how = (
+        f"buffer measured at {depth} batches (drawn untimed each round); {n} loader-fed steps timed per round, "
+        f"so a leftover buffer could overstate the rate by at most {depth}/{n} = {depth / max(n, 1):.1%}; rounds "
+        f"fed {', '.join(f'{x:.0f}' for x in fed)} img/s, synthetic {', '.join(f'{x:.0f}' for x in synth)} img/s"
+    )
+    return statistics.median(fed), statistics.median(synth), how
 
 
 def main():
@@ -258,11 +292,10 @@ def main():
     )
     if a.train:
         cfg.data_workers, cfg.data_threads = counts[-1]
-        fed, synth = end_to_end(data, cfg, a)
+        fed, synth, how = end_to_end(data, cfg, a)
         print(
             f"end to end ({a.variant}, {a.dtype}, loader {counts[-1][0]}x{counts[-1][1]}): loader-fed {fed:.0f} "
-            f"img/s, synthetic "
-            f"{synth:.0f} img/s, ratio {fed / synth:.3f}"
+            f"img/s, synthetic {synth:.0f} img/s, ratio {fed / synth:.3f}; {how}"
         )
     import shutil
 

@@ -276,6 +276,7 @@ SLEEP_ALLOWED = {
     "test_serve_network.py": "keeps load threads running and polls readiness over gRPC while a real model "
     "process restarts in another process",
     "test_serve.py": "lets in-flight requests reach a server in another process before SIGTERM (slow stage)",
+    "test_benchmarks.py": "simulates a loader that makes one batch per interval (what is measured is time)",
 }
 
 
