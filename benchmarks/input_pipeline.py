@@ -76,17 +76,19 @@ def bare_parallel(jpegs, n):
 
 def buffer_depth(next_batch, settle: float = 2.0, fast: float = 2e-3) -> int:
     """How many batches a loader holds ready with nothing consuming: after `settle` s, draws until
-    one takes longer than `fast` s (the buffer is empty, the draw waits for a batch being made).
-    grain's depth is more than its per_worker_buffer_size (an in-worker prefetch, a process queue,
-    the main process's prefetch thread, one batch at each hand-off): 8-9 per worker were seen."""
+    one waits for a batch being made: it takes longer than `fast` s and than 5x the median draw so
+    far (a busy host slows buffered draws too, but far less than making a batch). grain's depth is
+    more than its per_worker_buffer_size (an in-worker prefetch, a process queue, the main
+    process's prefetch thread, one batch at each hand-off): 8-9 per worker were seen."""
     time.sleep(settle)
-    n = 0
+    took = []
     while True:
         t = time.perf_counter()
         next_batch()
-        if time.perf_counter() - t > fast:
-            return n
-        n += 1
+        dt = time.perf_counter() - t
+        if dt > max(fast, 5 * statistics.median(took) if took else fast):
+            return len(took)
+        took.append(dt)
 
 
 def loader_rate(data, cfg, batches, warmup=2):
