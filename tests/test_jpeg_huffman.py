@@ -40,6 +40,11 @@ def test_fitted_tables_decode_in_cv2_to_the_standard_streams_pixels_and_bytes_ar
     hist = np.asarray(jpeg_huffman.symbol_histogram(jpeg_huffman.zigzag_blocks(jnp.asarray(train), 30)))
     lengths = jpeg_huffman.fit_lengths(hist)
     assert lengths.max() <= 16 and jpeg_huffman.dht_bytes(lengths) == len(jpeg_huffman.dht_segments(lengths))
+    for t in lengths:  # a prefix code with room left: the all-ones code stays unused (T.81 K.2)
+        assert 0.5 < (2.0 ** -t[t > 0]).sum() < 1
+    skewed = np.zeros((2, 256))
+    skewed[1, 0x01], skewed[0, 0] = 1e12, 1e12  # a count so skewed that Huffman's code would exceed 16 bits
+    assert jpeg_huffman.fit_lengths(skewed).max() == 16
     streams = jpeg_huffman.write_streams(test, 30, lengths, jfif.framing)
     scan = np.asarray(jpeg_huffman.scan_bytes(jpeg_huffman.zigzag_blocks(jnp.asarray(test), 30), lengths))
     head, tail = jfif.framing(28, 28)

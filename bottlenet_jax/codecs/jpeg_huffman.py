@@ -4,8 +4,8 @@ byte counts in XLA, and real streams that cv2 decodes.
 Huffman coding is lossless: the decoded pixels of a JPEG stream depend on the quantised DCT
 coefficients only (libjpeg's, computed bit for bit by jpeg_xla), never on the tables. So a codec may
 keep cv2's pixels and send its scan under other tables. `fit_lengths` fits them to a histogram of
-the symbols training images emit (libjpeg's own optimal-table procedure, `jpeg_entropy`, with one
-pseudo-count on every symbol baseline JPEG can emit, so any image stays codable); the tables are
+the symbols training images emit (Huffman's code lengths limited to 16 bits by T.81 Annex K.2, with
+one pseudo-count on every symbol baseline JPEG can emit, so any image stays codable); the tables are
 sent once, as the entropy codec's are: a DHT segment of `dht_bytes`. A stream under them is the
 abbreviated stream of jfif.py with its scan re-coded (`write_streams`); a receiver puts the DHT
 segments back (`dht_segments`) and cv2 decodes it to the same pixels as the standard stream.
@@ -15,8 +15,6 @@ coded); codes are canonical in (length, symbol) order, as a DHT segment lists th
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -31,15 +29,12 @@ from bottlenet_jax.codecs.jpeg_entropy import (
     _fields_symbols,
     canonical_codes,
     length_counts,
-    optimal_tables,
     stream_bytes,
 )
 from bottlenet_jax.codecs.jpeg_xla import forward, quant_table
 
-_SCALE_BLOCKS = 60_000  # histograms are scaled to this many blocks for libjpeg's int32 table builder
 
-
-@functools.partial(jax.jit, static_argnums=())
+@jax.jit
 def zigzag_blocks(images, quality):
     """uint8 [..., H, W] grey images -> libjpeg's quantised coefficients, int32 [..., blocks, 64] in
     scan (row-major block) and zig-zag order, as jpeg_xla.jpeg_device computes them."""
@@ -59,17 +54,43 @@ def symbol_histogram(zz):
 
 
 def fit_lengths(hist) -> np.ndarray:
-    """Code lengths [2, 256] fitted to a histogram [2, 256] of symbol counts (any total): libjpeg's
-    optimal tables (16-bit limit, no all-ones code) of the counts plus one on every valid symbol."""
-    hist = np.asarray(hist, np.float64).copy()
+    """Code lengths [2, 256] fitted to a histogram [2, 256] of symbol counts (any total): Huffman
+    code lengths of the counts plus one on every valid symbol, limited to 16 bits with no all-ones
+    code as T.81 Annex K.2 prescribes (a reserved pseudo-symbol, then its adjust-BITS procedure)."""
+    hist = np.asarray(hist, np.float64)
+    out = np.zeros((2, 256), np.int32)
     for t, symbols in enumerate((DC_SYMBOLS, AC_SYMBOLS)):
-        hist[t, symbols] += 1  # every symbol keeps a code: an image unlike the training ones still codes
-    freq = np.zeros((2, 256), np.int32)
-    for t, (symbols, per_block) in enumerate(((DC_SYMBOLS, 1), (AC_SYMBOLS, 63))):
-        scale = min(1.0, per_block * _SCALE_BLOCKS / hist[t].sum())  # fits the builder's int32 counts
-        freq[t, symbols] = np.maximum(1, np.floor(hist[t, symbols] * scale)).astype(np.int32)
-    _, lengths, _ = optimal_tables(jnp.asarray(freq), _SCALE_BLOCKS)
-    return np.asarray(lengths, np.int32)
+        counts = hist[t, symbols] + 1  # every symbol keeps a code: an image unlike the training ones still codes
+        size = _huffman_sizes(np.append(counts, 1.0))  # + the pseudo-symbol that reserves the all-ones code
+        bits = np.bincount(size, minlength=33)
+        for i in range(32, MAX_CODE_LEN, -1):  # Annex K.2, Figure K.3: no code longer than 16 bits
+            while bits[i] > 0:
+                j = i - 2
+                while bits[j] == 0:
+                    j -= 1
+                bits[i] -= 2
+                bits[i - 1] += 1
+                bits[j + 1] += 2
+                bits[j] -= 1
+        bits[np.flatnonzero(bits).max()] -= 1  # the pseudo-symbol's code, the longest
+        order = np.lexsort((symbols, size[:-1]))  # HUFFVAL: by code size, then symbol
+        out[t, symbols[order]] = np.repeat(np.arange(len(bits)), bits)[: len(symbols)]
+    return out
+
+
+def _huffman_sizes(counts) -> np.ndarray:
+    """Huffman code sizes of `counts` (Annex K.2, Figure K.1's result; ties in any order)."""
+    import heapq
+
+    heap = [(float(c), i, [i]) for i, c in enumerate(counts)]
+    heapq.heapify(heap)
+    size = np.zeros(len(counts), np.int64)
+    while len(heap) > 1:
+        c1, k1, a = heapq.heappop(heap)
+        c2, k2, b = heapq.heappop(heap)
+        size[a + b] += 1
+        heapq.heappush(heap, (c1 + c2, min(k1, k2), a + b))
+    return size
 
 
 def codes_of(lengths, xp=np):
@@ -80,6 +101,7 @@ def codes_of(lengths, xp=np):
     return codes
 
 
+@jax.jit
 def scan_bytes(zz, lengths):
     """Bytes of the entropy-coded segment of blocks [..., blocks, 64] under tables of these code
     lengths (padding and 0xFF stuffing included), in XLA."""
