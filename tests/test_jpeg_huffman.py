@@ -42,9 +42,15 @@ def test_fitted_tables_decode_in_cv2_to_the_standard_streams_pixels_and_bytes_ar
     assert lengths.max() <= 16 and jpeg_huffman.dht_bytes(lengths) == len(jpeg_huffman.dht_segments(lengths))
     for t in lengths:  # a prefix code with room left: the all-ones code stays unused (T.81 K.2)
         assert 0.5 < (2.0 ** -t[t > 0]).sum() < 1
+    from bottlenet_jax.codecs.jpeg_entropy import AC_SYMBOLS
+
+    fib = [1.0, 2.0]
+    while len(fib) < len(AC_SYMBOLS):
+        fib.append(fib[-1] + fib[-2])
     skewed = np.zeros((2, 256))
-    skewed[1, 0x01], skewed[0, 0] = 1e12, 1e12  # a count so skewed that Huffman's code would exceed 16 bits
-    assert jpeg_huffman.fit_lengths(skewed).max() == 16
+    skewed[1, AC_SYMBOLS] = fib  # Fibonacci counts: Huffman's code would be ~160 bits deep
+    limited = jpeg_huffman.fit_lengths(skewed)[1]
+    assert limited.max() == 16 and (2.0 ** -limited[limited > 0]).sum() < 1
     streams = jpeg_huffman.write_streams(test, 30, lengths, jfif.framing)
     scan = np.asarray(jpeg_huffman.scan_bytes(jpeg_huffman.zigzag_blocks(jnp.asarray(test), 30), lengths))
     head, tail = jfif.framing(28, 28)
