@@ -63,7 +63,7 @@ def fit_lengths(hist) -> np.ndarray:
         counts = hist[t, symbols] + 1  # every symbol keeps a code: an image unlike the training ones still codes
         size = _huffman_sizes(np.append(counts, 1.0))  # + the pseudo-symbol that reserves the all-ones code
         bits = np.bincount(size, minlength=33)
-        for i in range(32, MAX_CODE_LEN, -1):  # Annex K.2, Figure K.3: no code longer than 16 bits
+        for i in range(len(bits) - 1, MAX_CODE_LEN, -1):  # Annex K.2, Figure K.3: no code longer than 16 bits
             while bits[i] > 0:
                 j = i - 2
                 while bits[j] == 0:
