@@ -6,7 +6,10 @@ Uses the config saved in DIR (config.json), with any --config.KEY=VALUE override
 weights through another codec: --config.codec.name=jpeg --config.codec.quality=10), and its best
 (else latest) checkpoint. --sweep re-uses the same weights at other codec settings (JPEG quality,
 AWGN sigma, BEC p) and writes DIR/sweep/sweep.{csv,png}. --dry_run checks the flags, the saved
-config and the overrides, then stops.
+config and the overrides, then stops. A codec's fitted state (the entropy codec's tables, the
+lightweight quantiser, fitted Huffman tables) is read from DIR/codec_state for the checkpoint and
+the codec settings evaluated, where training's final test saved it; a missing one is fitted once on
+the training split and saved there, so no later evaluation reads a training example.
 """
 
 import os
