@@ -58,7 +58,7 @@ def header(title: str, command: str, commit=None, extra: list[str] = ()) -> list
     return [
         f"# {title}",
         "",
-        f"- command: `{command}`".rstrip(),
+        f"- command: `{command.strip()}`",
         f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
         f"- machine: {machine()}",
         f"- date: {datetime.date.today().isoformat()}",
