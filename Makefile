@@ -1,4 +1,4 @@
-# make demo: train + evaluate BottleNet on real Fashion-MNIST (2 CPU cores, ~8 min).  make test: the test suite.
+# make demo: train + evaluate the input image, BottleNet and the entropy bottleneck on real Fashion-MNIST (2 CPU cores, ~4-8 min).  make test: the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
