@@ -440,6 +440,7 @@ def test_a_workdir_and_an_export_saved_before_codecs_owned_parameters_still_load
     np.testing.assert_allclose(Half(d, "cloud")(z_hat), want["logits"], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # make test-slow (CI); tests/test_codec_state.py exports the codec's state in make test
 def test_checkpoint_and_export_round_trip(tmp_path, rng):
     from bottlenet_jax.checkpoint import Checkpoints
     from bottlenet_jax.export import Half, export_variables, load_codec, load_manifest

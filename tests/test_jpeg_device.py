@@ -85,6 +85,7 @@ def check_exact(per_kind, optimize, seed):
     return tiles, pixel_diff, byte_diff
 
 
+@pytest.mark.slow  # 11,880 images: make test-slow (CI); make test keeps the backends' and the transport's equality
 def test_exact_pixels_and_bytes_vs_cv2():
     tiles, pixel_diff, byte_diff = check_exact(per_kind=27, optimize=False, seed=0)
     print(f"default tables: {tiles} tiles, {pixel_diff} differing pixels, {byte_diff} byte-count differences")

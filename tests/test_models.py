@@ -23,7 +23,12 @@ def test_resnet50_has_torchvision_parameter_count():
 
 @pytest.mark.parametrize(
     "depth, stem, size, k",
-    [(50, "small", 32, 1), (50, "small", 32, 9), (18, "imagenet", 64, 3), (34, "imagenet", 64, 16)],
+    [
+        pytest.param(50, "small", 32, 1, marks=pytest.mark.slow),  # compiles a ResNet-50: make test-slow
+        (50, "small", 32, 9),
+        (18, "imagenet", 64, 3),
+        (34, "imagenet", 64, 16),
+    ],
 )
 def test_split_without_bottleneck_equals_unsplit(depth, stem, size, k):
     c = small_config()
