@@ -38,17 +38,17 @@ def test_the_buffer_depth_is_measured_not_assumed():
 
 
 def test_the_loader_fed_ratio_is_the_true_one_with_a_deep_buffer():
-    """A loader at 1/4 of the step's rate behind a buffer of 18 batches (deeper than 2 per worker):
-    the loader-fed / synthetic ratio comes out within 5 % of the true 0.25 (assuming 2 per worker,
-    the old drain, it read far higher)."""
-    step_s, make_s = 0.004, 0.016
-    fake = FakeLoader(18, make_s)
+    """A loader at 1/4 of the step's rate behind a buffer of 9 batches (one worker's, as grain holds
+    them: deeper than the 2 per worker the old drain assumed): the loader-fed / synthetic ratio comes
+    out within 5 % of the true 0.25."""
+    step_s, make_s = 0.003, 0.012
+    fake = FakeLoader(9, make_s)
 
     def step(batch):
         time.sleep(step_s)  # a step that takes step_s (and, like a device step, leaves the GIL free)
 
     depth = input_pipeline.buffer_depth(fake, settle=0.3)
-    fed, synth = input_pipeline.fed_vs_synthetic(fake, step, "synthetic", lambda m: None, 1, 60, 2, depth)
+    fed, synth = input_pipeline.fed_vs_synthetic(fake, step, "synthetic", lambda m: None, 1, 30, 2, depth)
     fake.stop.set()
     ratio = (sum(fed) / len(fed)) / (sum(synth) / len(synth))
     assert abs(ratio / (step_s / make_s) - 1) < 0.05, (ratio, fed, synth, depth)

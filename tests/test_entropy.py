@@ -206,6 +206,7 @@ def codes_with_its_tables(cfg, v, state, x, tmp_path, rtol):
     np.testing.assert_array_equal(shipped.decode(payloads, z.shape, state=shipped_state), x_hat)
 
 
+@pytest.mark.slow  # make test-slow (CI); make test: the registry, legacy and export tests of test_codec_state.py
 def test_a_fitted_codec_codes_with_its_tables_in_the_graph_and_through_an_export(tmp_path, rng):
     cfg = entropy_config()
     cfg.codec.fit_context = "neighbours"

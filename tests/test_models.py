@@ -24,8 +24,8 @@ def test_resnet50_has_torchvision_parameter_count():
 @pytest.mark.parametrize(
     "depth, stem, size, k",
     [
-        pytest.param(50, "small", 32, 1, marks=pytest.mark.slow),  # compiles a ResNet-50: make test-slow
-        (50, "small", 32, 9),
+        pytest.param(50, "small", 32, 1, marks=pytest.mark.slow),  # each compiles a ResNet-50: make test-slow
+        pytest.param(50, "small", 32, 9, marks=pytest.mark.slow),
         (18, "imagenet", 64, 3),
         (34, "imagenet", 64, 16),
     ],
