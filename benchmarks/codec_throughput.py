@@ -1,8 +1,10 @@
-"""Per-batch JPEG time inside a jitted function (host and device backends) vs a bare cv2 loop.
+"""Per-batch JPEG time inside a jitted function (host and device backends) vs a bare cv2 loop; the
+entropy codec's transport beside JPEG's.
 
     python benchmarks/codec_throughput.py                       # the grid below, ratios printed
     python benchmarks/codec_throughput.py --batch 128 --size 28 --channels 8 --runs 30
-    python benchmarks/codec_throughput.py --smoke               # seconds, for CI
+    python benchmarks/codec_throughput.py --transport --entropy-export E --jpeg-export J
+    python benchmarks/codec_throughput.py --smoke               # seconds, for CI (both parts)
 
 For each (batch, map size, C'): median wall time of `jit(codec)(x)` (quantize on device, ONE
 pure_callback, chunked pool of threads or of spawned processes, back to device), of the host
@@ -11,11 +13,19 @@ function alone on numpy (the thread pool, no device round trip), and of a single
 the pool more than pays for the callback). The device backend (`jpeg_xla.jpeg_device`, the same
 bits computed in XLA) is timed the same way, `jit dev ms`. Then pool scaling 1..cores for one size.
 All numbers come from one run of this script: compare ratios, not absolute times across machines.
+
+`--transport`: what a client's encode and a server's decode cost per sample, `codec.encode` /
+`codec.decode` of each export (its edge half's features of the first Fashion-MNIST test images; with
+no exports, synthetic features and tables fitted to them), for the entropy codec's rANS and range
+streams and for JPEG: batch 1 and 256, on one core (the process pinned to one CPU, cv2 at one
+thread) and on all (the batch cut into one part per core, coded in threads); bytes per sample and
+the ratios to JPEG's time.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import os
 import platform
 import statistics
@@ -28,7 +38,7 @@ import cv2  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bottlenet_jax.codecs import JpegCodec  # noqa: E402
+from bottlenet_jax.codecs import JpegCodec, codec_settings, make_codec  # noqa: E402
 from bottlenet_jax.codecs.jpeg import jpeg_roundtrip_np, tile  # noqa: E402
 from bottlenet_jax.codecs.jpeg_host import POOLS, host_workers  # noqa: E402
 from bottlenet_jax.codecs.quantize import quantize_u8_np  # noqa: E402
@@ -85,6 +95,70 @@ def measure(b, s, c, quality, runs, threads=0, layout="grid", pools=POOLS, host=
     return t_jit, t_host, median_time(bare_loop(u8, quality, layout), runs)
 
 
+def transport_inputs(a, batch):
+    """{name: (codec, state, features [batch, h, w, C])} and where the features come from."""
+    out = {}
+    if a.entropy_export and a.jpeg_export:
+        from bottlenet_jax.data.fashion_mnist import local_dir, read_idx
+        from bottlenet_jax.export import Half, load_codec, load_manifest
+
+        images = read_idx(os.path.join(local_dir(), "t10k-images-idx3-ubyte.gz"))[:batch, :, :, None]
+        for name, d in (("entropy", a.entropy_export), ("jpeg", a.jpeg_export)):
+            m = load_manifest(d)
+            x = (images.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
+            codec, state = load_codec(d)
+            out[name] = (codec, state, np.asarray(Half(d, "edge")(x)))
+        source = f"Fashion-MNIST test images through {a.entropy_export} and {a.jpeg_export}"
+    else:
+        rng = np.random.default_rng(0)
+        codec = make_codec(codec_settings("entropy", fit_context="neighbours"))
+        y = lambda n: np.round(rng.laplace(0, 0.35, (n, 14, 14, 8))).astype(np.float32)  # noqa: E731
+        params = codec.init_params(jax.random.key(0), (14, 14, 8))
+        out["entropy"] = (codec, codec.fit(params, [y(512)]), y(batch))
+        out["jpeg"] = (JpegCodec(quality=30), {}, maps(rng, batch, 14, 2))
+        source = "synthetic features (no exports given)"
+    codec, state, y = out["entropy"]
+    out["entropy"] = (make_codec({**codec.settings(), "stream": "rans"}), state, y)
+    out["entropy range"] = (make_codec({**codec.settings(), "stream": "range"}), state, y)
+    return {k: out[k] for k in ("jpeg", "entropy", "entropy range")}, source
+
+
+def transport(a):
+    """The --transport table (module docstring)."""
+    cv2.setNumThreads(1)
+    cores = sorted(os.sched_getaffinity(0))
+    inputs, source = transport_inputs(a, 256)
+    print(f"\n# transport: codec.encode / codec.decode per sample; {source}; median of {a.runs}")
+    print(
+        f"{'codec':<14} {'map':>8} {'B/sample':>9} {'batch':>5} {'cores':>5} {'encode ms':>10} {'decode ms':>10} "
+        f"{'enc/JPEG':>9} {'dec/JPEG':>9}"
+    )
+    for batch, n_cores in ((256, 1), (1, 1), (256, len(cores))):
+        os.sched_setaffinity(0, cores[:n_cores])
+        pool = concurrent.futures.ThreadPoolExecutor(n_cores)
+        times = {}
+        for name, (codec, state, y) in inputs.items():
+            parts = np.array_split(y[:batch], n_cores)
+            payloads = [codec.encode(p, state=state) for p in parts]
+            enc = lambda: list(pool.map(lambda p: codec.encode(p, state=state), parts))  # noqa: E731
+            dec = lambda: list(  # noqa: E731
+                pool.map(lambda pl, p: codec.decode(pl, p.shape, state=state), payloads, parts)
+            )
+            runs = a.runs if batch > 1 else 10 * a.runs
+            times[name] = (median_time(enc, runs) / batch, median_time(dec, runs) / batch)
+            nbytes = np.mean([len(b) for pl in payloads for b in pl])
+            te, td = times[name]
+            je, jd = times.get("jpeg", (np.nan, np.nan))
+            label = "entropy rans" if name == "entropy" else name
+            print(
+                f"{label:<14} {'x'.join(map(str, y.shape[1:])):>8} {nbytes:>9.1f} {batch:>5} {n_cores:>5} "
+                f"{1e3 * te:>10.4f} {1e3 * td:>10.4f} {te / je:>9.2f} {td / jd:>9.2f}",
+                flush=True,
+            )
+        pool.shutdown()
+    os.sched_setaffinity(0, cores)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, nargs="+", default=[32, 128, 512])
@@ -93,9 +167,14 @@ def main():
     p.add_argument("--quality", type=int, default=90)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--smoke", action="store_true", help="tiny grid, 3 runs (CI)")
+    p.add_argument("--transport", action="store_true", help="only the entropy-vs-JPEG transport table")
+    p.add_argument("--entropy-export", default="", help="an entropy export for --transport")
+    p.add_argument("--jpeg-export", default="", help="a JPEG export for --transport")
     a = p.parse_args()
     if a.smoke:
         a.batch, a.size, a.channels, a.runs = [32], [28], [4], 3
+    if a.transport:
+        return transport(a)
     print(
         f"# {platform.node()} | {platform.processor() or platform.machine()} | {host_workers()} host threads | "
         f"jax {jax.__version__} on {jax.devices()[0].platform} | cv2 {cv2.__version__} | q={a.quality} | "
@@ -127,6 +206,8 @@ def main():
             f"{base / tj['processes']:>14.2f}",
             flush=True,
         )
+    if a.smoke:
+        transport(a)
 
 
 if __name__ == "__main__":

@@ -164,8 +164,10 @@ def write_tree(path: str, tree) -> None:
 
 
 def codec_fingerprint(codec) -> str:
-    """12 hex digits naming a codec's settings (its state is valid for these settings only)."""
-    return hashlib.sha1(json.dumps(codec.settings(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """12 hex digits naming a codec's settings (its state is valid for these settings only; the ones
+    that only change how bytes are written are left out)."""
+    settings = {k: v for k, v in codec.settings().items() if k not in codec.transport_settings}
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def codec_state_dir(workdir: str, step: int, codec) -> str:

@@ -272,19 +272,22 @@ def test_graph_eval_output_equals_decode_of_encode_and_bytes_are_len(rng):
     np.testing.assert_allclose(cloud, logits, rtol=1e-5, atol=1e-5)
 
 
-def test_malformed_streams_are_value_errors(rng):
+@pytest.mark.parametrize("stream", ["rans", "range"])
+def test_malformed_streams_are_value_errors(rng, stream):
     cfg = entropy_config()
+    cfg.codec.stream = stream
     model = build_model(cfg, bn_axis_name=None)
     v = jax.device_get(jax.jit(model.init)({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, 3))))
     codec = model.codec
     state = codec.fit(v["params"]["codec"], ())
     z = rng.normal(size=(1, 8, 8, 3)).astype(np.float32)
     good = codec.encode(z, state=state)[0]
+    words = "rANS" if stream == "rans" else "multiple of 4"
     for bad, why in (
-        (good[:-4], "not an encoding"),
-        (good + b"\0\0\0\0", "not an encoding"),
-        (good[:-1], "multiple of 4"),
-        (b"", "multiple of 4"),
+        (good[:-4], "not an (rANS )?encoding"),
+        (good + b"\0\0\0\0", "not an (rANS )?encoding"),
+        (good[:-1], "not an (rANS )?encoding|shortest form" if stream == "rans" else words),
+        (b"", words),
     ):
         with pytest.raises(ValueError, match=why):
             codec.decode([bad], z.shape, state=state)

@@ -124,6 +124,9 @@ class Codec:
     unit_output: ClassVar[str] = "sigmoid"
     #: whether stats carry "rate_bits" (float32[b], differentiable) that a rate term can train on
     differentiable_rate: ClassVar[bool] = False
+    #: settings that change how bytes are written but not the fitted state (a state fitted under one
+    #: value serves every value: checkpoint.codec_fingerprint leaves them out)
+    transport_settings: ClassVar[tuple] = ()
 
     # ------------------------------------------------------------------ parameters and state
     def init_params(self, key, shape) -> dict:

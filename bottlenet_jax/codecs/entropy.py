@@ -16,8 +16,14 @@ The medians are learned per channel by an auxiliary loss, |L(m)| with the densit
 (CompressAI's), sown into the model's "losses" collection, which the train step adds to its loss.
 
 Rate. In the graph: bits = -log2 likelihood per sample (stats["rate_bits"], differentiable; the step
-adds rate_lambda * bits). On eval steps only, one host callback range-codes each sample and reports
-the real `len()` as bytes_full / bytes_payload (no callback ever runs in a train step).
+adds rate_lambda * bits). On eval steps bytes_full / bytes_payload are each sample's real stream
+length: with a fitted state and `stream="rans"` computed in XLA by the encoder's own scan
+(entropy_stream.py; no host callback), else by one host callback that codes the batch.
+
+Streams (`stream`): "rans" (default) batch-parallel rANS, a batch coded in one compiled call
+(rans.py, entropy_stream.py); "range" constriction's range coder, one sample per call on the host
+(entropy_model.py): the format up to cbe3d3f, which a codec block saved before `stream` existed
+keeps, so old workdirs and exports reproduce their bytes.
 
 Parameters and state. The density and the medians are trainable parameters (params["codec"]); the
 integer tables are the codec's state (`fit`, once after training): the density's own (`fit_context`
@@ -39,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from bottlenet_jax.codecs import rangecoder
+from bottlenet_jax.codecs import entropy_stream, rangecoder, rans
 from bottlenet_jax.codecs.base import Codec, first_samples, register
 from bottlenet_jax.codecs.density import init_density, likelihood, logits_cumulative, tails
 from bottlenet_jax.codecs.entropy_model import (
@@ -50,6 +56,7 @@ from bottlenet_jax.codecs.entropy_model import (
     build_tables,
     context_of,
     decode_sample,
+    dequantize_np,
     encode_sample,
     fit_tables,
     quantize_np,
@@ -73,6 +80,7 @@ __all__ = [
 ]
 
 TRAIN_QUANTIZERS = ("ste", "noise")
+STREAMS = ("rans", "range")
 _LOG2 = float(np.log(2.0))
 
 
@@ -110,6 +118,7 @@ class EntropyCodec(Codec):
     name: ClassVar[str] = "entropy"
     unit_output: ClassVar[str] = "linear"  # real-valued features: the grid of integers is the quantiser
     differentiable_rate: ClassVar[bool] = True
+    transport_settings: ClassVar[tuple] = ("stream",)
     filters: tuple = (3, 3, 3)
     init_scale: float = 10.0
     tail_mass: float = 1e-9
@@ -120,6 +129,7 @@ class EntropyCodec(Codec):
     fit_context: str = ""  # "": the density's tables; "channel", "element", "neighbours": fitted (entropy_model)
     fit_prior: float = 1.0  # pseudo-counts of the density's probabilities in each fitted table
     fit_examples: int = 0  # training examples the tables are fitted to (0: the whole training split)
+    stream: str = "rans"  # "rans": batch rANS (entropy_stream.py); "range": constriction, per sample
 
     def __post_init__(self):
         if self.train_quantizer not in TRAIN_QUANTIZERS:
@@ -136,6 +146,13 @@ class EntropyCodec(Codec):
             raise ConfigError("codec.max_symbols >= 2, codec.filters >= 1 each and codec.init_scale > 0 are required")
         if self.fit_context and self.fit_context not in CONTEXTS:
             raise ConfigError(f"codec.fit_context={self.fit_context!r}: must be '' or one of {', '.join(CONTEXTS)}")
+        if self.stream not in STREAMS:
+            raise ConfigError(f"codec.stream={self.stream!r}: must be one of {', '.join(STREAMS)}")
+        if self.stream == "rans" and self.precision > rans.MAX_PRECISION:
+            raise ConfigError(
+                f"codec.precision={self.precision}: rANS streams code tables of at most {rans.MAX_PRECISION} bits "
+                "(or set codec.stream='range')"
+            )
         if self.fit_prior <= 0 or self.fit_examples < 0:
             raise ConfigError(
                 f"codec.fit_prior={self.fit_prior} must be > 0, codec.fit_examples={self.fit_examples} >= 0"
@@ -185,8 +202,10 @@ class EntropyCodec(Codec):
 
     @classmethod
     def split_saved(cls, block):
-        """a511a13 kept the tables in the settings (medians, lower, freqs: JSON lists)."""
+        """a511a13 kept the tables in the settings (medians, lower, freqs: JSON lists); blocks saved
+        before `stream` existed were range-coded and stay so."""
         block = dict(block)
+        block.setdefault("stream", "range")
         medians, lower, freqs = (block.pop(k, ()) for k in ("medians", "lower", "freqs"))
         if not freqs:
             return block, {}
@@ -217,7 +236,10 @@ class EntropyCodec(Codec):
             bits = -jnp.sum(jnp.log(jnp.maximum(lik, self.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
         stats = {"rate_bits": bits}
         if not train:
-            n = self.stream_bytes(q.astype(jnp.int32), state, density, medians)
+            if state and self.stream == "rans":
+                n = entropy_stream.stream_bytes(q.astype(jnp.int32), state, self.precision)
+            else:
+                n = self.stream_bytes(q.astype(jnp.int32), state, density, medians)
             stats.update(bytes_full=n, bytes_payload=n)
         return y_out, stats
 
@@ -233,7 +255,7 @@ class EntropyCodec(Codec):
         return jnp.sum(-log2p[rows, idx] + ESC_BITS * esc, axis=(-3, -2, -1))
 
     def stream_bytes(self, q, state, density, medians):
-        """len() of each sample's stream (one host callback): under the state's tables, else under
+        """len() of each sample's stream by one host callback: under the state's tables, else under
         the density's (built on the host from the parameters it is given, cached while they do not
         change)."""
         cache: dict = {}
@@ -260,6 +282,8 @@ class EntropyCodec(Codec):
             t = tables(*(np.asarray(v) for v in leaves))
             q = np.asarray(q)
             flat = q.reshape((-1, *q.shape[-3:]))
+            if self.stream == "rans":
+                return entropy_stream.stream_bytes_np(flat, t, self.precision).reshape(q.shape[:-3])
             return np.array([len(encode_sample(s, t)) for s in flat], np.int32).reshape(q.shape[:-3])
 
         out = jax.ShapeDtypeStruct(q.shape[:-3], jnp.int32)
@@ -269,16 +293,38 @@ class EntropyCodec(Codec):
     # -- transport
     def encode(self, x, state=None):
         t = _tables(state)
-        return [encode_sample(s, t) for s in quantize_np(x, t.medians)]
+        q = quantize_np(x, t.medians)
+        if self.stream == "rans":
+            return _streams(t, q.shape[1:], self.precision).encode(q)
+        return [encode_sample(s, t) for s in q]
 
     def check_payload(self, payload, shape, state=None):
+        if self.stream == "rans":
+            limit = entropy_stream.max_bytes(shape)
+            if not 3 <= len(payload) <= limit:
+                raise ValueError(
+                    f"{len(payload)} bytes: an rANS stream of {'x'.join(map(str, shape))} symbols is 3..{limit}"
+                )
+            return
         # at most a 24-bit categorical symbol (constriction's precision) plus a 16-bit escape each
         rangecoder.check_size(payload, int(np.prod(shape)), 24 + ESC_BITS)
 
     def decode(self, payloads, shape, state=None):
         t = _tables(state)
-        t.context(tuple(shape[1:]))
-        return np.stack([decode_sample(p, tuple(shape[1:]), t).astype(np.float32) + t.medians for p in payloads])
+        shape = tuple(int(v) for v in shape[1:])
+        t.context(shape)
+        if self.stream == "rans":
+            return _streams(t, shape, self.precision).decode(list(payloads))
+        return dequantize_np(np.stack([decode_sample(p, shape, t) for p in payloads]), t.medians)
+
+
+def _streams(t: Tables, shape, precision: int) -> entropy_stream.Streams:
+    """The rANS coder of these tables for this shape (built once per Tables object)."""
+    cache = t.__dict__.setdefault("_streams", {})
+    key = (tuple(shape), precision)
+    if key not in cache:
+        cache[key] = entropy_stream.Streams(t, shape, precision)
+    return cache[key]
 
 
 def _check_params(params):

@@ -304,11 +304,24 @@ def fit_tables(
 
 
 def quantize_np(y: np.ndarray, medians) -> np.ndarray:
-    """The transport's symbols: round(y - m) per channel, float32 arithmetic as in the graph."""
+    """The transport's symbols: round(y - m) per channel, float32 arithmetic as in the graph. The
+    medians are tiled over each sample first (numpy is slow over a short last axis)."""
     y = np.asarray(y, np.float32)
-    if not np.all(np.isfinite(y)):
+    if not np.isfinite(np.sum(y, dtype=np.float64)):
         raise ValueError("entropy codec: features are not finite")
-    return np.clip(np.round(y - np.asarray(medians, np.float32)), -QMAX, QMAX).astype(np.int32)
+    flat = y.reshape(len(y), -1) if y.ndim > 1 else y[None]
+    m = np.tile(np.asarray(medians, np.float32), flat.shape[1] // len(medians))
+    q = np.subtract(flat, m, dtype=np.float32)
+    np.round(q, out=q)
+    np.clip(q, -QMAX, QMAX, out=q)
+    return q.astype(np.int32).reshape(y.shape)
+
+
+def dequantize_np(q: np.ndarray, medians) -> np.ndarray:
+    """Symbols back to features: q + m in float32, as the graph's y_hat."""
+    flat = q.reshape(len(q), -1)
+    m = np.tile(np.asarray(medians, np.float32), flat.shape[1] // len(medians))
+    return np.add(flat, m, dtype=np.float32).reshape(q.shape)
 
 
 def encode_sample(q: np.ndarray, t: Tables) -> bytes:

@@ -1,0 +1,304 @@
+"""The entropy codec's streams in batch rANS (rans.py): the format, the host coder, the graph's bytes.
+
+One sample's stream: the rANS state (3 or 4 bytes, rans.py); then little-endian 16-bit words: the rANS words of its
+symbol indices in decoding order (channel by channel, row by row, so that an element's causal
+neighbours come before it), each coded under its row of the tables (entropy_model.row_index); then
+each escaped value as v + 2^15, in the same order. Its length, state + 2 * (rANS words + escapes)
+bytes, the graph computes exactly in XLA (`stream_bytes`: no host callback).
+
+The host codes a batch in one compiled call (`Streams`, on the CPU device): encoding is one scan
+over the symbols; decoding scans channels, rows and columns, each image row's context rows computed
+at once from the row above and the previous channel. A stream is accepted only if it is exactly what
+the encoder writes for what it decodes to (rans.py: the state returns to L having read every rANS
+word) and its escapes hold values the tables cannot code: a check, not a second encode.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bottlenet_jax.codecs import rans
+from bottlenet_jax.codecs.entropy_model import (
+    ESC_BITS,
+    QMAX,
+    Tables,
+    context_of,
+    row_index,
+    sign_bucket,
+    states_per_element,
+)
+
+ESC_OFFSET = 1 << (ESC_BITS - 1)
+LANES = 256  # streams per compiled call; a batch is cut into calls of this many (fewer: next power of 2)
+
+
+def coding_order(a):
+    """[N, h, w, C] -> [T, N], t = (c * h + i) * w + j (numpy or jax)."""
+    return a.transpose(3, 1, 2, 0).reshape(-1, a.shape[0])
+
+
+def max_bytes(shape) -> int:
+    """The longest stream of features of `shape` ([h, w, C]): the state, a word per symbol and per escape."""
+    return rans.HEAD_BYTES + 2 * rans.WORD_BYTES * int(np.prod(shape))
+
+
+def _coded(q, freqs, cum, lower, widths, context):
+    """Symbols [N, h, w, C] -> (frequency, cumulative) of each in decoding order [T, N] (uint32),
+    escaped [N, h, w, C] (in jax)."""
+    s = q - lower
+    esc = (s < 0) | (s >= widths)
+    idx = jnp.where(esc, widths, s)
+    rows = row_index(context, idx, -lower, jnp)
+    return coding_order(freqs[rows, idx]), coding_order(cum[rows, idx]), esc
+
+
+def stream_bytes(q, state: dict, precision: int):
+    """In the graph: the exact length in bytes of each sample's stream, q [..., h, w, C] int32."""
+    lead, shape = q.shape[:-3], q.shape[-3:]
+    # the barrier: tables given as constants would otherwise be constant-folded through the cumsum
+    # (minutes of XLA time for a 14x14x8x9-row table)
+    freqs = jax.lax.optimization_barrier(jnp.asarray(state["freqs"]).astype(jnp.uint32))
+    lower, widths = (jnp.asarray(state[k], jnp.int32) for k in ("lower", "widths"))
+    context = context_of(state["freqs"].shape[0], shape)
+    f, c, esc = _coded(q.reshape(-1, *shape), freqs, rans.cumulative(freqs, jnp), lower, widths, context)
+    n = rans.stream_bytes(f, c, precision) + rans.WORD_BYTES * jnp.sum(esc, axis=(1, 2, 3), dtype=jnp.int32)
+    return n.reshape(lead)
+
+
+def stream_bytes_np(q: np.ndarray, t: Tables, precision: int) -> np.ndarray:
+    """`stream_bytes` on the host (for a callback, which must not call back into JAX)."""
+    s = q.astype(np.int64) - t.lower
+    esc = (s < 0) | (s >= t.widths)
+    idx = np.where(esc, t.widths, s)
+    rows = row_index(t.context(q.shape[1:]), idx, t.zero)
+    freqs = t.freqs.astype(np.uint32)
+    cum = rans.cumulative(freqs)
+    f, c = coding_order(freqs[rows, idx]), coding_order(cum[rows, idx])
+    return rans.stream_bytes_np(f, c, precision) + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
+
+
+def _bucket(n: int) -> int:
+    """Lanes of a compiled call for n streams: a power of two, 8 to LANES."""
+    return min(LANES, 1 << max(3, int(n - 1).bit_length()))
+
+
+@functools.partial(jax.jit, static_argnames=("precision",))
+def _encode(sub, table, precision):
+    """Each symbol's entry [T, N] (uint8/int32) in its step's block of `table` [T, S * (K + 1)]
+    (a position's packed rows, rans.packed_rows), or in all the packed rows [R * (K + 1)] (1-D)
+    -> (final states [N], words [T, N] uint16, emitted [T, N / 8] as little-endian bits)."""
+
+    def lookup(sub, block):
+        p = jnp.take(table if table.ndim == 1 else block, sub.astype(jnp.int32))
+        return p & 0xFFFF, p >> 16
+
+    blocks = table if table.ndim == 2 else jnp.zeros((len(sub), 1), table.dtype)
+    x, words, emitted = rans.encode_by(lookup, sub, blocks, precision)
+    bits = emitted.reshape(emitted.shape[0], -1, 8).astype(jnp.uint8) << jnp.arange(8, dtype=jnp.uint8)
+    return x, words.astype(jnp.uint16), jnp.sum(bits, axis=-1, dtype=jnp.uint8)
+
+
+BLOCKS_LIMIT = 1 << 24  # most table entries held per position (positions x states x row width)
+NARROW = 32  # widest table row decoded by comparing the slot with the whole row
+
+
+@functools.partial(jax.jit, static_argnames=("context", "shape", "precision", "blocked"))
+def _decode(x0, words, table, cum, lower, widths, medians, context, shape, precision, blocked):
+    """First states [N], words [N, W] -> (final states [N], words read [N], features q + m [N, h,
+    w, C] in float32 (NaN where a value was escaped: the host puts it in), escapes [N]).
+
+    Scans channels, rows, columns. Narrow tables: each column's candidate rows (one, or its nine
+    neighbour states: `table` [T, S * (K + 1)], or taken here from all the packed rows, `table`
+    [R, K + 1], rans.packed_rows) come in with the scan, each lane picks its own by
+    a one-hot over the nine once per image row, so no step gathers from the whole table; wide
+    tables: a binary search in it."""
+    h, w, c_ = shape
+    n = words.shape[0]
+    per = states_per_element(context)
+    zero = -lower
+    if context == "channel":
+        rows = jnp.broadcast_to(jnp.arange(c_, dtype=jnp.int32)[:, None, None, None], (c_, h, w, 1))
+    else:
+        element = jnp.arange(h * w * c_, dtype=jnp.int32).reshape(h, w, c_) * per
+        rows = jnp.transpose(element, (2, 0, 1))[..., None] + jnp.arange(per, dtype=jnp.int32)  # [C, h, w, S]
+    narrow = cum.shape[1] <= NARROW
+    if not narrow:
+        blocks = rows[..., 0]  # [C, h, w]: rows of the first state
+    elif blocked:
+        blocks = table.reshape(c_, h, w, per, -1)
+    else:
+        blocks = jnp.take(table, rows, axis=0)  # [C, h, w, S, K + 1]
+
+    def symbol(carry, lane_rows):
+        find = rans.find_in_rows(lane_rows) if narrow else rans.find_by_search(cum, lane_rows)
+        x, ptr, key = rans.decode_symbol(*carry, find, words, precision)
+        return (x, ptr), key
+
+    def image_row(carry, xs):
+        coder, up = carry
+        prev, blocks_row, z = xs
+        state = 3 * up + prev if per == 9 else jnp.zeros_like(up)  # [w, N]
+        if not narrow:
+            lane_rows = blocks_row[:, None] + state  # each lane's row index
+        elif per == 1:
+            lane_rows = jnp.broadcast_to(blocks_row[:, None, 0], (w, n, blocks_row.shape[-1]))
+        else:  # each lane's row among its column's nine, for the whole image row at once
+            pick = state[:, :, None, None] == jnp.arange(per)[:, None]  # [w, N, S, 1]
+            lane_rows = jnp.sum(jnp.where(pick, blocks_row[:, None], 0), axis=2, dtype=jnp.uint32)
+        coder, keys = jax.lax.scan(symbol, coder, lane_rows)
+        s = rans.index_in_rows(keys, lane_rows) if narrow else keys
+        return (coder, sign_bucket(s, z, jnp)), s
+
+    def channel(carry, xs):
+        coder, prev = carry
+        blocks_c, z = xs
+        top = jnp.ones((w, n), jnp.int32)
+        (coder, _), s = jax.lax.scan(image_row, (coder, top), (prev, blocks_c, jnp.broadcast_to(z, (h,))))
+        return (coder, sign_bucket(s, z, jnp)), s
+
+    init = ((x0, jnp.zeros(n, jnp.int32)), jnp.ones((h, w, n), jnp.int32))
+    (coder, _), s = jax.lax.scan(channel, init, (blocks, zero))
+    s = jnp.transpose(s, (3, 1, 2, 0))
+    escaped = s == widths
+    features = jnp.where(escaped, jnp.nan, (s + lower).astype(jnp.float32) + medians)
+    return *coder, features, jnp.sum(escaped, axis=(1, 2, 3), dtype=jnp.int32)
+
+
+class Streams:
+    """The rANS coder of one Tables for features of one shape ([h, w, C]); its arrays live on the CPU."""
+
+    def __init__(self, tables: Tables, shape, precision: int):
+        rans.check_precision(precision)
+        self.context, self.shape, self.precision, self.tables = tables.context(shape), tuple(shape), precision, tables
+        sums = tables.freqs.astype(np.int64).sum(axis=1)
+        if np.any(sums != 1 << precision):
+            raise ValueError(f"entropy tables: rows sum to {np.unique(sums)[:3]}, not 2^{precision}")
+        self.device = jax.devices("cpu")[0]
+        freqs = tables.freqs.astype(np.uint32)
+        cum = rans.cumulative(freqs)
+        self._lower, self._widths = tables.lower.astype(np.int32), tables.widths.astype(np.int32)
+        self._packed = rans.packed_rows(freqs, cum)
+        h, w, c_ = self.shape
+        per, width = states_per_element(self.context), self._packed.shape[1]
+        channel = np.tile(np.arange(c_, dtype=np.int32), h * w)
+        element = np.arange(h * w * c_, dtype=np.int32)
+        rows = channel[:, None] if self.context == "channel" else element[:, None] * per + np.arange(per)
+        if rows.size * width <= BLOCKS_LIMIT and len(self._packed) > c_:
+            # per position (decoding order) its candidate rows, one after another: a step's lookup table
+            blocks = self._packed[rows].reshape(h, w, c_, per * width).transpose(2, 0, 1, 3)
+            self._table = jax.device_put(blocks.reshape(h * w * c_, -1), self.device)
+            self._sub_dtype = np.uint8 if per * width <= 256 else np.int32
+            self._base = None
+        else:  # a symbol's entry indexes all the rows (only the rows' first entry is per position)
+            self._table = jax.device_put(self._packed, self.device)
+            self._sub_dtype = np.int32
+            self._base = (rows[:, 0] * width).astype(np.int32)
+        arrays = (cum, self._lower, self._widths, tables.medians.astype(np.float32))
+        self._on_cpu = [self._table] + [jax.device_put(a, self.device) for a in arrays]
+        self._flat = {  # per element of the map in its natural order (i, j, c)
+            "lower": self._lower[channel],
+            "widths": self._widths[channel].view(np.uint32),
+            "first_channel": channel == 0,
+        }
+
+    def _chunks(self, n: int):
+        for a in range(0, n, LANES):
+            yield a, min(n, a + LANES)
+
+    def _coded(self, q: np.ndarray):
+        """Symbols [N, h, w, C] int32 -> (each one's entry in its step's block, in decoding order
+        [T, N], escaped [N]) in numpy (faster on a CPU than XLA), 32 samples at a time (each pass
+        over them stays in the cache)."""
+        parts = [self._coded_part(q[i : i + 32]) for i in range(0, len(q), 32)]
+        return np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts])
+
+    def _coded_part(self, q: np.ndarray):
+        """`_coded` of a few samples: entry = state * (K + 1) + symbol index, state = 3 * (bucket
+        above) + (bucket in the previous channel) for neighbour tables, else 0. Per-channel constants
+        are tiled over the map (numpy is slow over a short last axis); 8-bit arrays where they fit."""
+        h, w, c_ = self.shape
+        flat = q.reshape(len(q), -1)
+        sub = np.empty(flat.shape, self._sub_dtype)
+        np.minimum((flat - self._flat["lower"]).view(np.uint32), self._flat["widths"], out=sub, casting="unsafe")
+        esc = (sub == self._flat["widths"]).any(axis=1)
+        if self.context == "neighbours":
+            width = self._packed.shape[1]
+            b = np.empty(flat.shape, self._sub_dtype)
+            np.sign(flat, out=b, casting="unsafe")  # -1 (255 in uint8), 0, 1: below, at, above 0
+            b += 1  # buckets 0, 1, 2
+            for k in np.flatnonzero(esc):
+                b[k][sub[k] == self._flat["widths"]] = 2  # an escape counts as above
+            up, prev = np.ones_like(b), np.ones_like(b)  # 1: no neighbour
+            up[:, w * c_ :] = b[:, : -w * c_]
+            prev[:, 1:] = b[:, :-1]
+            prev[:, self._flat["first_channel"]] = 1
+            up *= 3 * width
+            prev *= width
+            sub += up
+            sub += prev
+        if self._base is not None:
+            sub += self._base
+        return coding_order(sub.reshape(q.shape)), esc
+
+    def encode(self, q: np.ndarray) -> list[bytes]:
+        """Symbols [N, h, w, C] -> one stream per sample."""
+        q = np.asarray(q, np.int32)
+        out = []
+        for a, b in self._chunks(len(q)):
+            sub, esc = self._coded(q[a:b])
+            if _bucket(b - a) > b - a:
+                sub = np.pad(sub, ((0, 0), (0, _bucket(b - a) - (b - a))))
+            with jax.default_device(self.device):
+                table = self._table if self._base is None else self._table.reshape(-1)
+                x, words, emitted = jax.device_get(_encode(sub, table, self.precision))
+            tails = [None] * (b - a)
+            for k in np.flatnonzero(esc):
+                v = coding_order(q[a + k : a + k + 1])[:, 0]
+                ch = np.arange(v.size) // (v.size // len(self._lower))
+                tails[k] = v[(v < self._lower[ch]) | (v >= self._lower[ch] + self._widths[ch])] + ESC_OFFSET
+            out += rans.pack(x[: b - a], words, emitted, tails)
+        return out
+
+    def decode(self, payloads) -> np.ndarray:
+        """Streams -> features q + m [N, h, w, C] float32 (the graph's y_hat); ValueError naming the
+        first stream that is not one."""
+        h, w, c_ = self.shape
+        parts = []
+        for a, b in self._chunks(len(payloads)):
+            x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape))
+            pad = _bucket(b - a) - (b - a)
+            if pad:
+                x0, words = np.pad(x0, (0, pad), constant_values=rans.L), np.pad(words, ((0, pad), (0, 0)))
+            with jax.default_device(self.device):
+                x, ptr, out, n_esc = jax.device_get(
+                    _decode(x0, words, *self._on_cpu, self.context, self.shape, self.precision, self._base is None)
+                )
+            ok = (x[: b - a] == rans.L) & (ptr[: b - a] + n_esc[: b - a] == counts)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise ValueError(
+                    f"stream {a + i} ({len(payloads[a + i])} bytes) is not an rANS encoding of {h}x{w}x{c_} symbols "
+                    "under this model's tables"
+                )
+            out = out[: b - a]
+            if n_esc.any():
+                out = np.array(out)
+                for k in np.flatnonzero(n_esc[: b - a]):
+                    self._escapes(out[k], words[k, ptr[k] : ptr[k] + n_esc[k]], a + k)
+            parts.append(out)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _escapes(self, features: np.ndarray, tail: np.ndarray, i: int) -> None:
+        """Put a stream's escaped values (its tail, decoding order) where `features` [h, w, C] holds
+        NaN; ValueError for a value the tables code, or one beyond QMAX."""
+        h, w, _ = self.shape
+        pos = np.flatnonzero(coding_order(np.isnan(features)[None])[:, 0])  # decoding order, as the tail
+        ch = pos // (h * w)
+        v = tail.astype(np.int64) - ESC_OFFSET
+        if np.any((v < -QMAX) | ((v >= self._lower[ch]) & (v < self._lower[ch] + self._widths[ch]))):
+            raise ValueError(f"stream {i}: an escaped value the tables code, or one beyond ±{QMAX}")
+        features[(pos // w) % h, pos % w, ch] = v.astype(np.float32) + self.tables.medians[ch]
