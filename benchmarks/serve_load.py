@@ -1,6 +1,7 @@
 """Load test of the split-inference server: dynamic batching vs none, closed loop, loopback only.
 
     python benchmarks/serve_load.py --export EXPORT_DIR          # e.g. the demo's, exported
+    python benchmarks/serve_load.py --export A --versus B        # and A's req/s against B's, same run
     python benchmarks/serve_load.py --smoke                      # CI: a random-init export, seconds
 
 Starts `python -m bottlenet_jax.serve` twice on this machine, once batching (`--max-batch`,
@@ -18,6 +19,9 @@ gRPC and protobuf framing included), next to the payload itself, for the unary R
 and for the bidirectional stream (ModelStreamInfer, what the edge client uses). `--tls` repeats
 the 64-client level with both servers behind TLS (certificates made here by the openssl CLI):
 the batched/unbatched ratio and p95 with TLS on, beside the plaintext figures of the same run.
+`--versus B`: the batching server of each export in turn, A B A B, at the highest level: req/s and
+p95 of each, and A's req/s over B's (e.g. an entropy-coded export against a JPEG one). Images: the
+first Fashion-MNIST test images when the export takes 28x28x1 and the files are here, else random.
 """
 
 from __future__ import annotations
@@ -97,6 +101,41 @@ def infer_requests(payloads):
         )
         for p in payloads
     ]
+
+
+def export_requests(export, n=64):
+    """(manifest, framed payloads, ModelInferRequests) of `n` images through the export's edge and codec."""
+    from bottlenet_jax.export import Half, load_codec, load_manifest
+    from bottlenet_jax.serve.protocol import frame
+
+    m = load_manifest(export)
+    edge, (codec, state) = Half(export, "edge"), load_codec(export)
+    imgs = np.random.default_rng(0).normal(size=(n, *m["input_shape"])).astype(np.float32)
+    if tuple(m["input_shape"]) == (28, 28, 1):
+        try:
+            from bottlenet_jax.data.fashion_mnist import local_dir, read_idx
+
+            u8 = read_idx(os.path.join(local_dir(), "t10k-images-idx3-ubyte.gz"))[:n, :, :, None]
+            imgs = (u8.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
+        except (ImportError, TypeError, OSError):
+            pass  # no local Fashion-MNIST: random images
+    framed = [frame(b) for b in codec.encode(np.asarray(edge(imgs)), state=state)]
+    return m, framed, infer_requests(framed)
+
+
+def versus(a, b, concurrency, seconds, args):
+    """Batching servers of exports a and b in turn (a b a b) at one concurrency: {export: [runs]}."""
+    runs = {a: [], b: []}
+    reqs = {e: export_requests(e)[2] for e in (a, b)}
+    for e in (a, b, a, b):
+        proc, port = start_server(e, args.max_batch, args.max_delay_ms, args.queue)
+        try:
+            closed_loop(f"127.0.0.1:{port}", reqs[e], 4, 0.5)  # warm-up
+            runs[e].append(closed_loop(f"127.0.0.1:{port}", reqs[e], concurrency, seconds))
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=60)
+    return runs
 
 
 def closed_loop(addr, requests, concurrency, seconds, tls=None):
@@ -335,19 +374,15 @@ def main():
     p.add_argument("--queue", type=int, default=256)
     p.add_argument("--tls", action="store_true", help="also the highest level with both servers behind TLS")
     p.add_argument("--smoke", action="store_true")
+    p.add_argument("--versus", default=None, help="a second export: both servers' req/s at the highest level")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="serve_load_")
     if a.smoke:
         a.concurrency, a.seconds = "1,8", 1.0
     export = a.export or random_export(tmp)
-    from bottlenet_jax.export import Half, load_codec, load_manifest
-    from bottlenet_jax.serve.protocol import frame
+    from bottlenet_jax.export import load_manifest
 
-    m = load_manifest(export)
-    edge, (codec, state) = Half(export, "edge"), load_codec(export)
-    imgs = np.random.default_rng(0).normal(size=(64, *m["input_shape"])).astype(np.float32)
-    framed = [frame(b) for b in codec.encode(np.asarray(edge(imgs)), state=state)]
-    requests = infer_requests(framed)
+    m, framed, requests = export_requests(export)
     levels = [int(c) for c in a.concurrency.split(",")]
     results, second, secure = {}, {}, {}
     certs = make_certs(tmp, days=2) if a.tls else None
@@ -404,6 +439,17 @@ def main():
             "  its HTTP/2 part by frame (headers + non-DATA bodies, per request): "
             + ", ".join(f"{k} {v:.1f}" for k, v in sorted(w["frames"].items(), key=lambda kv: -kv[1]))
         )
+    if a.versus:
+        c = levels[-1]
+        runs = versus(export, a.versus, c, a.seconds, a)
+        print(f"versus, batching servers in turn (A B A B), {c} clients, {a.seconds:g} s each:")
+        for e, rs in runs.items():
+            print(
+                f"  {e} ({load_manifest(e)['codec']['name']}): "
+                + ", ".join(f"{r['rps']:.0f} req/s (p95 {r['p95']:.1f} ms)" for r in rs)
+            )
+        mean = {e: np.mean([r["rps"] for r in rs]) for e, rs in runs.items()}
+        print(f"  {export} / {a.versus}: {mean[export] / mean[a.versus]:.2f}x req/s (means of two runs each)")
     errors = sum(r["errors"] for res in results.values() for r in res.values())
     if errors:
         print(f"ERRORS: {errors} requests failed with something other than RESOURCE_EXHAUSTED")

@@ -43,14 +43,26 @@ def _subtree(variables, used):
     return variables
 
 
-def export_workdir(workdir: str, out: str, onnx: bool = False) -> dict:
+def export_workdir(workdir: str, out: str, onnx: bool = False, transport: dict | None = None) -> dict:
     """Export the best (else latest) checkpoint of a training workdir with its codec's state; see
     export_variables. A state not yet in the workdir is fitted and saved there first (for a codec
-    fitted to training data, the dataset must then be prepared)."""
+    fitted to training data, the dataset must then be prepared). `transport`: new values of the
+    codec's settings that only change how bytes are written (e.g. {"stream": "rans"} for a workdir
+    saved with the range coder); the others are what the weights were trained with."""
     from bottlenet_jax.checkpoint import Checkpoints, load_config
     from bottlenet_jax.evaluation import fitted_codec_state
 
     cfg = load_config(workdir)
+    if transport:
+        allowed = make_codec(cfg.codec).transport_settings
+        wrong = sorted(set(transport) - set(allowed))
+        if wrong:
+            raise ConfigError(
+                f"--transport {wrong[0]}: not a transport setting of the {cfg.codec.name} codec "
+                f"(those: {', '.join(allowed) or 'none'})"
+            )
+        cfg.codec.update(transport)
+        make_codec(cfg.codec)  # the new values checked
     if not cfg.split.after:
         raise CheckpointError(f"{workdir}: model has no split point (split.after=0); nothing to export")
     _check_free(out)
@@ -208,7 +220,17 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--onnx", action="store_true", help="also write the edge half as ONNX (needs '.[onnx]')")
     p.add_argument("--dry_run", action="store_true", help="check the arguments and the workdir's config, then stop")
+    p.add_argument(
+        "--transport",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a codec setting that only changes how bytes are written, e.g. stream=rans (repeatable)",
+    )
     a = p.parse_args(argv)
+    transport = dict(kv.split("=", 1) for kv in a.transport if "=" in kv)
+    if len(transport) != len(a.transport):
+        sys.exit(f"error: --transport {a.transport}: each must be KEY=VALUE")
     if a.dry_run:
         from bottlenet_jax.checkpoint import load_config
         from bottlenet_jax.train_lib import validate_config
@@ -220,8 +242,8 @@ def main(argv=None):
         except (CheckpointError, ConfigError) as e:
             sys.exit(f"error: {e}")
     try:
-        m = export_workdir(a.workdir, a.out, a.onnx)
-    except CheckpointError as e:
+        m = export_workdir(a.workdir, a.out, a.onnx, transport)
+    except (CheckpointError, ConfigError) as e:
         sys.exit(f"error: {e}")
     state = f", state {m['codec_side_info_bytes']} B once" if m["codec_state"] else ""
     print(

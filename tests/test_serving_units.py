@@ -178,6 +178,48 @@ def test_the_payload_check_names_what_is_wrong_before_decoding(identity_export):
             d.decode_one(element)
 
 
+class GatedDecoder:
+    """decode_many that waits for `gate` and records how many payloads each call got."""
+
+    def __init__(self):
+        self.gate, self.started, self.calls = threading.Event(), threading.Event(), []
+
+    def decode_many(self, elements):
+        self.started.set()
+        assert self.gate.wait(10)
+        self.calls.append(len(elements))
+        return [PayloadError("bad") if e == b"bad" else np.full((2, 2, 1), float(e), np.float32) for e in elements]
+
+
+def test_payloads_queued_while_a_decode_runs_are_decoded_in_one_call():
+    from bottlenet_jax.serve.payload import DecodeQueue
+
+    decoder = GatedDecoder()
+    q = DecodeQueue(decoder, workers=1)
+    first = q.submit([b"1"])
+    assert decoder.started.wait(10)
+    futs = [q.submit(e) for e in ([b"2"], [b"3", b"4"], [b"5", b"bad"], [b"6"])]
+    decoder.gate.set()
+    assert first.result(10)[0, 0, 0, 0] == 1.0
+    assert [f.result(10)[:, 0, 0, 0].tolist() for f in (futs[0], futs[1], futs[3])] == [[2.0], [3.0, 4.0], [6.0]]
+    with pytest.raises(PayloadError, match="bad"):
+        futs[2].result(10)  # its own error; the others of its call are answered
+    assert decoder.calls == [1, 6] and q.calls == 2
+    q.close()
+
+
+def test_one_bad_payload_among_many_fails_only_itself(identity_export):
+    from bottlenet_jax.serve.payload import PayloadDecoder
+
+    d = PayloadDecoder(identity_export)
+    good = [protocol.frame(np.full(4, v, "<f4").tobytes()) for v in (1.0, 2.0)]
+    out = d.decode_many(
+        [good[0], protocol.frame(b"\0\0"), good[1], protocol.frame(np.full(4, np.inf, "<f4").tobytes())]
+    )
+    assert [type(o).__name__ for o in out] == ["ndarray", "PayloadError", "ndarray", "PayloadError"]
+    assert out[2].sum() == 8.0 and "non-finite" in str(out[3])
+
+
 def test_the_edge_clients_stream_against_the_service_with_a_fake_model(identity_export, model):
     """The gRPC service (server.InferenceService) on a loopback port, its model a fake: the edge
     client's HTTP/2 stream gets each request's logits by id, a bad request gets its own error and

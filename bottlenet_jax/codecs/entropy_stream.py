@@ -81,9 +81,9 @@ def stream_bytes_np(q: np.ndarray, t: Tables, precision: int) -> np.ndarray:
     return rans.stream_bytes_np(f, c, precision) + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
 
 
-def _bucket(n: int) -> int:
-    """Lanes of a compiled call for n streams: a power of two, 8 to LANES."""
-    return min(LANES, 1 << max(3, int(n - 1).bit_length()))
+def _bucket(n: int, least: int = 1) -> int:
+    """Lanes of a compiled call for n streams: 1, 8, 64 or LANES (few shapes to compile), >= least."""
+    return next(b for b in (1, 8, 64, LANES) if b >= max(n, least))
 
 
 @functools.partial(jax.jit, static_argnames=("precision",))
@@ -108,8 +108,8 @@ NARROW = 32  # widest table row decoded by comparing the slot with the whole row
 
 @functools.partial(jax.jit, static_argnames=("context", "shape", "precision", "blocked"))
 def _decode(x0, words, table, cum, lower, widths, medians, context, shape, precision, blocked):
-    """First states [N], words [N, W] -> (final states [N], words read [N], features q + m [N, h,
-    w, C] in float32 (NaN where a value was escaped: the host puts it in), escapes [N]).
+    """First states [N], words [N, W] -> ([final states, words read, escapes] [3, N] uint32,
+    features q + m [N, h, w, C] in float32 (NaN where a value was escaped: the host puts it in)).
 
     Scans channels, rows, columns. Narrow tables: each column's candidate rows (one, or its nine
     neighbour states: `table` [T, S * (K + 1)], or taken here from all the packed rows, `table`
@@ -165,7 +165,8 @@ def _decode(x0, words, table, cum, lower, widths, medians, context, shape, preci
     s = jnp.transpose(s, (3, 1, 2, 0))
     escaped = s == widths
     features = jnp.where(escaped, jnp.nan, (s + lower).astype(jnp.float32) + medians)
-    return *coder, features, jnp.sum(escaped, axis=(1, 2, 3), dtype=jnp.int32)
+    n_esc = jnp.sum(escaped, axis=(1, 2, 3), dtype=jnp.uint32)
+    return jnp.stack([coder[0], coder[1].astype(jnp.uint32), n_esc]), features
 
 
 class Streams:
@@ -250,11 +251,10 @@ class Streams:
         out = []
         for a, b in self._chunks(len(q)):
             sub, esc = self._coded(q[a:b])
-            if _bucket(b - a) > b - a:
-                sub = np.pad(sub, ((0, 0), (0, _bucket(b - a) - (b - a))))
-            with jax.default_device(self.device):
-                table = self._table if self._base is None else self._table.reshape(-1)
-                x, words, emitted = jax.device_get(_encode(sub, table, self.precision))
+            if _bucket(b - a, 8) > b - a:  # lanes whole bytes of emission bits
+                sub = np.pad(sub, ((0, 0), (0, _bucket(b - a, 8) - (b - a))))
+            table = self._table if self._base is None else self._table.reshape(-1)
+            x, words, emitted = jax.device_get(_encode(sub, table, self.precision))  # on the table's CPU
             tails = [None] * (b - a)
             for k in np.flatnonzero(esc):
                 v = coding_order(q[a + k : a + k + 1])[:, 0]
@@ -269,14 +269,11 @@ class Streams:
         h, w, c_ = self.shape
         parts = []
         for a, b in self._chunks(len(payloads)):
-            x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape))
-            pad = _bucket(b - a) - (b - a)
-            if pad:
-                x0, words = np.pad(x0, (0, pad), constant_values=rans.L), np.pad(words, ((0, pad), (0, 0)))
-            with jax.default_device(self.device):
-                x, ptr, out, n_esc = jax.device_get(
-                    _decode(x0, words, *self._on_cpu, self.context, self.shape, self.precision, self._base is None)
-                )
+            x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape), _bucket(b - a))
+            coder, out = jax.device_get(  # on the tables' CPU
+                _decode(x0, words, *self._on_cpu, self.context, self.shape, self.precision, self._base is None)
+            )
+            x, ptr, n_esc = coder
             ok = (x[: b - a] == rans.L) & (ptr[: b - a] + n_esc[: b - a] == counts)
             if not ok.all():
                 i = int(np.argmin(ok))

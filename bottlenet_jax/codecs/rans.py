@@ -192,27 +192,32 @@ def pack(x, words, emitted, tails) -> list[bytes]:
     return out
 
 
-def unpack(payloads, max_bytes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Streams -> (first states [N] uint32; words after the state [N, W] uint32, zero-padded to a
-    power of two >= 16 columns; words per stream [N]); ValueError for a stream that cannot be one:
-    shorter than a state, longer than `max_bytes`, or a state written longer than it is."""
+def unpack(payloads, max_bytes: int, lanes: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Streams -> (first states [lanes] uint32; words after the state [lanes, W] uint32, zero-padded
+    to a power of two >= 16 columns; words per stream [N]), `lanes` >= N rows (the rest: state L, no
+    words); ValueError for a stream that cannot be one: shorter than a state, longer than
+    `max_bytes`, or a state written longer than it is."""
     n = np.fromiter(map(len, payloads), np.int64, len(payloads))
     head = np.where(n % 2, 3, 4)
     bad = (n < head) | (n > max_bytes)
     if bad.any():
         raise ValueError(f"{n[np.argmax(bad)]} bytes: an rANS stream here is 3..{max_bytes} bytes")
-    width = 1 << max(4, int(((n - head) // WORD_BYTES).max(initial=1) - 1).bit_length())
+    counts = (n - head) // WORD_BYTES
+    width = 1 << max(4, int(counts.max(initial=1) - 1).bit_length())
     # every stream's bytes in one row, aligned so that its words start at column 4
-    rows = np.zeros((len(payloads), 4 + WORD_BYTES * width), np.uint8)
-    blob = np.frombuffer(b"".join(payloads), np.uint8)
-    offsets = np.cumsum(n) - n
-    seq = np.arange(len(blob)) - np.repeat(offsets, n)
-    rows[np.repeat(np.arange(len(payloads)), n), seq + (4 - head).repeat(n)] = blob
+    rows = np.zeros((max(lanes, len(payloads)), 4 + WORD_BYTES * width), np.uint8)
+    if len(payloads) <= 16:  # few: a loop costs less than the index arithmetic
+        for i, p in enumerate(payloads):
+            rows[i, 4 - head[i] : 4 - head[i] + len(p)] = np.frombuffer(p, np.uint8)
+    else:
+        blob = np.frombuffer(b"".join(payloads), np.uint8)
+        seq = np.arange(len(blob)) - np.repeat(np.cumsum(n) - n, n)
+        rows[np.repeat(np.arange(len(payloads)), n), seq + (4 - head).repeat(n)] = blob
+    rows[len(payloads) :, 2] = 1  # padding lanes: state L
     state = rows[:, :4].astype(np.uint32)
     x = (state[:, 0] << 24) | (state[:, 1] << 16) | (state[:, 2] << 8) | state[:, 3]
-    short = x < np.where(head == 3, L, 1 << 24)
+    short = x[: len(payloads)] < np.where(head == 3, L, 1 << 24)
     if short.any():
         i = int(np.argmax(short))
         raise ValueError(f"{n[i]} bytes: its rANS state {x[i]:#x} is not written in its shortest form")
-    words = rows[:, 4:].view("<u2").astype(np.uint32)
-    return x, words, ((n - head) // WORD_BYTES).astype(np.int32)
+    return x, rows[:, 4:].view("<u2").astype(np.uint32), counts.astype(np.int32)

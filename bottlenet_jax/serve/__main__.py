@@ -70,7 +70,8 @@ def main(argv=None):
     print("stopping: finishing requests in flight", flush=True)
     server.stop()
     print(
-        f"stopped after {batcher.inferences} inferences in {batcher.executions} batches; "
+        f"stopped after {batcher.inferences} inferences in {batcher.executions} batches "
+        f"(payloads decoded in {server.service.decoding.calls} calls); "
         f"compiles after warm-up: {server.compiles_after_warmup}",
         flush=True,
     )

@@ -14,7 +14,8 @@ model, `bottlenet` (version 1):
 
 Each payload's size, CRC and header are checked against the export's feature shape before it is
 decoded (a header cannot make the server allocate more than that shape), and decoding runs on a
-bounded thread pool, off the event loop. Every failure is one gRPC status for that request alone,
+bounded thread pool, off the event loop, the payloads of requests that queue meanwhile decoded in
+one codec call (payload.DecodeQueue). Every failure is one gRPC status for that request alone,
 counted in ModelStatistics and the Prometheus metrics: INVALID_ARGUMENT (bad payload or request),
 RESOURCE_EXHAUSTED (queue or decode pool full), UNAVAILABLE (model process down or restarting, or
 draining), DEADLINE_EXCEEDED (its deadline passed before its batch ran: not computed), INTERNAL.
@@ -27,7 +28,6 @@ stop accepting requests, finish the ones in flight, then exit.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import threading
 import time
@@ -41,7 +41,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from bottlenet_jax.serve.batcher import Batcher
 from bottlenet_jax.serve.metrics import Metrics
 from bottlenet_jax.serve.model_process import ModelProcess
-from bottlenet_jax.serve.payload import PayloadDecoder
+from bottlenet_jax.serve.payload import DecodeQueue, PayloadDecoder
 from bottlenet_jax.serve.protocol import (
     MAX_MESSAGE,
     MODEL,
@@ -61,7 +61,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.decoder, self.model, self.batcher, self.metrics = decoder, model, batcher, metrics
         self.failures = 0
         self.draining = False
-        self._decode = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+        self.decoding = DecodeQueue(decoder, workers)
         # requests decoding or waiting to: bounded like the batcher's queue (one request's decode is
         # bounded by its header check), so a client sees RESOURCE_EXHAUSTED only past --queue
         self._decode_slots = threading.BoundedSemaphore(slots)
@@ -160,8 +160,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             if not self._decode_slots.acquire(blocking=False):
                 raise QueueFull("too many requests being decoded; retry later")
             try:
-                loop = asyncio.get_running_loop()
-                features = await loop.run_in_executor(self._decode, self._decode_all, elements)
+                features = await asyncio.wrap_future(self.decoding.submit(elements))
             finally:
                 self._decode_slots.release()
             logits = await asyncio.wrap_future(self.batcher.submit(features, deadline))
@@ -188,9 +187,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensors[k][0] for k in wanted],
             raw_output_contents=[tensors[k][1] for k in wanted],
         )
-
-    def _decode_all(self, elements):
-        return np.stack([self.decoder.decode_one(e) for e in elements])
 
     async def ModelInfer(self, request, context):
         try:
@@ -249,7 +245,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return elements
 
     def close(self):
-        self._decode.shutdown(wait=True)
+        self.decoding.close()
 
 
 def _read(path: str | None, what: str) -> bytes | None:
@@ -305,7 +301,9 @@ class Server:
         self.metrics = Metrics(max_batch)
         self.model = ModelProcess(export_dir, max_batch, max_restarts, on_restart=self.metrics.restarted)
         self.batcher = Batcher(self.model, max_batch, max_delay, queue_size, observe=self.metrics.observe)
-        workers = decode_workers or min(4, os.cpu_count() or 1)
+        # one decoding thread by default: what queues while it decodes is decoded together in its
+        # next call (payload.DecodeQueue), which a batch-parallel codec does for little more than one
+        workers = decode_workers or 1
         self.service = InferenceService(self.decoder, self.model, self.batcher, self.metrics, workers, queue_size)
         self.metrics.ready.labels(model=MODEL, version=VERSION).set_function(lambda: float(self.service.ready))
         self.metrics_port = None
