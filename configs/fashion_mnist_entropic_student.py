@@ -21,7 +21,8 @@ epochs; validation top-1, equally trained baseline 92.03 ± 0.25 %): rate_lambda
 90.42 ± 0.55 %, 1e-4 74.3 ± 1.5 B at 90.45 ± 0.55 %, 2e-4 71.8 ± 0.6 B at 90.57 ± 0.33 %, 4e-4
 53.8 ± 1.3 B at 90.39 ± 0.73 %, 8e-4 24.2 ± 1.9 B at 88.74 ± 0.54 %, 1.6e-3 14.1 ± 0.7 B at
 87.41 ± 0.93 %; none within 1 point of the baseline; at matched accuracy 0.41 ± 0.11x the input
-image's JPEG bytes (λ=4e-4).
+image's JPEG bytes (λ=4e-4). Those bytes are the range coder's (codec.stream=range, the format
+then); the default rANS streams are within 1 B of them (benchmarks/README.md, "Entropy coding").
 """
 
 from configs import fashion_mnist_entropy

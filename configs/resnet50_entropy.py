@@ -4,7 +4,7 @@ the unsplit torchvision ResNet-50 (the SC2 benchmark's "Entropic Student" recipe
     python train.py --config=configs/resnet50_entropy.py --workdir=/tmp/rb1_entropy \
         --config.init_from=/path/resnet50.npz --config.distill.teacher=/path/resnet50.npz \
         --config.data_dir=/path/tfds
-    python eval.py --workdir=/tmp/rb1_entropy      # top-1 and real range-coded bytes per image
+    python eval.py --workdir=/tmp/rb1_entropy      # top-1 and real entropy-coded bytes per image
 
 RB1 features 56x56x256 -> reduction (k2 s2, C'=24, BN, no sigmoid) -> 28x28x24 rounded to integers
 and range-coded under a learned factorized prior (codecs/entropy.py) -> restoration -> RB2..RB16.

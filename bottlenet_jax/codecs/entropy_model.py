@@ -1,5 +1,6 @@
 """The entropy codec's coding model: the integer tables that code under the learned density, and the
-range-coded streams (codecs/entropy.py puts them in the model and the codec contract).
+range-coded streams of its "range" format (codecs/entropy.py puts them in the model and the codec
+contract).
 
 The density (Ballé et al. 2018's factorized prior) lives in density.py.
 
@@ -21,9 +22,10 @@ Why fit at all: the density is trained on y + U(-1/2, 1/2) while the stream carr
 whose distribution it only approximates, and a factorized density sees neither position nor
 neighbours. Every kind is an exact model of the stream: what it costs is what `len()` measures.
 
-Streams. constriction's range coder codes the channels one after another into one stream per
-sample, escapes after each channel; with rows finer than the channel each symbol is coded under
-its own row (constriction's categorical model family).
+Streams (`stream="range"`, the format up to cbe3d3f; the default "rans" streams are
+entropy_stream.py's): constriction's range coder codes the channels one after another into one
+stream per sample, escapes after each channel; with rows finer than the channel each symbol is coded
+under its own row (constriction's categorical model family).
 """
 
 from __future__ import annotations

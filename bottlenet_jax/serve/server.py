@@ -28,7 +28,6 @@ stop accepting requests, finish the ones in flight, then exit.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 
