@@ -293,10 +293,10 @@ class EntropyCodec(Codec):
     # -- transport
     def encode(self, x, state=None):
         t = _tables(state)
-        q = quantize_np(x, t.medians)
-        if self.stream == "rans":
-            return _streams(t, q.shape[1:], self.precision).encode(q)
-        return [encode_sample(s, t) for s in q]
+        if self.stream == "rans":  # quantised a few samples at a time, as the coder reads them
+            x = np.asarray(x, np.float32)
+            return _streams(t, x.shape[1:], self.precision).encode(x, lambda y: quantize_np(y, t.medians))
+        return [encode_sample(s, t) for s in quantize_np(x, t.medians)]
 
     def check_payload(self, payload, shape, state=None):
         if self.stream == "rans":

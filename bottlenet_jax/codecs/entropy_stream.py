@@ -106,16 +106,17 @@ BLOCKS_LIMIT = 1 << 24  # most table entries held per position (positions x stat
 NARROW = 32  # widest table row decoded by comparing the slot with the whole row
 
 
-@functools.partial(jax.jit, static_argnames=("context", "shape", "precision", "blocked"))
-def _decode(x0, words, table, cum, lower, widths, medians, context, shape, precision, blocked):
+@functools.partial(jax.jit, static_argnames=("context", "shape", "precision", "blocked", "row_widths"))
+def _decode(x0, words, table, cum, lower, widths, medians, context, shape, precision, blocked, row_widths):
     """First states [N], words [N, W] -> ([final states, words read, escapes] [3, N] uint32,
     features q + m [N, h, w, C] in float32 (NaN where a value was escaped: the host puts it in)).
 
     Scans channels, rows, columns. Narrow tables: each column's candidate rows (one, or its nine
     neighbour states: `table` [T, S * (K + 1)], or taken here from all the packed rows, `table`
     [R, K + 1], rans.packed_rows) come in with the scan, each lane picks its own by
-    a one-hot over the nine once per image row, so no step gathers from the whole table; wide
-    tables: a binary search in it."""
+    a one-hot over the nine once per image row, so no step gathers from the whole table; each
+    channel's rows cut to its own width (`row_widths`, static: a loop per channel is compiled);
+    wide tables: a binary search in it."""
     h, w, c_ = shape
     n = words.shape[0]
     per = states_per_element(context)
@@ -160,9 +161,12 @@ def _decode(x0, words, table, cum, lower, widths, medians, context, shape, preci
         (coder, _), s = jax.lax.scan(image_row, (coder, top), (prev, blocks_c, jnp.broadcast_to(z, (h,))))
         return (coder, sign_bucket(s, z, jnp)), s
 
-    init = ((x0, jnp.zeros(n, jnp.int32)), jnp.ones((h, w, n), jnp.int32))
-    (coder, _), s = jax.lax.scan(channel, init, (blocks, zero))
-    s = jnp.transpose(s, (3, 1, 2, 0))
+    carry, planes = ((x0, jnp.zeros(n, jnp.int32)), jnp.ones((h, w, n), jnp.int32)), []
+    for c in range(c_):
+        carry, s = channel(carry, (blocks[c][..., : row_widths[c]] if narrow else blocks[c], zero[c]))
+        planes.append(s)
+    coder = carry[0]
+    s = jnp.transpose(jnp.stack(planes), (3, 1, 2, 0))
     escaped = s == widths
     features = jnp.where(escaped, jnp.nan, (s + lower).astype(jnp.float32) + medians)
     n_esc = jnp.sum(escaped, axis=(1, 2, 3), dtype=jnp.uint32)
@@ -210,11 +214,11 @@ class Streams:
         for a in range(0, n, LANES):
             yield a, min(n, a + LANES)
 
-    def _coded(self, q: np.ndarray):
+    def _coded(self, q: np.ndarray, symbols=None):
         """Symbols [N, h, w, C] int32 -> (each one's entry in its step's block, in decoding order
         [T, N], escaped [N]) in numpy (faster on a CPU than XLA), 32 samples at a time (each pass
-        over them stays in the cache)."""
-        parts = [self._coded_part(q[i : i + 32]) for i in range(0, len(q), 32)]
+        over them stays in the cache); `symbols` (features -> symbols) applied to each 32 first."""
+        parts = [self._coded_part(symbols(q[i : i + 32]) if symbols else q[i : i + 32]) for i in range(0, len(q), 32)]
         return np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts])
 
     def _coded_part(self, q: np.ndarray):
@@ -245,19 +249,22 @@ class Streams:
             sub += self._base
         return coding_order(sub.reshape(q.shape)), esc
 
-    def encode(self, q: np.ndarray) -> list[bytes]:
-        """Symbols [N, h, w, C] -> one stream per sample."""
-        q = np.asarray(q, np.int32)
+    def encode(self, q: np.ndarray, symbols=None) -> list[bytes]:
+        """Symbols [N, h, w, C] -> one stream per sample; with `symbols`, q are features and
+        `symbols` (features -> int32 symbols) makes them, a few samples at a time."""
+        if symbols is None:
+            q = np.asarray(q, np.int32)
         out = []
         for a, b in self._chunks(len(q)):
-            sub, esc = self._coded(q[a:b])
+            sub, esc = self._coded(q[a:b], symbols)
             if _bucket(b - a, 8) > b - a:  # lanes whole bytes of emission bits
                 sub = np.pad(sub, ((0, 0), (0, _bucket(b - a, 8) - (b - a))))
             table = self._table if self._base is None else self._table.reshape(-1)
             x, words, emitted = jax.device_get(_encode(sub, table, self.precision))  # on the table's CPU
             tails = [None] * (b - a)
             for k in np.flatnonzero(esc):
-                v = coding_order(q[a + k : a + k + 1])[:, 0]
+                one = q[a + k : a + k + 1]
+                v = coding_order(symbols(one) if symbols else one)[:, 0]
                 ch = np.arange(v.size) // (v.size // len(self._lower))
                 tails[k] = v[(v < self._lower[ch]) | (v >= self._lower[ch] + self._widths[ch])] + ESC_OFFSET
             out += rans.pack(x[: b - a], words, emitted, tails)
@@ -271,7 +278,16 @@ class Streams:
         for a, b in self._chunks(len(payloads)):
             x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape), _bucket(b - a))
             coder, out = jax.device_get(  # on the tables' CPU
-                _decode(x0, words, *self._on_cpu, self.context, self.shape, self.precision, self._base is None)
+                _decode(
+                    x0,
+                    words,
+                    *self._on_cpu,
+                    self.context,
+                    self.shape,
+                    self.precision,
+                    self._base is None,
+                    tuple(int(k) + 1 for k in self._widths),
+                )
             )
             x, ptr, n_esc = coder
             ok = (x[: b - a] == rans.L) & (ptr[: b - a] + n_esc[: b - a] == counts)

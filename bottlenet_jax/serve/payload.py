@@ -33,6 +33,13 @@ class PayloadDecoder:
         # The largest payload a sample can need: raw float32 features plus headers; more is not ours.
         self.max_payload = 4 * int(np.prod(self.feature_shape)) + 4096
 
+    def warm_up(self, sizes=(1, 8, 64)) -> None:
+        """Decode batches of these sizes once: a codec that compiles a program per batch shape (the
+        entropy codec's rANS) does so before the first request, not during one."""
+        body = self.codec.encode(np.zeros((1, *self.feature_shape), np.float32), state=self.state)[0]
+        for n in sizes:
+            self.codec.decode([body] * n, (n, *self.feature_shape), state=self.state)
+
     def decode_one(self, element: bytes) -> np.ndarray:
         """A framed payload -> float32 features [h, w, c], or PayloadError naming what is wrong."""
         out = self.decode_many([element])[0]
@@ -103,10 +110,11 @@ class PayloadDecoder:
 
 class DecodeQueue:
     """Requests' payloads decoded on `workers` threads; what queues while a decode runs is decoded
-    together in the next one (up to `max_payloads`). `submit(elements)` -> a future of the request's
+    together in the next one (up to `max_payloads`, the largest batch `warm_up` compiles for).
+    `submit(elements)` -> a future of the request's
     features [n, h, w, c], or of the PayloadError of its first bad payload."""
 
-    def __init__(self, decoder: PayloadDecoder, workers: int, max_payloads: int = 256):
+    def __init__(self, decoder: PayloadDecoder, workers: int, max_payloads: int = 64):
         self.decoder, self.max_payloads = decoder, max_payloads
         self.calls = self.payloads = 0  # decode calls made (each for one or more requests), payloads decoded
         self._pending: list = []  # (elements, future)

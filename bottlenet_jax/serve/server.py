@@ -299,6 +299,7 @@ class Server:
         self.decoder = PayloadDecoder(export_dir)
         self.metrics = Metrics(max_batch)
         self.model = ModelProcess(export_dir, max_batch, max_restarts, on_restart=self.metrics.restarted)
+        self.decoder.warm_up()  # while the model process compiles
         self.batcher = Batcher(self.model, max_batch, max_delay, queue_size, observe=self.metrics.observe)
         # one decoding thread by default: what queues while it decodes is decoded together in its
         # next call (payload.DecodeQueue), which a batch-parallel codec does for little more than one
