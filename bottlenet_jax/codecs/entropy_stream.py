@@ -276,7 +276,8 @@ class Streams:
         h, w, c_ = self.shape
         parts = []
         for a, b in self._chunks(len(payloads)):
-            x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape), _bucket(b - a))
+            lanes = _bucket(b - a)  # small calls (a server's) get one width to compile, big ones tight
+            x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape), lanes, 16 if lanes == LANES else 64)
             coder, out = jax.device_get(  # on the tables' CPU
                 _decode(
                     x0,

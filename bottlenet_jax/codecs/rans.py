@@ -192,10 +192,10 @@ def pack(x, words, emitted, tails) -> list[bytes]:
     return out
 
 
-def unpack(payloads, max_bytes: int, lanes: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unpack(payloads, max_bytes: int, lanes: int = 0, columns: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Streams -> (first states [lanes] uint32; words after the state [lanes, W] uint32, zero-padded
-    to a power of two >= 64 columns (few shapes to compile); words per stream [N]); `lanes` >= N
-    rows, the rest state L and no words. ValueError for a stream that cannot be one: shorter than a
+    to a power of two >= `columns`; words per stream [N]); `lanes` >= N rows, the rest state L and
+    no words. ValueError for a stream that cannot be one: shorter than a
     state, longer than `max_bytes`, or a state written longer than it is."""
     n = np.fromiter(map(len, payloads), np.int64, len(payloads))
     head = np.where(n % 2, 3, 4)
@@ -203,7 +203,7 @@ def unpack(payloads, max_bytes: int, lanes: int = 0) -> tuple[np.ndarray, np.nda
     if bad.any():
         raise ValueError(f"{n[np.argmax(bad)]} bytes: an rANS stream here is 3..{max_bytes} bytes")
     counts = (n - head) // WORD_BYTES
-    width = 1 << max(6, int(counts.max(initial=1) - 1).bit_length())
+    width = max(columns, 1 << int(counts.max(initial=1) - 1).bit_length())
     # every stream's bytes in one row, aligned so that its words start at column 4
     rows = np.zeros((max(lanes, len(payloads)), 4 + WORD_BYTES * width), np.uint8)
     if len(payloads) <= 16:  # few: a loop costs less than the index arithmetic
