@@ -162,3 +162,20 @@ def test_tables_that_do_not_sum_to_the_precision_are_refused(rng):
     with pytest.raises(ValueError, match="1..16"):
         es.Streams(Tables(**t.state()), SHAPE, 17)
     assert row_index("channel", np.zeros((1, *SHAPE), int), t.zero).max() < len(t.freqs)
+
+
+def test_the_graph_bytes_under_shard_map_as_the_eval_step_computes_them(rng):
+    """The eval step runs the codec per device (jit of shard_map, 4 forced CPU devices): the
+    scan's carry must be per device like its symbols, and the bytes stay len() of the streams."""
+    from jax.sharding import PartitionSpec as P
+
+    from bottlenet_jax import parallel
+
+    codec = make_codec(codec_settings("entropy", fit_context="neighbours"))
+    params = codec.init_params(jax.random.key(0), SHAPE)
+    state = codec.fit(params, [symbols(rng, 200, escapes=0).astype(np.float32)])
+    x = symbols(rng, 8 * jax.device_count()).astype(np.float32)
+    mesh = parallel.make_mesh()
+    per_device = lambda x: codec(x, train=False, params=params, state=state)[1]["bytes_payload"]  # noqa: E731
+    got = parallel.data_parallel(per_device, mesh, (P(parallel.AXIS),), P(parallel.AXIS))(x)
+    np.testing.assert_array_equal(np.asarray(got), [len(p) for p in codec.encode(x, state=state)])

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bottlenet_jax.codecs.straight_through import match_varying
+
 L = 1 << 16  # the state's lower bound; also the encoder's initial and the decoder's final state
 WORD_BYTES = 2
 HEAD_BYTES = 4  # the most the final state takes (3 below 2^24)
@@ -70,7 +72,7 @@ def encode_by(lookup, a, b, precision: int):
     def body(x, ab):
         return step(x, lookup(*ab))
 
-    x0 = jnp.full(a.shape[1:], L, jnp.uint32)
+    x0 = match_varying(jnp.full(a.shape[1:], L, jnp.uint32), a)  # per device under shard_map, as a is
     x, (words, emitted) = jax.lax.scan(body, x0, (a[::-1], b[::-1]))
     return x, words[::-1], emitted[::-1]
 
@@ -90,8 +92,8 @@ def stream_bytes(freq, cum, precision: int):
         x, (_, emit) = step(x, fc)
         return (x, n + emit), None
 
-    x0 = jnp.full(freq.shape[1:], L, jnp.uint32)
-    (x, n), _ = jax.lax.scan(count, (x0, jnp.zeros(freq.shape[1:], jnp.int32)), (freq[::-1], cum[::-1]))
+    init = match_varying((jnp.full(freq.shape[1:], L, jnp.uint32), jnp.zeros(freq.shape[1:], jnp.int32)), freq)
+    (x, n), _ = jax.lax.scan(count, init, (freq[::-1], cum[::-1]))
     return head_bytes(x, jnp) + WORD_BYTES * n
 
 
