@@ -81,9 +81,9 @@ def stream_bytes_np(q: np.ndarray, t: Tables, precision: int) -> np.ndarray:
     return rans.stream_bytes_np(f, c, precision) + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
 
 
-def _bucket(n: int, least: int = 1) -> int:
-    """Lanes of a compiled call for n streams: 1, 8, 64 or LANES (few shapes to compile), >= least."""
-    return next(b for b in (1, 8, 64, LANES) if b >= max(n, least))
+def _bucket(n: int) -> int:
+    """Lanes of a compiled call for n streams: 1, 8, 64 or LANES (few shapes to compile)."""
+    return next(b for b in (1, 8, 64, LANES) if b >= n)
 
 
 @functools.partial(jax.jit, static_argnames=("precision",))
@@ -98,6 +98,7 @@ def _encode(sub, table, precision):
 
     blocks = table if table.ndim == 2 else jnp.zeros((len(sub), 1), table.dtype)
     x, words, emitted = rans.encode_by(lookup, sub, blocks, precision)
+    emitted = jnp.pad(emitted, ((0, 0), (0, -emitted.shape[1] % 8)))  # whole bytes of lanes
     bits = emitted.reshape(emitted.shape[0], -1, 8).astype(jnp.uint8) << jnp.arange(8, dtype=jnp.uint8)
     return x, words.astype(jnp.uint16), jnp.sum(bits, axis=-1, dtype=jnp.uint8)
 
@@ -257,8 +258,8 @@ class Streams:
         out = []
         for a, b in self._chunks(len(q)):
             sub, esc = self._coded(q[a:b], symbols)
-            if _bucket(b - a, 8) > b - a:  # lanes whole bytes of emission bits
-                sub = np.pad(sub, ((0, 0), (0, _bucket(b - a, 8) - (b - a))))
+            if _bucket(b - a) > b - a:
+                sub = np.pad(sub, ((0, 0), (0, _bucket(b - a) - (b - a))))
             table = self._table if self._base is None else self._table.reshape(-1)
             x, words, emitted = jax.device_get(_encode(sub, table, self.precision))  # on the table's CPU
             tails = [None] * (b - a)
