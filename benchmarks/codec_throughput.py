@@ -99,15 +99,13 @@ def transport_inputs(a, batch):
     """{name: (codec, state, features [batch, h, w, C])} and where the features come from."""
     out = {}
     if a.entropy_export and a.jpeg_export:
-        from bottlenet_jax.data.fashion_mnist import local_dir, read_idx
+        from serve_load import export_images
+
         from bottlenet_jax.export import Half, load_codec, load_manifest
 
-        images = read_idx(os.path.join(local_dir(), "t10k-images-idx3-ubyte.gz"))[:batch, :, :, None]
         for name, d in (("entropy", a.entropy_export), ("jpeg", a.jpeg_export)):
-            m = load_manifest(d)
-            x = (images.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
             codec, state = load_codec(d)
-            out[name] = (codec, state, np.asarray(Half(d, "edge")(x)))
+            out[name] = (codec, state, np.asarray(Half(d, "edge")(export_images(load_manifest(d), batch))))
         source = f"Fashion-MNIST test images through {a.entropy_export} and {a.jpeg_export}"
     else:
         rng = np.random.default_rng(0)

@@ -103,6 +103,20 @@ def infer_requests(payloads):
     ]
 
 
+def export_images(m, n):
+    """`n` inputs for an export (manifest `m`), normalised as its edge expects: the first
+    Fashion-MNIST test images when it takes 28x28x1 and the files are here, else random ones."""
+    if tuple(m["input_shape"]) == (28, 28, 1):
+        try:
+            from bottlenet_jax.data.fashion_mnist import local_dir, read_idx
+
+            u8 = read_idx(os.path.join(local_dir(), "t10k-images-idx3-ubyte.gz"))[:n, :, :, None]
+            return (u8.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
+        except (ImportError, TypeError, OSError):
+            pass  # no local Fashion-MNIST
+    return np.random.default_rng(0).normal(size=(n, *m["input_shape"])).astype(np.float32)
+
+
 def export_requests(export, n=64):
     """(manifest, framed payloads, ModelInferRequests) of `n` images through the export's edge and codec."""
     from bottlenet_jax.export import Half, load_codec, load_manifest
@@ -110,16 +124,7 @@ def export_requests(export, n=64):
 
     m = load_manifest(export)
     edge, (codec, state) = Half(export, "edge"), load_codec(export)
-    imgs = np.random.default_rng(0).normal(size=(n, *m["input_shape"])).astype(np.float32)
-    if tuple(m["input_shape"]) == (28, 28, 1):
-        try:
-            from bottlenet_jax.data.fashion_mnist import local_dir, read_idx
-
-            u8 = read_idx(os.path.join(local_dir(), "t10k-images-idx3-ubyte.gz"))[:n, :, :, None]
-            imgs = (u8.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
-        except (ImportError, TypeError, OSError):
-            pass  # no local Fashion-MNIST: random images
-    framed = [frame(b) for b in codec.encode(np.asarray(edge(imgs)), state=state)]
+    framed = [frame(b) for b in codec.encode(np.asarray(edge(export_images(m, n))), state=state)]
     return m, framed, infer_requests(framed)
 
 

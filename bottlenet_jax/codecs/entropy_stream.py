@@ -33,7 +33,7 @@ from bottlenet_jax.codecs.entropy_model import (
 )
 
 ESC_OFFSET = 1 << (ESC_BITS - 1)
-LANES = 256  # streams per compiled call; a batch is cut into calls of this many (fewer: next power of 2)
+LANES = 256  # streams per compiled call; a batch is cut into calls of this many (fewer: `_bucket`)
 
 
 def coding_order(a):
@@ -46,13 +46,13 @@ def max_bytes(shape) -> int:
     return rans.HEAD_BYTES + 2 * rans.WORD_BYTES * int(np.prod(shape))
 
 
-def _coded(q, freqs, cum, lower, widths, context):
+def _freq_cum(q, freqs, cum, lower, widths, context, xp):
     """Symbols [N, h, w, C] -> (frequency, cumulative) of each in decoding order [T, N] (uint32),
-    escaped [N, h, w, C] (in jax)."""
+    escaped [N, h, w, C] (numpy or jax)."""
     s = q - lower
     esc = (s < 0) | (s >= widths)
-    idx = jnp.where(esc, widths, s)
-    rows = row_index(context, idx, -lower, jnp)
+    idx = xp.where(esc, widths, s)
+    rows = row_index(context, idx, -lower, xp)
     return coding_order(freqs[rows, idx]), coding_order(cum[rows, idx]), esc
 
 
@@ -64,20 +64,17 @@ def stream_bytes(q, state: dict, precision: int):
     freqs = jax.lax.optimization_barrier(jnp.asarray(state["freqs"]).astype(jnp.uint32))
     lower, widths = (jnp.asarray(state[k], jnp.int32) for k in ("lower", "widths"))
     context = context_of(state["freqs"].shape[0], shape)
-    f, c, esc = _coded(q.reshape(-1, *shape), freqs, rans.cumulative(freqs, jnp), lower, widths, context)
+    cum = rans.cumulative(freqs, jnp)
+    f, c, esc = _freq_cum(q.reshape(-1, *shape), freqs, cum, lower, widths, context, jnp)
     n = rans.stream_bytes(f, c, precision) + rans.WORD_BYTES * jnp.sum(esc, axis=(1, 2, 3), dtype=jnp.int32)
     return n.reshape(lead)
 
 
 def stream_bytes_np(q: np.ndarray, t: Tables, precision: int) -> np.ndarray:
     """`stream_bytes` on the host (for a callback, which must not call back into JAX)."""
-    s = q.astype(np.int64) - t.lower
-    esc = (s < 0) | (s >= t.widths)
-    idx = np.where(esc, t.widths, s)
-    rows = row_index(t.context(q.shape[1:]), idx, t.zero)
     freqs = t.freqs.astype(np.uint32)
-    cum = rans.cumulative(freqs)
-    f, c = coding_order(freqs[rows, idx]), coding_order(cum[rows, idx])
+    context = t.context(q.shape[1:])
+    f, c, esc = _freq_cum(q.astype(np.int64), freqs, rans.cumulative(freqs), t.lower, t.widths, context, np)
     return rans.stream_bytes_np(f, c, precision) + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
 
 
