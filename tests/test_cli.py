@@ -151,6 +151,17 @@ def test_one_override_syntax_for_train_the_demo_and_the_experiments():
     }
     assert all(c.num_epochs == a.finetune_epochs for n, (c, _) in runs.items() if n != "base")  # one budget
     assert {c.eval_split for c, _ in runs.values()} == {"train[:5000]"}  # no test image read in training
+    # --recipe scratch: the same total budget from scratch; the plain network trained both ways
+    a = p.parse_args(["--recipe", "scratch"])
+    a.overrides = []
+    runs = frontier.run_configs(a, 0)
+    total = a.baseline_epochs + a.finetune_epochs
+    fresh = {n: (c.num_epochs, c.init_from, c.stage1_steps) for n, (c, _) in runs.items()}
+    assert fresh.pop("base") == (a.baseline_epochs, "", 0)
+    assert fresh.pop("baseline_finetuned")[:2] == (a.finetune_epochs, os.path.join(a.workdir, "seed0", "base"))
+    assert set(fresh.values()) == {(total, "", 0)} and "entropy_l0.0004" in fresh and "jpeg_unit" in fresh
+    baseline = next(m for m in frontier.methods(a) if m.family == "baseline")
+    assert [params.get("run", baseline.run) for _, params in baseline.grid] == ["baseline", "baseline_finetuned"]
 
 
 def test_zero_intervals_and_bad_objectives_are_rejected_at_validation():

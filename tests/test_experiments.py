@@ -120,6 +120,10 @@ def test_frontier_chooses_operating_points_on_validation_and_reads_test_once(mon
     ]
     chosen = frontier.choose(val)
     assert chosen["entropy bottleneck"].setting == "λ=0.0002" and chosen["input image JPEG, baseline"] is None
+    # the plain network trained two ways (--recipe scratch): the better one sets the bar
+    two = val + [_row("baseline", "baseline", "raw image, base + fine-tune", 0, "validation", 0.904, 784)]
+    raised = frontier.choose(two)
+    assert raised["entropy bottleneck"].setting == "λ=0.0001" and raised["baseline"].top1 == 0.904
     evaluated = []
 
     def fake(a, seed, method, params, split, samples=False):

@@ -3,14 +3,16 @@
     python -m bottlenet_jax.experiments.frontier [--seeds 0,1,2]      # train, validate, choose, test once
     python -m bottlenet_jax.experiments.frontier --train_only         # only train what is missing
     python -m bottlenet_jax.experiments.frontier --quick              # smoke test: toy steps, 1 seed
+    python -m bottlenet_jax.experiments.frontier --recipe scratch     # every classifier trained from scratch
 
 Protocol (experiments/frontier_runs.py declares the runs and every method's grid before any run):
   1. train  every classifier for the same number of epochs (a plain base network, then each model
-            fine-tuned from it for the same budget), selecting checkpoints on the validation split;
+            fine-tuned from it for the same budget; or, --recipe scratch, each trained from scratch for
+            as long), selecting checkpoints on the validation split;
   2. validate  every method at every setting of its grid on the validation split (train[:5000],
             held out from training): top-1 and bytes (real streams, mean len() per image);
   3. choose  per seed, the threshold is the equally trained baseline's validation top-1 minus 1
-            point; a method's operating point is its cheapest setting at or above it (validation);
+            point (the better baseline where the plain network is trained both ways); a method's operating point is its cheapest setting at or above it (validation);
   4. test   the test split read once per seed and method, at the chosen setting only: per-image
             correctness and bytes, kept for a paired bootstrap against the baseline.
 Side information (tables sent once: the entropy bottleneck's, fitted Huffman tables, the
@@ -134,8 +136,7 @@ def _plain(s: dict) -> dict:
 
 def choose(val: list[Row]) -> dict:
     """{method: its operating point on validation (None: no setting within TOLERANCE)}, one seed."""
-    base = next(r for r in val if r.family == "baseline")
-    threshold = base.top1 - TOLERANCE
+    threshold = frontier_report.baseline_top1(val) - TOLERANCE
     names = list(dict.fromkeys(r.method for r in val))
     return {m: operating_point([r for r in val if r.method == m], threshold) for m in names}
 
@@ -170,8 +171,9 @@ def parser():
     ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
     p.add_argument("--config", default="configs/fashion_mnist_entropic_student.py", help="the entropy bottleneck")
     p.add_argument("--seeds", type=ints, default=[0, 1, 2])
-    p.add_argument("--workdir", default="workdir/frontier_fair")
-    p.add_argument("--out", default=None, help="default results/fashion_mnist/frontier_fair (--quick: WORKDIR/results)")
+    p.add_argument("--recipe", choices=("finetune", "scratch"), default="finetune", help="how the budget is spent")
+    p.add_argument("--workdir", default="workdir/frontier_fair", help="--recipe scratch: default workdir/frontier_fair_scratch")
+    p.add_argument("--out", default=None, help="default results/fashion_mnist/frontier_fair[_scratch] (--quick: WORKDIR/results)")
     p.add_argument("--baseline_epochs", type=float, default=2.0)
     p.add_argument("--finetune_epochs", type=float, default=2.0)
     p.add_argument("--finetune_lr", type=float, default=0.05)
@@ -192,9 +194,12 @@ def main(argv=None):
     overrides, rest = cli.split_overrides(argv)  # --config.KEY=VALUE: on --config, as everywhere
     a = p.parse_args(rest)
     a.overrides = overrides
+    suffix = "_scratch" if a.recipe == "scratch" else ""
+    if a.workdir == p.get_default("workdir"):
+        a.workdir += suffix
     if a.quick:
         a.seeds, a.lambdas, a.qualities, a.workdir = a.seeds[:1], a.lambdas[:2], [10, 50], a.workdir + "_quick"
-    a.out = a.out or (os.path.join(a.workdir, "results") if a.quick else "results/fashion_mnist/frontier_fair")
+    a.out = a.out or (os.path.join(a.workdir, "results") if a.quick else "results/fashion_mnist/frontier_fair" + suffix)
     cli.setup_logging()
     from bottlenet_jax.experiments import git_state
     from bottlenet_jax.train_lib import validate_config
