@@ -12,7 +12,8 @@ Protocol (experiments/frontier_runs.py declares the runs and every method's grid
   2. validate  every method at every setting of its grid on the validation split (train[:5000],
             held out from training): top-1 and bytes (real streams, mean len() per image);
   3. choose  per seed, the threshold is the equally trained baseline's validation top-1 minus 1
-            point (the better baseline where the plain network is trained both ways); a method's operating point is its cheapest setting at or above it (validation);
+            point (the better one where the plain network is trained both ways); a method's
+            operating point is its cheapest setting at or above it (validation);
   4. test   the test split read once per seed and method, at the chosen setting only: per-image
             correctness and bytes, kept for a paired bootstrap against the baseline.
 Side information (tables sent once: the entropy bottleneck's, fitted Huffman tables, the
@@ -172,8 +173,8 @@ def parser():
     p.add_argument("--config", default="configs/fashion_mnist_entropic_student.py", help="the entropy bottleneck")
     p.add_argument("--seeds", type=ints, default=[0, 1, 2])
     p.add_argument("--recipe", choices=("finetune", "scratch"), default="finetune", help="how the budget is spent")
-    p.add_argument("--workdir", default="workdir/frontier_fair", help="--recipe scratch: default workdir/frontier_fair_scratch")
-    p.add_argument("--out", default=None, help="default results/fashion_mnist/frontier_fair[_scratch] (--quick: WORKDIR/results)")
+    p.add_argument("--workdir", default="workdir/frontier_fair", help="+ _scratch for --recipe scratch")
+    p.add_argument("--out", default=None, help="default results/fashion_mnist/frontier_fair[_scratch]")
     p.add_argument("--baseline_epochs", type=float, default=2.0)
     p.add_argument("--finetune_epochs", type=float, default=2.0)
     p.add_argument("--finetune_lr", type=float, default=0.05)
