@@ -84,9 +84,7 @@ def run_configs(a, seed: int) -> dict:
     if scratch:  # the plain network fine-tuned too: the better baseline sets the threshold
         runs["baseline_finetuned"] = ml_collections.ConfigDict(base.to_dict())
         runs["baseline_finetuned"].init_from = os.path.join(wd, "base")
-        runs["baseline_finetuned"].update(
-            num_epochs=a.finetune_epochs, learning_rate=a.finetune_lr, warmup_epochs=0.05
-        )
+        runs["baseline_finetuned"].update(num_epochs=a.finetune_epochs, learning_rate=a.finetune_lr, warmup_epochs=0.05)
     runs["input_jpeg"] = finetune(base)
     runs["input_jpeg"].train_input_jpeg = tuple(a.input_jpeg_range)
     jpeg = codec_settings("jpeg", quality=30, quality_range=tuple(a.input_jpeg_range))
