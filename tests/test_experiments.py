@@ -165,3 +165,34 @@ def test_report_ratios_take_the_best_rival_and_spread_side_information():
     assert operating_point(rows, 0.89).setting == "a" and operating_point(rows, 0.99) is None
     d, lo, hi = paired_bootstrap(np.r_[np.ones(90), np.zeros(10)], np.ones(100))
     assert d == -0.1 and lo < -0.1 < hi < 0
+
+
+def test_report_judges_the_goal_only_over_enough_seeds():
+    """One seed's ratio under the goal is reported, not claimed: sd over one seed is no evidence."""
+    import types
+
+    from bottlenet_jax.experiments import frontier_report
+
+    rows = []
+    for split in ("validation", "test"):
+        rows += [
+            _row("baseline", "baseline", "raw image", 0, split, 0.90, 784),
+            _row("entropy bottleneck", "entropy", "λ=0.0004", 0, split, 0.895, 10),
+            _row("input image JPEG, baseline", "input", "q=50 fitted", 0, split, 0.895, 200, side=216),
+            _row("BottleNet JPEG, paper unit C'=2", "codec", "q=20 fitted", 0, split, 0.895, 100, side=216),
+        ]
+    val = [r for r in rows if r.split == "validation"]
+    test = [r for r in rows if r.split == "test"]
+    a = types.SimpleNamespace(
+        recipe="scratch",
+        baseline_epochs=2.0,
+        finetune_epochs=2.0,
+        finetune_lr=0.05,
+        config="c.py",
+        qualities=[50],
+        lambdas=[4e-4],
+        commit=("abc", False),
+    )
+    md = "\n".join(frontier_report.report(a, [], val, test, {}, 60.0, {0: []}))
+    assert "0.050" in md and "not judged (1 seed(s); a claim needs 3)" in md and "≤ 0.1 met" not in md
+    assert "4 epochs from scratch" in md
