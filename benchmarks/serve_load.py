@@ -109,9 +109,10 @@ def export_images(m, n):
     if tuple(m["input_shape"]) == (28, 28, 1):
         try:
             from bottlenet_jax.data.fashion_mnist import local_dir, read_idx
+            from bottlenet_jax.steps import normalize
 
             u8 = read_idx(os.path.join(local_dir(), "t10k-images-idx3-ubyte.gz"))[:n, :, :, None]
-            return (u8.astype(np.float32) / 255.0 - np.float32(m["mean"])) / np.float32(m["std"])
+            return np.asarray(normalize(u8, m["mean"], m["std"]))
         except (ImportError, TypeError, OSError):
             pass  # no local Fashion-MNIST
     return np.random.default_rng(0).normal(size=(n, *m["input_shape"])).astype(np.float32)

@@ -20,6 +20,8 @@ import numpy as np
 
 from bottlenet_jax.serve.protocol import CRC_BYTES, PayloadError, unframe
 
+BATCHES = (1, 8, 64)  # payloads per decode call that warm_up compiles for; the largest bounds a DecodeQueue call
+
 
 class PayloadDecoder:
     """The export's codec and feature shape: `decode_one(element)` -> features, or PayloadError."""
@@ -33,7 +35,7 @@ class PayloadDecoder:
         # The largest payload a sample can need: raw float32 features plus headers; more is not ours.
         self.max_payload = 4 * int(np.prod(self.feature_shape)) + 4096
 
-    def warm_up(self, sizes=(1, 8, 64)) -> None:
+    def warm_up(self, sizes=BATCHES) -> None:
         """Decode batches of these sizes once: a codec that compiles a program per batch shape (the
         entropy codec's rANS) does so before the first request, not during one."""
         body = self.codec.encode(np.zeros((1, *self.feature_shape), np.float32), state=self.state)[0]
@@ -114,7 +116,7 @@ class DecodeQueue:
     `submit(elements)` -> a future of the request's
     features [n, h, w, c], or of the PayloadError of its first bad payload."""
 
-    def __init__(self, decoder: PayloadDecoder, workers: int, max_payloads: int = 64):
+    def __init__(self, decoder: PayloadDecoder, workers: int, max_payloads: int = BATCHES[-1]):
         self.decoder, self.max_payloads = decoder, max_payloads
         self.calls = self.payloads = 0  # decode calls made (each for one or more requests), payloads decoded
         self._pending: list = []  # (elements, future)
