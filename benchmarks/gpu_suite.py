@@ -143,7 +143,7 @@ def stage_exact(a):
     import jax.numpy as jnp
     import numpy as np
 
-    from bottlenet_jax.codecs.jpeg_xla import jpeg_device
+    from bottlenet_jax.codecs.jpeg.xla import jpeg_device
 
     sizes = (8,) if a.smoke else (28, 56, 112, 224)
     per = 8 if a.smoke else 64
@@ -277,7 +277,7 @@ def stage_codec(a):
     from codec_throughput import maps, median_time
 
     from bottlenet_jax.codecs import JpegCodec
-    from bottlenet_jax.codecs.jpeg import grid_shape
+    from bottlenet_jax.codecs.jpeg.codec import grid_shape
 
     batch, runs = (16, 3) if a.smoke else (256, 10)
     workers = os.cpu_count() or 1

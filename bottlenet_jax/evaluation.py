@@ -208,9 +208,9 @@ def input_image_jpeg(
         lengths = _input_tables(cfg, data, q) if huffman == "fitted" and q is not None else None
         s = evaluate(p_eval, state, data, cfg, mesh, split, _jpeg_images(q, huffman, lengths), samples=samples)
         if lengths is not None:
-            from bottlenet_jax.codecs import jpeg_huffman
+            from bottlenet_jax.codecs.jpeg import huffman
 
-            s["side_info_bytes"] = jpeg_huffman.dht_bytes(lengths)
+            s["side_info_bytes"] = huffman.dht_bytes(lengths)
         out.append({"q": q, **s})
     return out
 
@@ -222,7 +222,7 @@ def _input_tables(cfg, data, quality):
     """Huffman code lengths fitted to the training split's images at `quality` (grey images)."""
     import jax.numpy as jnp
 
-    from bottlenet_jax.codecs import jpeg_huffman
+    from bottlenet_jax.codecs.jpeg import huffman
     from bottlenet_jax.data import loader
 
     key = (cfg.dataset, cfg.data_dir, cfg.train_split, cfg.image_size, int(quality))
@@ -234,9 +234,9 @@ def _input_tables(cfg, data, quality):
             imgs = b["image"][b["mask"]]
             if imgs.shape[-1] != 1:
                 raise ConfigError("input_image_jpeg(huffman='fitted'): grey images only")
-            zz = jpeg_huffman.zigzag_blocks(jnp.asarray(imgs[..., 0]), int(quality))
-            hist += np.asarray(jpeg_huffman.symbol_histogram(zz))
-        _INPUT_TABLES[key] = jpeg_huffman.fit_lengths(hist)
+            zz = huffman.zigzag_blocks(jnp.asarray(imgs[..., 0]), int(quality))
+            hist += np.asarray(huffman.symbol_histogram(zz))
+        _INPUT_TABLES[key] = huffman.fit_lengths(hist)
     return _INPUT_TABLES[key]
 
 
@@ -245,7 +245,7 @@ def _jpeg_images(quality, huffman: str = "default", lengths=None):
     the raw image and its size); `huffman` as in input_image_jpeg, `lengths` the fitted tables."""
     import cv2
 
-    from bottlenet_jax.codecs import jfif, jpeg_huffman
+    from bottlenet_jax.codecs.jpeg import huffman, jfif
 
     optimize = huffman == "optimize"
 
@@ -259,8 +259,8 @@ def _jpeg_images(quality, huffman: str = "default", lengths=None):
         encs = [jfif.encode_image(im[..., 0] if grey else cv2.cvtColor(im, cv2.COLOR_RGB2BGR), params) for im in imgs]
         dec = np.stack([cv2.imdecode(e, cv2.IMREAD_UNCHANGED) for e in encs])
         if lengths is not None:  # the same pixels; the scan coded under the fitted tables
-            payloads = jpeg_huffman.write_streams(imgs[..., 0], quality, lengths, jfif.framing)
-            extra = jfif.SEGMENT_BYTES["APP0"] + jfif.SEGMENT_BYTES["DQT"] + jpeg_huffman.dht_bytes(lengths)
+            payloads = huffman.write_streams(imgs[..., 0], quality, lengths, jfif.framing)
+            extra = jfif.SEGMENT_BYTES["APP0"] + jfif.SEGMENT_BYTES["DQT"] + huffman.dht_bytes(lengths)
             full = np.array([len(p) + extra for p in payloads], np.int32)
         else:
             payloads = [jfif.abbreviate(e.tobytes(), optimize) for e in encs]

@@ -15,7 +15,7 @@ What differs from configs/fashion_mnist_entropy.py (the same network, codec and 
            MSE(restored features, the teacher's RB1 features) (the frontier runs without one);
   tables   codec.fit_context=neighbours: after training, the integer tables are fitted to the
            symbols the encoder emits on the training split, one per element and state of its
-           causal neighbours (codecs/entropy_model.py): the codec's state, sent once.
+           causal neighbours (codecs/entropy/tables.py): the codec's state, sent once.
 Expected (results/fashion_mnist/frontier_fair/results.md, 3 seeds, 2026-12-05, commit 0baa8a7; 2 + 2
 epochs; validation top-1, equally trained baseline 92.03 ± 0.25 %): rate_lambda 5e-5 79.8 ± 1.4 B at
 90.42 ± 0.55 %, 1e-4 74.3 ± 1.5 B at 90.45 ± 0.55 %, 2e-4 71.8 ± 0.6 B at 90.57 ± 0.33 %, 4e-4

@@ -10,7 +10,7 @@ configs/fashion_mnist.py (0.28 vs 2.1 s per step of 128 images) and reaches a hi
 after 2 epochs), which is what lets the frontier experiment train every codec over three seeds.
 RB1 features 28x28x8 -> reduction (k2
 s2, C'=8, BatchNorm, no sigmoid) -> 14x14x8 rounded to integers and entropy-coded under the learned
-factorized prior (codecs/entropy.py; rANS streams) -> restoration -> RB2..RB8.
+factorized prior (codecs/entropy/factorized.py; rANS streams) -> restoration -> RB2..RB8.
 
 rate_lambda weighs bits per image against the task loss (nats). The frontier experiment fine-tunes
 this unit from a 2-epoch baseline for 2 epochs at rate_lambda 5e-5, 1e-4, 2e-4; its figures over three

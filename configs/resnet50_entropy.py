@@ -7,7 +7,7 @@ the unsplit torchvision ResNet-50 (the SC2 benchmark's "Entropic Student" recipe
     python eval.py --workdir=/tmp/rb1_entropy      # top-1 and real entropy-coded bytes per image
 
 RB1 features 56x56x256 -> reduction (k2 s2, C'=24, BN, no sigmoid) -> 28x28x24 rounded to integers
-and range-coded under a learned factorized prior (codecs/entropy.py) -> restoration -> RB2..RB16.
+and range-coded under a learned factorized prior (codecs/entropy/factorized.py) -> restoration -> RB2..RB16.
 Loss: (1 - 0.5) CE + 0.5 KL(teacher || student) at T = 1 + rate_lambda * bits/image + the medians'
 auxiliary loss. Two stages as the paper trains them: first the unit and the entropy model with the
 backbone frozen (stage1_steps, Adam), then everything. The paper's encoder is its own stack of

@@ -9,8 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import JpegCodec, jfif, jpeg, jpeg_host, make_codec
-from bottlenet_jax.codecs.jfif import FRAMING_BYTES
+from bottlenet_jax.codecs import JpegCodec, make_codec
+from bottlenet_jax.codecs.jpeg import codec as jpeg
+from bottlenet_jax.codecs.jpeg import host as jpeg_host
+from bottlenet_jax.codecs.jpeg import jfif
+from bottlenet_jax.codecs.jpeg.jfif import FRAMING_BYTES
 from bottlenet_jax.errors import ConfigError
 
 from helpers import feature_maps
@@ -174,7 +177,7 @@ def test_process_pool_workers_exit_when_the_trainer_is_killed(tmp_path):
     script = tmp_path / "killed.py"
     script.write_text(
         "import os, signal, numpy as np\n"
-        "from bottlenet_jax.codecs import jpeg, jpeg_host\n"
+        "from bottlenet_jax.codecs.jpeg import codec as jpeg, host as jpeg_host\n"
         "if __name__ == '__main__':\n"
         "    jpeg.jpeg_roundtrip_np(np.zeros((4, 8, 8, 2), np.uint8), 50, workers=2, pool='processes')\n"
         "    print(*jpeg_host._POOLS['processes', 2]._processes, flush=True)\n"

@@ -1,4 +1,4 @@
-"""The learned entropy bottleneck (codecs/entropy.py): the density, the integer tables, real bytes,
+"""The learned entropy bottleneck (codecs/entropy/factorized.py): the density, the integer tables, real bytes,
 the rate term and its place in the model, the step, checkpoints and exports."""
 
 import json
@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from bottlenet_jax.codecs import codec_settings, make_codec
-from bottlenet_jax.codecs import entropy as ent
+from bottlenet_jax.codecs.entropy import factorized as ent
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.models import build_model
 

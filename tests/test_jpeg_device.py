@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 
 from bottlenet_jax import parallel
-from bottlenet_jax.codecs import JpegCodec, jfif, jpeg, jpeg_entropy, jpeg_xla, make_codec
-from bottlenet_jax.codecs.jpeg_xla import jpeg_device
+from bottlenet_jax.codecs import JpegCodec, make_codec
+from bottlenet_jax.codecs.jpeg import codec as jpeg
+from bottlenet_jax.codecs.jpeg import jfif
+from bottlenet_jax.codecs.jpeg import scan as jpeg_entropy
+from bottlenet_jax.codecs.jpeg import xla as jpeg_xla
+from bottlenet_jax.codecs.jpeg.xla import jpeg_device
 from bottlenet_jax.errors import ConfigError
 from bottlenet_jax.parallel import BATCH
 

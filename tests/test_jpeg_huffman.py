@@ -1,4 +1,4 @@
-"""JPEG under fitted Huffman tables (codecs/jpeg_huffman.py): the stream writer reproduces cv2's file
+"""JPEG under fitted Huffman tables (codecs/jpeg/huffman.py): the stream writer reproduces cv2's file
 byte for byte under the Annex K tables, streams under tables fitted to other images decode in cv2
 to the pixels of the standard stream, the graph's byte count is their len(), and the JPEG codec
 with `fitted_tables` keeps them as its state."""
@@ -9,8 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import jfif, jpeg_huffman, make_codec
-from bottlenet_jax.codecs.jpeg_entropy import DEFAULT_LENGTHS
+from bottlenet_jax.codecs import make_codec
+from bottlenet_jax.codecs.jpeg import huffman as jpeg_huffman
+from bottlenet_jax.codecs.jpeg import jfif
+from bottlenet_jax.codecs.jpeg.scan import DEFAULT_LENGTHS
 from bottlenet_jax.errors import ConfigError
 
 from helpers import feature_maps
@@ -42,7 +44,7 @@ def test_fitted_tables_decode_in_cv2_to_the_standard_streams_pixels_and_bytes_ar
     assert lengths.max() <= 16 and jpeg_huffman.dht_bytes(lengths) == len(jpeg_huffman.dht_segments(lengths))
     for t in lengths:  # a prefix code with room left: the all-ones code stays unused (T.81 K.2)
         assert 0.5 < (2.0 ** -t[t > 0]).sum() < 1
-    from bottlenet_jax.codecs.jpeg_entropy import AC_SYMBOLS
+    from bottlenet_jax.codecs.jpeg.scan import AC_SYMBOLS
 
     fib = [1.0, 2.0]
     while len(fib) < len(AC_SYMBOLS):

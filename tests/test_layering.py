@@ -68,7 +68,7 @@ GRAPH = import_graph()
 
 def test_the_graph_was_read():
     assert GRAPH["bottlenet_jax.train_lib"] >= {"bottlenet_jax.steps", "bottlenet_jax.evaluation"}
-    assert "bottlenet_jax.codecs.base" in GRAPH["bottlenet_jax.codecs.jpeg"]
+    assert "bottlenet_jax.codecs.base" in GRAPH["bottlenet_jax.codecs.jpeg.codec"]
 
 
 @pytest.mark.parametrize("src", sorted(m for m in GRAPH if m != "bottlenet_jax"))
@@ -148,11 +148,11 @@ def test_evaluation_has_one_loop_and_library_code_logs():
 
 
 def test_jpeg_codec_file_is_the_codec_only():
-    """codecs/jpeg.py mixed tiling and the codec with JFIF stream editing and worker pools."""
-    jpeg = (ROOT / "codecs" / "jpeg.py").read_text()
+    """codecs/jpeg/codec.py once mixed tiling and the codec with JFIF stream editing and worker pools."""
+    jpeg = (ROOT / "codecs" / "jpeg" / "codec.py").read_text()
     assert "multiprocessing" not in jpeg and "def segments" not in jpeg and "ProcessPoolExecutor" not in jpeg
-    assert "def segments" in (ROOT / "codecs" / "jfif.py").read_text()
-    assert "ProcessPoolExecutor" in (ROOT / "codecs" / "jpeg_host.py").read_text()
+    assert "def segments" in (ROOT / "codecs" / "jpeg" / "jfif.py").read_text()
+    assert "ProcessPoolExecutor" in (ROOT / "codecs" / "jpeg" / "host.py").read_text()
 
 
 def closure(module: str) -> set[str]:
@@ -175,23 +175,44 @@ def test_the_edge_client_depends_on_nothing_of_the_server():
     assert not {m for m in loaded if m.startswith("bottlenet_jax.serve.") and m.split(".")[-1] in cloud}, loaded
 
 
+def imported_top_levels(path: pathlib.Path) -> set[str]:
+    """The top-level packages a file imports, by `import x` or `from x[.y] import z` alike."""
+    out = set()
+    for n in ast.walk(ast.parse(path.read_text())):
+        if isinstance(n, ast.Import):
+            out |= {a.name.split(".")[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.module and not n.level:
+            out.add(n.module.split(".")[0])
+    return out
+
+
 def test_one_range_coder_wrapper_and_jpeg_accounting_beside_the_stream_format():
-    """constriction is called from codecs/rangecoder.py only; the host JPEG path counts its bytes
-    with the stream format (jfif.py), without the device codec."""
-    users = [
-        module_name(p)
-        for p in ROOT.rglob("*.py")
-        if "constriction"
-        in {
-            a.name.split(".")[0]
-            for n in ast.walk(ast.parse(p.read_text()))
-            if isinstance(n, ast.Import)
-            for a in n.names
-        }
-    ]
-    assert users == ["bottlenet_jax.codecs.rangecoder"], users
-    assert "bottlenet_jax.codecs.jpeg_xla" not in closure("bottlenet_jax.codecs.jfif")
-    assert "bottlenet_jax.codecs.jpeg_xla" not in GRAPH["bottlenet_jax.evaluation"]
+    """constriction is called from codecs/coding/rangecoder.py only (`import constriction` and `from
+    constriction import ...` alike); the host JPEG path counts its bytes with the stream format
+    (jpeg/jfif.py), without the device codec."""
+    users = [module_name(p) for p in ROOT.rglob("*.py") if "constriction" in imported_top_levels(p)]
+    assert users == ["bottlenet_jax.codecs.coding.rangecoder"], users
+    assert "bottlenet_jax.codecs.jpeg.xla" not in closure("bottlenet_jax.codecs.jpeg.jfif")
+    assert "bottlenet_jax.codecs.jpeg.xla" not in GRAPH["bottlenet_jax.evaluation"]
+
+
+def test_the_range_coder_check_sees_both_import_forms(tmp_path):
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from constriction.stream import queue\n")
+    assert "constriction" in imported_top_levels(f)
+
+
+def test_codecs_are_grouped_by_concept_and_import_no_private_name_across_files():
+    """codecs/ holds the contract and the small codecs at its top, the rest in jpeg/, entropy/ and
+    coding/; no module imports a name starting with "_" from another module of the package."""
+    flat = sorted(p.name for p in (ROOT / "codecs").glob("*.py"))
+    assert not [n for n in flat if n.startswith(("jpeg", "entropy", "rans", "range", "density"))], flat
+    private = []
+    for path in ROOT.rglob("*.py"):
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("bottlenet_jax"):
+                private += [f"{module_name(path)}: {n.module}.{a.name}" for a in n.names if a.name.startswith("_")]
+    assert not private, private
 
 
 LONG_REASON = "Why over 400 lines:"

@@ -1,4 +1,4 @@
-"""Batch rANS (codecs/rans.py) and the entropy codec's rANS streams (codecs/entropy_stream.py): exact
+"""Batch rANS (codecs/coding/rans.py) and the entropy codec's rANS streams (codecs/entropy/streams.py): exact
 round trips in every context, the graph's bytes equal to the host's streams, the format check."""
 
 import jax
@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from bottlenet_jax.checkpoint import codec_fingerprint
-from bottlenet_jax.codecs import codec_settings, make_codec, rans
-from bottlenet_jax.codecs import entropy_stream as es
-from bottlenet_jax.codecs.density import init_density
-from bottlenet_jax.codecs.entropy_model import CONTEXTS, Tables, encode_sample, fit_tables, row_index
+from bottlenet_jax.codecs import codec_settings, make_codec
+from bottlenet_jax.codecs.coding import rans
+from bottlenet_jax.codecs.entropy import streams as es
+from bottlenet_jax.codecs.entropy.density import init_density
+from bottlenet_jax.codecs.entropy.range_format import encode_sample
+from bottlenet_jax.codecs.entropy.tables import CONTEXTS, Tables, fit_tables, row_index
 from bottlenet_jax.codecs.saved import upgrade_settings
 from bottlenet_jax.errors import ConfigError
 

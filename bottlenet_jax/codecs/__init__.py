@@ -18,8 +18,8 @@ from bottlenet_jax.codecs.base import (
     register,
 )
 from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
-from bottlenet_jax.codecs.entropy import EntropyCodec
-from bottlenet_jax.codecs.jpeg import JpegCodec
+from bottlenet_jax.codecs.entropy.factorized import EntropyCodec
+from bottlenet_jax.codecs.jpeg.codec import JpegCodec
 from bottlenet_jax.codecs.lightweight import LightweightCodec
 from bottlenet_jax.codecs.saved import read_saved, upgrade_settings
 from bottlenet_jax.codecs.simple import IdentityCodec, Uint8Codec

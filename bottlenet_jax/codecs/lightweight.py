@@ -41,8 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs import rangecoder
 from bottlenet_jax.codecs.base import Codec, first_samples, register
+from bottlenet_jax.codecs.coding import rangecoder
 from bottlenet_jax.errors import ConfigError
 
 

@@ -28,7 +28,7 @@ def main():
     import jax
 
     from bottlenet_jax.checkpoint import Checkpoints, load_config
-    from bottlenet_jax.codecs import entropy
+    from bottlenet_jax.codecs.entropy import factorized as entropy
     from bottlenet_jax.data import loader, records
     from bottlenet_jax.models import build_model
     from bottlenet_jax.steps import normalize

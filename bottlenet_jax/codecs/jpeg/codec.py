@@ -8,7 +8,7 @@ Two backends compute it, with the same pixels and byte counts bit for bit (tests
               contiguous chunk per worker (`pool`: threads or spawned processes, `workers` of them;
               per-image tasks cost more in scheduling than they save). The product's first design;
               on an accelerator the step waits for the device->host->device round trip.
-  ``device``  `jpeg_xla.jpeg_device`: libjpeg's integer DCT/quantiser/IDCT and the exact file size
+  ``device``  `xla.jpeg_device`: libjpeg's integer DCT/quantiser/IDCT and the exact file size
               in XLA, so no host round trip: the codec runs at the accelerator's speed.
 
 Transport (`encode` / `decode`) is always cv2: real bitstreams that decode to the graph's x_hat.
@@ -36,9 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs import jpeg_huffman
 from bottlenet_jax.codecs.base import Codec, first_samples, register
-from bottlenet_jax.codecs.jfif import (
+from bottlenet_jax.codecs.jpeg import huffman
+from bottlenet_jax.codecs.jpeg.host import POOLS, code_tiles
+from bottlenet_jax.codecs.jpeg.jfif import (
     FRAMING_BYTES,
     SEGMENT_BYTES,
     abbreviate,
@@ -49,9 +50,8 @@ from bottlenet_jax.codecs.jfif import (
     params,
     rebuild_full,
 )
-from bottlenet_jax.codecs.jpeg_entropy import DHT_SEGMENT
-from bottlenet_jax.codecs.jpeg_host import POOLS, code_tiles
-from bottlenet_jax.codecs.jpeg_xla import jpeg_device
+from bottlenet_jax.codecs.jpeg.scan import DHT_SEGMENT
+from bottlenet_jax.codecs.jpeg.xla import jpeg_device
 from bottlenet_jax.codecs.quantize import (
     MINMAX_BYTES,
     dequantize_u8,
@@ -105,7 +105,7 @@ def jpeg_roundtrip_np(
     u8: np.ndarray, quality: int, layout: str = "grid", optimize: bool = False, workers: int = 0, pool: str = "threads"
 ):
     """Host side: uint8 [..., h, w, c] -> (decoded uint8 same shape, bytes_full, bytes_payload):
-    tiled, coded by cv2 on the worker pool (jpeg_host), un-tiled."""
+    tiled, coded by cv2 on the worker pool (host.py), un-tiled."""
     lead, (h, w, c) = u8.shape[:-3], u8.shape[-3:]
     imgs = tile(np.ascontiguousarray(u8.reshape((-1, h, w, c))), layout)
     out, full = code_tiles(imgs, params(quality, optimize), workers, pool)
@@ -127,11 +127,11 @@ class JpegCodec(Codec):
     layout: str = "grid"
     optimize: bool = False
     # Huffman tables fitted to the training split's symbols at `quality` (the codec's state, sent
-    # once as its DHT segments): the payload's scan is coded under them (jpeg_huffman.py); the
+    # once as its DHT segments): the payload's scan is coded under them (huffman.py); the
     # pixels are the same as with the default tables (Huffman coding is lossless)
     fitted_tables: bool = False
     fit_examples: int = 0  # training samples the tables are fitted to (0: the whole training split)
-    backend: str = "host"  # host: cv2 in a callback | device: jpeg_xla in the graph (same bits, no round trip)
+    backend: str = "host"  # host: cv2 in a callback | device: xla.py in the graph (same bits, no round trip)
     workers: int = 0  # host backend: threads or processes (`pool`) coding in parallel; 0: one per host core
     pool: str = "threads"  # host backend: threads | processes (many-core hosts; see jpeg_roundtrip_np)
     # Scale each sample by its own (min, max) before 8-bit: for features not already in [0, 1]
@@ -179,11 +179,11 @@ class JpegCodec(Codec):
         hist = np.zeros((2, 256), np.int64)
         for z in first_samples(features, self.fit_examples):
             u8 = tile(quantize_u8_np(z), self.layout)
-            hist += np.asarray(jpeg_huffman.symbol_histogram(jpeg_huffman.zigzag_blocks(jnp.asarray(u8), self.quality)))
-        return {"lengths": jpeg_huffman.fit_lengths(hist)}
+            hist += np.asarray(huffman.symbol_histogram(huffman.zigzag_blocks(jnp.asarray(u8), self.quality)))
+        return {"lengths": huffman.fit_lengths(hist)}
 
     def side_info_bytes(self, state) -> int:
-        return jpeg_huffman.dht_bytes(state["lengths"]) if state else 0
+        return huffman.dht_bytes(state["lengths"]) if state else 0
 
     def __call__(self, x, *, train=False, rng=None, condition=None, params=None, state=None):
         quality = self.quality
@@ -202,8 +202,8 @@ class JpegCodec(Codec):
         """Byte counts of the payload with the scan coded under the fitted tables: the framing of
         the abbreviated stream + that scan; the full file adds the JFIF header, the DQT and the
         fitted tables' DHT."""
-        zz = jpeg_huffman.zigzag_blocks(tile(quantize_u8(jax.lax.stop_gradient(x)), self.layout), self.quality)
-        scan = jpeg_huffman.scan_bytes(zz, state["lengths"])
+        zz = huffman.zigzag_blocks(tile(quantize_u8(jax.lax.stop_gradient(x)), self.layout), self.quality)
+        scan = huffman.scan_bytes(zz, state["lengths"])
         payload = FRAMING_BYTES + scan
         full = payload + SEGMENT_BYTES["APP0"] + SEGMENT_BYTES["DQT"] + 2 * DHT_SEGMENT
         full = full + jnp.sum(jnp.asarray(state["lengths"]) > 0)
@@ -258,7 +258,7 @@ class JpegCodec(Codec):
         x, sides = minmax_pack(x) if self.minmax else (x, [b""] * len(x))
         imgs = tile(quantize_u8_np(x), self.layout)
         if self.fitted_tables:
-            streams = jpeg_huffman.write_streams(imgs, self.quality, self._lengths(state), framing)
+            streams = huffman.write_streams(imgs, self.quality, self._lengths(state), framing)
             return [s + p for s, p in zip(sides, streams)]
         p = params(self.quality, self.optimize)
         return [s + abbreviate(encode_image(img, p).tobytes(), self.optimize) for s, img in zip(sides, imgs)]
@@ -280,7 +280,7 @@ class JpegCodec(Codec):
         if self.minmax:
             lo, scale, payloads = minmax_unpack(payloads)
         want = tile(np.zeros((1, h, w, c), np.uint8), self.layout).shape[1:]
-        dht = jpeg_huffman.dht_segments(self._lengths(state)) if self.fitted_tables else None
+        dht = huffman.dht_segments(self._lengths(state)) if self.fitted_tables else None
         imgs = []
         for i, p in enumerate(payloads):  # checked one by one: a bad payload is named, not a shape clash
             try:

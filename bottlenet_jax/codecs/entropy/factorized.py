@@ -1,9 +1,9 @@
-"""Learned entropy bottleneck: a factorized prior trained with a rate term, coded by a range coder.
+"""Learned entropy bottleneck: a factorized prior trained with a rate term, coded in rANS streams.
 
 The field's strongest feature codec (SC2 benchmark's "Entropic Student", Matsubara et al. WACV 2022;
 Singh et al. ICIP 2020): the encoder's output y (real-valued: the reduction unit ends at its
 BatchNorm, no sigmoid) is rounded to integers and entropy coded under a learned per-channel density
-(Ballé et al.'s non-parametric one; entropy_model.py holds it, its integer tables and the streams).
+(Ballé et al.'s non-parametric one: density.py; its integer tables: tables.py; the streams: streams.py).
 
 Quantisation. Eval and transport: q = round(y - m_c) with m_c the channel's learned median, y_hat =
 q + m_c (in float32 in the graph and in numpy alike, so `decode(encode(y))` equals the graph's y_hat
@@ -18,11 +18,11 @@ The medians are learned per channel by an auxiliary loss, |L(m)| with the densit
 Rate. In the graph: bits = -log2 likelihood per sample (stats["rate_bits"], differentiable; the step
 adds rate_lambda * bits). On eval steps bytes_full / bytes_payload are each sample's real stream
 length: with a fitted state and `stream="rans"` computed in XLA by the encoder's own scan
-(entropy_stream.py; no host callback), else by one host callback that codes the batch.
+(streams.py; no host callback), else by one host callback that codes the batch.
 
 Streams (`stream`): "rans" (default) batch-parallel rANS, a batch coded in one compiled call
-(rans.py, entropy_stream.py); "range" constriction's range coder, one sample per call on the host
-(entropy_model.py): the format up to cbe3d3f, which a codec block saved before `stream` existed
+(coding/rans.py, streams.py); "range" constriction's range coder, one sample per call on the host
+(range_format.py): the format up to cbe3d3f, which a codec block saved before `stream` existed
 keeps, so old workdirs and exports reproduce their bytes.
 
 Parameters and state. The density and the medians are trainable parameters (params["codec"]); the
@@ -45,19 +45,19 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from bottlenet_jax.codecs import entropy_stream, rangecoder, rans
 from bottlenet_jax.codecs.base import Codec, first_samples, register
-from bottlenet_jax.codecs.density import init_density, likelihood, logits_cumulative, tails
-from bottlenet_jax.codecs.entropy_model import (
+from bottlenet_jax.codecs.coding import rangecoder, rans
+from bottlenet_jax.codecs.entropy import streams
+from bottlenet_jax.codecs.entropy.density import init_density, likelihood, logits_cumulative, tails
+from bottlenet_jax.codecs.entropy.range_format import decode_sample, encode_sample
+from bottlenet_jax.codecs.entropy.tables import (
     CONTEXTS,
     ESC_BITS,
     QMAX,
     Tables,
     build_tables,
     context_of,
-    decode_sample,
     dequantize_np,
-    encode_sample,
     fit_tables,
     quantize_np,
     row_index,
@@ -126,10 +126,10 @@ class EntropyCodec(Codec):
     train_quantizer: str = "ste"
     precision: int = 16  # bits of the integer frequency tables
     max_symbols: int = 1024  # widest table per channel; symbols beyond it are escaped
-    fit_context: str = ""  # "": the density's tables; "channel", "element", "neighbours": fitted (entropy_model)
+    fit_context: str = ""  # "": the density's tables; "channel", "element", "neighbours": fitted (tables.py)
     fit_prior: float = 1.0  # pseudo-counts of the density's probabilities in each fitted table
     fit_examples: int = 0  # training examples the tables are fitted to (0: the whole training split)
-    stream: str = "rans"  # "rans": batch rANS (entropy_stream.py); "range": constriction, per sample
+    stream: str = "rans"  # "rans": batch rANS (streams.py); "range": constriction, per sample
 
     def __post_init__(self):
         if self.train_quantizer not in TRAIN_QUANTIZERS:
@@ -237,7 +237,7 @@ class EntropyCodec(Codec):
         stats = {"rate_bits": bits}
         if not train:
             if state and self.stream == "rans":
-                n = entropy_stream.stream_bytes(q.astype(jnp.int32), state, self.precision)
+                n = streams.stream_bytes(q.astype(jnp.int32), state, self.precision)
             else:
                 n = self.stream_bytes(q.astype(jnp.int32), state, density, medians)
             stats.update(bytes_full=n, bytes_payload=n)
@@ -283,7 +283,7 @@ class EntropyCodec(Codec):
             q = np.asarray(q)
             flat = q.reshape((-1, *q.shape[-3:]))
             if self.stream == "rans":
-                return entropy_stream.stream_bytes_np(flat, t, self.precision).reshape(q.shape[:-3])
+                return streams.stream_bytes_np(flat, t, self.precision).reshape(q.shape[:-3])
             return np.array([len(encode_sample(s, t)) for s in flat], np.int32).reshape(q.shape[:-3])
 
         out = jax.ShapeDtypeStruct(q.shape[:-3], jnp.int32)
@@ -300,7 +300,7 @@ class EntropyCodec(Codec):
 
     def check_payload(self, payload, shape, state=None):
         if self.stream == "rans":
-            limit = entropy_stream.max_bytes(shape)
+            limit = streams.max_bytes(shape)
             if not 3 <= len(payload) <= limit:
                 raise ValueError(
                     f"{len(payload)} bytes: an rANS stream of {'x'.join(map(str, shape))} symbols is 3..{limit}"
@@ -318,12 +318,12 @@ class EntropyCodec(Codec):
         return dequantize_np(np.stack([decode_sample(p, shape, t) for p in payloads]), t.medians)
 
 
-def _streams(t: Tables, shape, precision: int) -> entropy_stream.Streams:
+def _streams(t: Tables, shape, precision: int) -> streams.Streams:
     """The rANS coder of these tables for this shape (built once per Tables object)."""
     cache = t.__dict__.setdefault("_streams", {})
     key = (tuple(shape), precision)
     if key not in cache:
-        cache[key] = entropy_stream.Streams(t, shape, precision)
+        cache[key] = streams.Streams(t, shape, precision)
     return cache[key]
 
 

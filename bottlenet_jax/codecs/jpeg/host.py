@@ -18,7 +18,7 @@ import time
 import cv2
 import numpy as np
 
-from bottlenet_jax.codecs.jfif import encode_image
+from bottlenet_jax.codecs.jpeg.jfif import encode_image
 
 POOLS = ("threads", "processes")
 _POOLS: dict[tuple[str, int], concurrent.futures.Executor] = {}

@@ -14,7 +14,7 @@ import struct
 import cv2
 import numpy as np
 
-from bottlenet_jax.codecs.jpeg_entropy import DEFAULT_DHT_BYTES
+from bottlenet_jax.codecs.jpeg.scan import DEFAULT_DHT_BYTES
 
 # Segment sizes libjpeg writes for one grey baseline image (jcmarker.c), in bytes with markers.
 SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3, "EOI": 2}

@@ -1,6 +1,6 @@
-"""The entropy codec's coding model: the integer tables that code under the learned density, and the
-range-coded streams of its "range" format (codecs/entropy.py puts them in the model and the codec
-contract).
+"""The factorized entropy codec's integer tables: what codes under the learned density, per channel,
+element or neighbour state (entropy/factorized.py puts them in the model and the codec contract;
+entropy/streams.py codes rANS streams under them, entropy/range_format.py the older range-coded ones).
 
 The density (Ballé et al. 2018's factorized prior) lives in density.py.
 
@@ -21,23 +21,16 @@ density's probabilities as a Dirichlet prior (`prior` pseudo-counts), over the s
 Why fit at all: the density is trained on y + U(-1/2, 1/2) while the stream carries round(y - m),
 whose distribution it only approximates, and a factorized density sees neither position nor
 neighbours. Every kind is an exact model of the stream: what it costs is what `len()` measures.
-
-Streams (`stream="range"`, the format up to cbe3d3f; the default "rans" streams are
-entropy_stream.py's): constriction's range coder codes the channels one after another into one
-stream per sample, escapes after each channel; with rows finer than the channel each symbol is coded
-under its own row (constriction's categorical model family).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable
 
 import numpy as np
 
-from bottlenet_jax.codecs import rangecoder
-from bottlenet_jax.codecs.density import likelihood, tails
+from bottlenet_jax.codecs.entropy.density import likelihood, tails
 
 ESC_BITS = 16  # escaped symbols are coded uniformly on this many bits (|q| < 2^15 always)
 QMAX = 2 ** (ESC_BITS - 1) - 1
@@ -173,31 +166,6 @@ class Tables:
             raise ValueError(f"entropy codec: tables for {self.channels} channels, features have {shape[-1]}")
         return context_of(len(self.freqs), shape)
 
-    @functools.cached_property
-    def models(self):
-        """Per channel one categorical model (per-channel tables)."""
-        return [rangecoder.categorical(self.freqs[c, : k + 1]) for c, k in enumerate(self.widths)]
-
-    def channel_rows(self, context: str) -> list[np.ndarray]:
-        """Per channel its rows' frequencies, float64 [h*w*S, K + 1], row (i*w + j)*S + state
-        (cached per context: the decoder's per-symbol model parameters)."""
-        cache = self.__dict__.setdefault("_channel_rows", {})
-        if context not in cache:
-            s, c = states_per_element(context), self.channels
-            per = self.freqs.reshape(-1, c, s, self.freqs.shape[1])
-            cache[context] = [
-                np.asarray(per[:, ch, :, : k + 1].reshape(-1, k + 1), np.float64) for ch, k in enumerate(self.widths)
-            ]
-        return cache[context]
-
-    @functools.cached_property
-    def family(self):
-        return rangecoder.family()
-
-    @functools.cached_property
-    def escape_model(self):
-        return rangecoder.uniform(2**ESC_BITS)
-
     def log2_probs(self, xp=np):
         """log2 P per row and symbol index [rows, max K + 1] (-inf at the padding): the tables' own
         ideal code length, for the graph's rate estimate (numpy or jax alike)."""
@@ -324,62 +292,3 @@ def dequantize_np(q: np.ndarray, medians) -> np.ndarray:
     flat = q.reshape(len(q), -1)
     m = np.tile(np.asarray(medians, np.float32), flat.shape[1] // len(medians))
     return np.add(flat, m, dtype=np.float32).reshape(q.shape)
-
-
-def encode_sample(q: np.ndarray, t: Tables) -> bytes:
-    """Symbols [h, w, C] -> one range-coded stream (channel after channel, escapes after each)."""
-    context = t.context(q.shape)
-    out = rangecoder.Writer()
-    widths = t.widths
-    idx = symbol_indices(q, t.lower, widths)
-    hw = q.shape[0] * q.shape[1]
-    local = None  # each element's row among its channel's: (i*w + j)*S + state
-    if context == "element":
-        local = np.broadcast_to(np.arange(hw)[:, None], (hw, t.channels))
-    elif context == "neighbours":
-        local = np.arange(hw)[:, None] * 9 + neighbour_states(idx, t.zero).reshape(hw, t.channels)
-    rows = t.channel_rows(context) if local is not None else None
-    for c in range(t.channels):
-        sym = idx[..., c].ravel()
-        if local is None:
-            out.write(sym, t.models[c])
-        else:
-            out.write(sym, t.family, rows[c][local[:, c]])
-        esc = sym == widths[c]
-        if esc.any():
-            out.write(q[..., c].ravel()[esc] + 2 ** (ESC_BITS - 1), t.escape_model)
-    return out.getvalue()
-
-
-def decode_sample(data: bytes, shape, t: Tables) -> np.ndarray:
-    """One stream -> symbols [h, w, C]; a stream that is not exactly one sample's raises ValueError."""
-    h, w, c_ = shape
-    context = t.context(shape)
-    src = rangecoder.Reader(data)
-    widths, zero = t.widths, t.zero
-    rows = t.channel_rows(context) if context != "channel" else None
-    idx = np.empty((h, w, c_), np.int64)
-    out = np.empty((h, w, c_), np.int32)
-    try:
-        for c in range(c_):
-            if context == "channel":
-                idx[..., c] = src.read(t.models[c], h * w).reshape(h, w)
-            elif context == "element":
-                idx[..., c] = src.read(t.family, rows[c]).reshape(h, w)
-            else:  # row by row: an element's state needs the row above and the previous channel
-                for i in range(h):
-                    up = sign_bucket(idx[i - 1, :, c], zero[c]) if i else np.ones(w, np.int64)
-                    prev = sign_bucket(idx[i, :, c - 1], zero[c - 1]) if c else np.ones(w, np.int64)
-                    idx[i, :, c] = src.read(t.family, rows[c][(i * w + np.arange(w)) * 9 + 3 * up + prev])
-            vals = idx[..., c] + t.lower[c]
-            esc = idx[..., c] == widths[c]
-            if esc.any():
-                vals[esc] = src.read(t.escape_model, int(esc.sum())).astype(np.int64) - 2 ** (ESC_BITS - 1)
-            out[..., c] = vals
-    except Exception as e:  # constriction reports a stream that runs out as a generic error
-        raise ValueError(f"entropy stream does not decode to {h}x{w}x{c_} symbols ({e})") from None
-    # A range decoder reads any words as some symbols (missing ones as zeros), so a stream is
-    # accepted only in the one form our encoder writes for what it decodes to.
-    if not src.exhausted() or encode_sample(out, t) != bytes(data):
-        raise ValueError(f"entropy stream is not an encoding of {h}x{w}x{c_} symbols under this model's tables")
-    return out

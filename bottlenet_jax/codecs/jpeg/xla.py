@@ -23,7 +23,7 @@ The pipeline, each step as libjpeg-turbo 3.x implements it (reimplemented from i
      runs does (a saturating pack); libjpeg's C code instead wraps results beyond +-512 through
      its range-limit table, which is unreachable from real pixels in practice (see the test);
   6. the file size: fixed segments (SOI, JFIF APP0, DQT, SOF0, DHT, SOS, EOI) plus the
-     entropy-coded scan, whose exact length `jpeg_entropy.scan_bytes` computes, Huffman codes,
+     entropy-coded scan, whose exact length `scan.scan_bytes` computes, Huffman codes,
      padding and 0xFF stuffing included, with the default tables or (``optimize``) per-image ones.
 Intermediate int32 values stay below 2^31 by libjpeg's own scaling rule (8 + CONST_BITS +
 PASS1_BITS <= 26 bits).
@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.jfif import SEGMENT_BYTES
-from bottlenet_jax.codecs.jpeg_entropy import ZIGZAG, scan_bytes
+from bottlenet_jax.codecs.jpeg.jfif import SEGMENT_BYTES
+from bottlenet_jax.codecs.jpeg.scan import ZIGZAG, scan_bytes
 
 CONST_BITS, PASS1_BITS = 13, 2
 

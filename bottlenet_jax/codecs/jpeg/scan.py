@@ -135,7 +135,7 @@ def _exclusive(op, x, axis: int, init):
     return jnp.concatenate([pad, jax.lax.slice_in_dim(inc, 0, inc.shape[axis] - 1, axis=axis)], axis=axis)
 
 
-def _fields_symbols(zz):
+def fields_symbols(zz):
     """Per zig-zag position of each block: (table index into the flat tables, extra bits, their value, emitted).
 
     ``zz`` int32 [..., n_blocks, 64] in scan order. Index = 256 * (AC) + symbol.
@@ -250,6 +250,12 @@ def _limit_lengths(bits, longest: int):
     level k <= m = i - 2 absorbs 2^(m+1-k) - 1 splits (its subtree filled down to level m + 1).
     So each level is closed-form arithmetic over the 33 lengths plus one partly filled subtree,
     walked down level by level: fixed work, no data-dependent loop.
+
+    Why a second Annex K.2 beside huffman.fit_lengths (numpy, libjpeg's loop as written): this one
+    runs per image inside the compiled step (optimize=True), where a loop whose trip count depends
+    on the data would stall an accelerator; huffman.fit_lengths fits one table to a training
+    split's histogram on the host. Tested: this one against a line-by-line port of libjpeg's builder
+    (tests/test_jpeg_device.py), that one by cv2 decoding streams under its tables (test_jpeg_huffman.py).
     """
     lens = jnp.arange(bits.shape[-1], dtype=jnp.int32)
     cap = jnp.int32(1 << 20)  # more splits than any level can ask for (<= 128): costs beyond it are equal
@@ -331,7 +337,7 @@ def scan_bytes(zz, optimize: bool = False):
 
     ``zz`` int32 [..., n_blocks, 64] in scan order (row-major over the block grid).
     """
-    index, size, mag, emitted = _fields_symbols(zz)
+    index, size, mag, emitted = fields_symbols(zz)
     if optimize:
         lead = zz.shape[:-2]
         n = int(np.prod(lead, dtype=np.int64))

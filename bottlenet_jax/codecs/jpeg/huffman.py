@@ -2,7 +2,7 @@
 byte counts in XLA, and real streams that cv2 decodes.
 
 Huffman coding is lossless: the decoded pixels of a JPEG stream depend on the quantised DCT
-coefficients only (libjpeg's, computed bit for bit by jpeg_xla), never on the tables. So a codec may
+coefficients only (libjpeg's, computed bit for bit by xla.py), never on the tables. So a codec may
 keep cv2's pixels and send its scan under other tables. `fit_lengths` fits them to a histogram of
 the symbols training images emit (Huffman's code lengths limited to 16 bits by T.81 Annex K.2, with
 one pseudo-count on every symbol baseline JPEG can emit, so any image stays codable); the tables are
@@ -20,24 +20,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs.jpeg_entropy import (
+from bottlenet_jax.codecs.jpeg.scan import (
     AC_SYMBOLS,
     DC_SYMBOLS,
     DHT_SEGMENT,
     MAX_CODE_LEN,
     ZIGZAG,
-    _fields_symbols,
     canonical_codes,
+    fields_symbols,
     length_counts,
     stream_bytes,
 )
-from bottlenet_jax.codecs.jpeg_xla import forward, quant_table
+from bottlenet_jax.codecs.jpeg.xla import forward, quant_table
 
 
 @jax.jit
 def zigzag_blocks(images, quality):
     """uint8 [..., H, W] grey images -> libjpeg's quantised coefficients, int32 [..., blocks, 64] in
-    scan (row-major block) and zig-zag order, as jpeg_xla.jpeg_device computes them."""
+    scan (row-major block) and zig-zag order, as xla.jpeg_device computes them."""
     *lead, h, w = images.shape
     hp, wp = h + (-h % 8), w + (-w % 8)
     padded = jnp.pad(images, [(0, 0)] * len(lead) + [(0, hp - h), (0, wp - w)], mode="edge")
@@ -49,14 +49,20 @@ def zigzag_blocks(images, quality):
 @jax.jit
 def symbol_histogram(zz):
     """Counts of the emitted DC and AC symbols of blocks [..., blocks, 64], int32 [2, 256]."""
-    index, _, _, emitted = _fields_symbols(zz)
+    index, _, _, emitted = fields_symbols(zz)
     return jnp.zeros(513, jnp.int32).at[jnp.where(emitted, index, 512).ravel()].add(1)[:512].reshape(2, 256)
 
 
 def fit_lengths(hist) -> np.ndarray:
     """Code lengths [2, 256] fitted to a histogram [2, 256] of symbol counts (any total): Huffman
     code lengths of the counts plus one on every valid symbol, limited to 16 bits with no all-ones
-    code as T.81 Annex K.2 prescribes (a reserved pseudo-symbol, then its adjust-BITS procedure)."""
+    code as T.81 Annex K.2 prescribes (a reserved pseudo-symbol, then its adjust-BITS procedure).
+
+    Why a second Annex K.2 beside scan.optimal_tables (XLA): this one runs once, on the host, over
+    a whole training split's histogram, whose counts (tens of millions of AC symbols) exceed the
+    int32 range the in-graph builder packs its sort keys into; it is also libjpeg's loop as
+    written. scan.optimal_tables builds a table per image inside the compiled step with a fixed
+    amount of work (no data-dependent loop), which this loop cannot do."""
     hist = np.asarray(hist, np.float64)
     out = np.zeros((2, 256), np.int32)
     for t, symbols in enumerate((DC_SYMBOLS, AC_SYMBOLS)):
@@ -107,7 +113,7 @@ def scan_bytes(zz, lengths):
     lengths (padding and 0xFF stuffing included), in XLA."""
     lengths = jnp.asarray(lengths, jnp.int32).reshape(512)
     codes = codes_of(lengths.reshape(2, 256), jnp).reshape(512)
-    index, size, mag, emitted = _fields_symbols(zz)
+    index, size, mag, emitted = fields_symbols(zz)
     length = jnp.where(emitted, lengths[index] + size, 0)
     value = jnp.where(emitted, (codes[index] << size.astype(jnp.uint32)) | mag, 0).astype(jnp.uint32)
     return stream_bytes(value, length)
@@ -135,7 +141,7 @@ def dht_segments(lengths) -> bytes:
 def _fields(zz, lengths):
     lengths = lengths.reshape(512)
     codes = codes_of(lengths.reshape(2, 256), jnp).reshape(512)
-    index, size, mag, emitted = _fields_symbols(zz)
+    index, size, mag, emitted = fields_symbols(zz)
     value = (codes[index] << size.astype(jnp.uint32)) | mag
     return value.astype(jnp.uint32), jnp.where(emitted, lengths[index] + size, 0)
 

@@ -2,7 +2,7 @@
 
 One sample's stream: the rANS state (3 or 4 bytes, rans.py); then little-endian 16-bit words: the rANS words of its
 symbol indices in decoding order (channel by channel, row by row, so that an element's causal
-neighbours come before it), each coded under its row of the tables (entropy_model.row_index); then
+neighbours come before it), each coded under its row of the tables (tables.row_index); then
 each escaped value as v + 2^15, in the same order. Its length, state + 2 * (rANS words + escapes)
 bytes, the graph computes exactly in XLA (`stream_bytes`: no host callback).
 
@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bottlenet_jax.codecs import rans
-from bottlenet_jax.codecs.entropy_model import (
+from bottlenet_jax.codecs.coding import rans
+from bottlenet_jax.codecs.entropy.tables import (
     ESC_BITS,
     QMAX,
     Tables,
