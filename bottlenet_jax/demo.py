@@ -105,7 +105,7 @@ def run(a) -> dict:
 
     from bottlenet_jax import train_lib
     from bottlenet_jax.checkpoint import write_json
-    from bottlenet_jax.evaluation import evaluate_workdir, input_image_jpeg
+    from bottlenet_jax.evaluation import evaluate_workdir, input_images
 
     cli.setup_logging()
     t0 = time.time()
@@ -132,7 +132,7 @@ def run(a) -> dict:
         s = cli.guarded(train_lib.train_and_evaluate, cfg, os.path.join(a.workdir, name))
         out[name] = cli.guarded(evaluate_workdir, os.path.join(a.workdir, name), bn)[0] if name == "identity" else s
     print(clock.stage("the test images themselves as JPEG, classified by the baseline", len(runs)), flush=True)
-    inputs = cli.guarded(input_image_jpeg, base, os.path.join(a.workdir, "baseline"), INPUT_QUALITIES)
+    inputs = cli.guarded(input_images, base, os.path.join(a.workdir, "baseline"), INPUT_QUALITIES)
     out = {
         "seed": a.seed,
         "baseline": out["baseline"],

@@ -1,6 +1,6 @@
 """The one evaluation loop (`evaluate`) and what is built on it: a codec's fitted state
 (`fitted_codec_state`: fitted once, then read), a workdir's evaluation and codec sweeps
-(`evaluate_workdir`), and the input-image reference (`input_image_jpeg`).
+(`evaluate_workdir`), and the input-image reference (`input_images`: JPEG or WebP).
 
 Periodic evaluation, the final test, eval.py, the demo and every experiment call these; plots live
 in `plots.py`.
@@ -180,24 +180,34 @@ def evaluate_workdir(
     return rows
 
 
-def input_image_jpeg(
-    cfg, workdir: str, qualities, split: str | None = None, huffman: str = "default", samples: bool = False
+def input_images(
+    cfg,
+    workdir: str,
+    qualities,
+    split: str | None = None,
+    huffman: str = "default",
+    samples: bool = False,
+    fmt: str = "jpeg",
 ) -> list[dict]:
     """The reference BottleNet is measured against: each image of `split` (default the config's
-    eval_split), as the model sees it, sent as a JPEG at each q, decoded, classified by the model
-    in `workdir` (a plain, unsplit one), through `evaluate`. One summary per q (None first: the raw
-    image). bytes_payload is the abbreviated stream (tables fixed by q dropped, as the feature
-    payloads), bytes_full the file. `huffman`: "default" (Annex K tables), "optimize" (per image,
-    in the stream) or "fitted" (grey images: tables fitted to the training split's images at that
-    q, sent once: `side_info_bytes`; the pixels are the default tables' as Huffman coding is lossless)."""
+    eval_split), as the model sees it, sent as a JPEG (or, fmt="webp", a lossy WebP) at each q,
+    decoded, classified by the model in `workdir` (a plain, unsplit one), through `evaluate`. One
+    summary per q (None first: the raw image). bytes_payload is what a receiver that knows the
+    image size needs (JPEG's abbreviated stream, tables fixed by q dropped, as the feature payloads;
+    WebP's VP8 frame without its container: codecs/webp.py), bytes_full the file. `huffman` (JPEG):
+    "default" (Annex K tables), "optimize" (per image, in the stream) or "fitted" (grey images:
+    tables fitted to the training split's images at that q, sent once: `side_info_bytes`; the pixels
+    are the default tables' as Huffman coding is lossless)."""
     from bottlenet_jax.data import records
 
     if cfg.split.after:  # its codec's byte counts would replace the image's
         raise ConfigError(
-            f"input_image_jpeg: needs a plain (unsplit) model, and this config splits after block {cfg.split.after}"
+            f"input_images: needs a plain (unsplit) model, and this config splits after block {cfg.split.after}"
         )
     if huffman not in ("default", "optimize", "fitted"):
         raise ConfigError(f"huffman={huffman!r}: must be default, optimize or fitted")
+    if fmt not in ("jpeg", "webp"):
+        raise ConfigError(f"fmt={fmt!r}: must be jpeg or webp")
     mesh = parallel.make_mesh()
     check_batch(cfg, mesh)
     data = records.open_prepared(cfg.dataset, cfg.data_dir)
@@ -205,8 +215,9 @@ def input_image_jpeg(
     _, p_eval = compile_steps(build_model(cfg), None, mesh, cfg)
     out = []
     for q in (None, *qualities):
-        lengths = _input_tables(cfg, data, q) if huffman == "fitted" and q is not None else None
-        s = evaluate(p_eval, state, data, cfg, mesh, split, _jpeg_images(q, huffman, lengths), samples=samples)
+        lengths = _input_tables(cfg, data, q) if huffman == "fitted" and q is not None and fmt == "jpeg" else None
+        transform = _webp_images(q) if fmt == "webp" and q is not None else _jpeg_images(q, huffman, lengths)
+        s = evaluate(p_eval, state, data, cfg, mesh, split, transform, samples=samples)
         if lengths is not None:
             from bottlenet_jax.codecs.jpeg import huffman
 
@@ -233,7 +244,7 @@ def _input_tables(cfg, data, quality):
         for b in loader.eval_iterator(data, c, process_index=0, process_count=1, split=cfg.train_split):
             imgs = b["image"][b["mask"]]
             if imgs.shape[-1] != 1:
-                raise ConfigError("input_image_jpeg(huffman='fitted'): grey images only")
+                raise ConfigError("input_images(huffman='fitted'): grey images only")
             zz = huffman.zigzag_blocks(jnp.asarray(imgs[..., 0]), int(quality))
             hist += np.asarray(huffman.symbol_histogram(zz))
         _INPUT_TABLES[key] = huffman.fit_lengths(hist)
@@ -242,7 +253,7 @@ def _input_tables(cfg, data, quality):
 
 def _jpeg_images(quality, huffman: str = "default", lengths=None):
     """A batch transform: each image as a JPEG at `quality`, decoded, with its byte counts (None:
-    the raw image and its size); `huffman` as in input_image_jpeg, `lengths` the fitted tables."""
+    the raw image and its size); `huffman` as in input_images, `lengths` the fitted tables."""
     import cv2
 
     from bottlenet_jax.codecs.jpeg import huffman, jfif
@@ -270,6 +281,25 @@ def _jpeg_images(quality, huffman: str = "default", lengths=None):
             "image": dec[..., None] if grey else dec[..., ::-1],
             "bytes_full": full,
             "bytes_payload": np.array([len(p) for p in payloads], np.int32),
+        }
+
+    return transform
+
+
+def _webp_images(quality):
+    """A batch transform: each image as a lossy WebP at `quality`, decoded, with its byte counts."""
+    from bottlenet_jax.codecs import webp
+
+    def transform(batch):
+        imgs = batch["image"]
+        grey = imgs.shape[-1] == 1
+        files = [webp.encode_image(im[..., 0] if grey else im[..., ::-1], quality) for im in imgs]
+        dec = np.stack([webp.decode(f, grey) for f in files])
+        return {
+            **batch,
+            "image": dec[..., None] if grey else dec[..., ::-1],
+            "bytes_full": np.array([len(f) for f in files], np.int32),
+            "bytes_payload": np.array([len(webp.abbreviate(f)) for f in files], np.int32),
         }
 
     return transform

@@ -55,11 +55,17 @@ def trainable_mask(params, pattern: str):
 
 
 def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine; stage-1 freezing by masking.
+    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine; stage-1 freezing by masking;
+    the codec's auxiliary parameters (`Codec.aux_params`) under an optimizer of their own.
 
     During the first `stage1_steps` the frozen params' gradients (weight decay included) are
-    multiplied by 0 before the momentum, so they neither move nor build momentum.
+    multiplied by 0 before the momentum, so they neither move nor build momentum. The auxiliary
+    parameters (an entropy model's medians, fitted by the codec's aux loss) get Adam at
+    `aux_learning_rate` with no decay and no schedule, as CompressAI trains them: riding the main
+    SGD (lr ~0.2, momentum) they overshoot, and their loss grows with rate_lambda.
     """
+    from bottlenet_jax.codecs import make_codec
+
     lr = learning_rate_schedule(cfg, steps_per_epoch, total_steps)
     if cfg.optimizer == "sgd":
         core = optax.sgd(lr, momentum=cfg.momentum, nesterov=True)
@@ -79,7 +85,15 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
         frozen = jax.tree.map(lambda t: not t, trainable_mask(params, cfg.stage1_trainable))
         gate = optax.scale_by_schedule(lambda count: (count >= stage1).astype(jnp.float32))
         parts.append(optax.masked(gate, frozen))
-    return optax.chain(*parts, core)
+    main = optax.chain(*parts, core)
+    aux = set(make_codec(cfg.codec).aux_params) if cfg.get("split", {}).get("after") else set()
+    if not aux & set(params.get("codec", {})):
+        return main
+    labels = {k: jax.tree.map(lambda _: "main", v) for k, v in params.items()}
+    labels["codec"] = {
+        k: jax.tree.map(lambda _, k=k: "aux" if k in aux else "main", v) for k, v in params["codec"].items()
+    }
+    return optax.multi_transform({"main": main, "aux": optax.adam(cfg.get("aux_learning_rate", 1e-3))}, labels)
 
 
 def cross_entropy(logits, labels, num_classes):

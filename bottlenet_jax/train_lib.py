@@ -187,6 +187,8 @@ def validate_config(cfg) -> str:
     q = tuple(cfg.get("train_input_jpeg", ()))
     if q and not (len(q) == 2 and 1 <= q[0] <= q[1] <= 100):
         raise ConfigError(f"train_input_jpeg={q}: must be () or (lo, hi) with 1 <= lo <= hi <= 100")
+    if cfg.get("train_input_format", "jpeg") not in ("jpeg", "webp"):
+        raise ConfigError(f"train_input_format={cfg.train_input_format!r}: must be jpeg or webp")
     if cfg.num_train_steps <= 0 and cfg.num_epochs <= 0:
         raise ConfigError(f"num_epochs={cfg.num_epochs}, num_train_steps={cfg.num_train_steps}: one must be > 0")
     rate = float(cfg.get("rate_lambda", 0.0))

@@ -48,9 +48,10 @@ def get_config():
     c.data_workers = -1
     c.data_threads = 1
     c.eval_examples = -1  # -1: the whole eval split
-    # (lo, hi): each training image through JPEG at a quality drawn from lo..hi (a classifier of the
-    # input image fine-tuned for what a JPEG receiver sees); (): off
+    # (lo, hi): each training image through train_input_format ("jpeg" or "webp") at a quality drawn
+    # from lo..hi (a classifier of the input image fine-tuned for what its receiver sees); (): off
     c.train_input_jpeg = ()
+    c.train_input_format = "jpeg"
 
     # --- optimisation
     c.batch_size = 256  # global
@@ -71,6 +72,9 @@ def get_config():
     # (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T), T = distill.temperature;
     # + feature_weight * MSE(restored features, the teacher's RBk features) (head distillation).
     c.rate_lambda = 0.0
+    # the codec's auxiliary parameters (an entropy model's medians) train on its aux loss with Adam at
+    # this rate, apart from the network's optimizer (steps.create_optimizer)
+    c.aux_learning_rate = 1e-3
     c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0, feature_weight=0.0))
 
     # --- init / checkpoints / logging

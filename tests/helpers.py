@@ -79,3 +79,42 @@ def write_tiny_records(data_dir, n_train=48, n_test=16, size=32, seed=0):
     root = records.records_dir("tiny_records", str(data_dir))
     splits = {"train": (examples(n_train), n_train), "test": (examples(n_test), n_test)}
     return records.write_prepared(root, "tiny_records", 1, [str(k) for k in range(4)], splits)
+
+
+def corruption_check(rng, encode, decode, good, tails, trials=500):
+    """Corruptions of good streams (`tails[i]`: how many escape words end stream i): a flipped bit
+    or two overwritten bytes before the escapes, cut or added bytes, or a middle bit of an escape's
+    word flipped (often still an escape: a valid stream). Each must be refused with a ValueError
+    naming the stream or its bytes, or be exactly `encode` of what `decode` gives. Returns (accepted
+    escape-word flips, accepted other corruptions, other corruptions tried)."""
+    in_tail = elsewhere = tried = 0
+    for trial in range(trials):
+        i, kind = trial % len(good), trial % 5
+        p = bytearray(good[i])
+        body = len(p) - 2 * int(tails[i])  # the rANS part: state and words before the escapes
+        if kind == 0:
+            p[rng.integers(body)] ^= 1 << rng.integers(8)
+        elif kind == 1:
+            del p[rng.integers(len(p)) :]
+        elif kind == 2:
+            p += bytes(rng.integers(0, 256, rng.integers(1, 4)).astype(np.uint8))
+        elif kind == 3:
+            j = rng.integers(body - 1)
+            p[j : j + 2] = bytes(rng.integers(0, 256, 2).astype(np.uint8))
+        elif tails[i]:
+            p[len(p) - 2 * rng.integers(1, int(tails[i]) + 1) + 1] ^= 1 << rng.integers(3, 6)  # bits 11..13
+        else:
+            continue
+        p = bytes(p)
+        if p == good[i]:
+            continue
+        tried += kind != 4
+        try:
+            out = decode([p])
+        except ValueError as e:
+            assert "stream" in str(e) or "bytes" in str(e), e
+            continue
+        assert encode(out) == [p]
+        in_tail += kind == 4
+        elsewhere += kind != 4
+    return in_tail, elsewhere, tried

@@ -179,7 +179,7 @@ def test_fitting_reads_fit_examples_samples_and_refuses_what_it_cannot_code():
 
 def codes_with_its_tables(cfg, v, state, x, tmp_path, rtol):
     """The model of `cfg` given its fitted codec state: its eval x_hat is decode(encode(z)) bit for
-    bit, its bytes len() of the streams, its rate the tables' ideal length; an export carries the
+    bit, its bytes len() of the streams, its rate the density's at the values sent; an export carries the
     state as arrays (the manifest holds settings only), and the exporter refuses to export a codec
     fitted to data without its state."""
     from bottlenet_jax.codecs import STATE_COLLECTION
@@ -195,8 +195,11 @@ def codes_with_its_tables(cfg, v, state, x, tmp_path, rtol):
     x_hat = inter["intermediates"]["x_hat"][0]
     np.testing.assert_array_equal(codec.decode(payloads, z.shape, state=state), x_hat)
     np.testing.assert_array_equal(stats["bytes_payload"], [len(p) for p in payloads])
-    q = jnp.asarray(ent.quantize_np(z, state["medians"]))
-    np.testing.assert_allclose(stats["rate_bits"], codec.table_bits(q, state), rtol=rtol)
+    # the rate is the density's (what training prices), at the values sent, whatever the tables
+    y_hat = ent.dequantize_np(ent.quantize_np(z, state["medians"]), state["medians"])
+    np.testing.assert_allclose(
+        stats["rate_bits"] / 8, _estimate_bytes(v["params"]["codec"]["density"], y_hat), rtol=rtol
+    )
     with pytest.raises(CheckpointError, match="fitted to training data"):
         export_variables(cfg, v, str(tmp_path / "unfitted"))
     m = export_variables(cfg, v, str(tmp_path / "export"), codec_state=state)
@@ -346,6 +349,35 @@ def test_rate_term_trains_the_density_and_needs_a_rate_model(rng):
     tx = create_optimizer(cfg, params, 10, 10)
     upd, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
     assert np.all(np.asarray(upd["codec"]["q"]) == 0) and np.all(np.asarray(upd["backbone"]["k"]) != 0)
+
+
+def test_the_medians_have_an_optimizer_of_their_own():
+    """The codec's aux parameters (the medians) move by Adam at aux_learning_rate (its first step:
+    lr x sign of the gradient), whatever the network's learning rate, weight decay or first stage;
+    the network's parameters move by SGD on their gradients alone."""
+    from bottlenet_jax.steps import create_optimizer
+
+    cfg = entropy_config()
+    cfg.update(learning_rate=0.4, weight_decay=0.5, stage1_steps=5, aux_learning_rate=2e-3)
+    params = {
+        "codec": {"medians": jnp.zeros((3, 1, 1)), "density": {"bias_0": jnp.ones(2)}},
+        "backbone": {"k": jnp.ones(2)},
+        "reduce": {"k": jnp.ones(2)},
+    }
+    grads = {
+        "codec": {"medians": jnp.array([50.0, -0.01, 3.0]).reshape(3, 1, 1), "density": {"bias_0": jnp.ones(2)}},
+        "backbone": {"k": jnp.ones(2)},
+        "reduce": {"k": jnp.ones(2)},
+    }
+    tx = create_optimizer(cfg, params, 10, 100)
+    upd, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(np.asarray(upd["codec"]["medians"]).ravel(), [-2e-3, 2e-3, -2e-3], rtol=1e-4)
+    assert np.all(np.asarray(upd["backbone"]["k"]) == 0)  # frozen in the first stage
+    assert np.all(np.asarray(upd["reduce"]["k"]) < 0) and np.all(np.asarray(upd["codec"]["density"]["bias_0"]) < 0)
+    plain = entropy_config()
+    plain.codec = ml_collections.ConfigDict(codec_settings("identity"))
+    tx = create_optimizer(plain, {"backbone": params["backbone"]}, 10, 100)  # no aux parameters: one optimizer
+    assert not isinstance(tx.init({"backbone": params["backbone"]}), optax.MultiTransformState)
 
 
 def test_distillation_term_is_zero_for_the_teacher_itself_and_positive_otherwise():

@@ -206,15 +206,15 @@ def test_input_image_jpeg_codes_each_image_and_classifies_the_decoded_one(uninte
     from bottlenet_jax.checkpoint import load_config
     from bottlenet_jax.data import loader, records
     from bottlenet_jax.errors import ConfigError
-    from bottlenet_jax.evaluation import input_image_jpeg
+    from bottlenet_jax.evaluation import input_images
 
     split_wd, _ = uninterrupted
     with pytest.raises(ConfigError, match="plain"):  # a split model's codec bytes would replace the image's
-        input_image_jpeg(load_config(str(split_wd)), str(split_wd), [30])
+        input_images(load_config(str(split_wd)), str(split_wd), [30])
     wd = tmp_path / "plain"
     run_mock(wd, tmp_path / "out.json", "split.after=0", "num_train_steps=2", "eval_every_steps=2")
     cfg = load_config(str(wd))
-    raw, q30, q90 = input_image_jpeg(cfg, str(wd), [30, 90])
+    raw, q30, q90 = input_images(cfg, str(wd), [30, 90])
     imgs = np.concatenate(
         [b["image"][b["mask"]] for b in loader.eval_iterator(records.open_prepared(cfg.dataset, cfg.data_dir), cfg)]
     )
@@ -225,3 +225,9 @@ def test_input_image_jpeg_codes_each_image_and_classifies_the_decoded_one(uninte
     assert q30["bytes_full_mean"] == np.mean([f.size for f in files])  # the real files, each image once
     assert q30["bytes_payload_mean"] < q30["bytes_full_mean"] < q90["bytes_full_mean"]
     assert all(0 <= r["top1"] <= 1 and r["examples"] == len(imgs) for r in (raw, q30, q90))
+    _, w30 = input_images(cfg, str(wd), [30], fmt="webp")  # the other input-image rival: its VP8 frame
+    webps = [
+        cv2.imencode(".webp", cv2.cvtColor(im, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 30])[1] for im in imgs
+    ]
+    assert w30["bytes_full_mean"] == np.mean([f.size for f in webps])
+    assert w30["bytes_payload_mean"] <= w30["bytes_full_mean"] - 27

@@ -19,6 +19,7 @@ from bottlenet_jax.codecs.base import (
 )
 from bottlenet_jax.codecs.channel import AwgnCodec, BecCodec
 from bottlenet_jax.codecs.entropy.factorized import EntropyCodec
+from bottlenet_jax.codecs.entropy.hyperprior import HyperpriorCodec
 from bottlenet_jax.codecs.jpeg.codec import JpegCodec
 from bottlenet_jax.codecs.lightweight import LightweightCodec
 from bottlenet_jax.codecs.saved import read_saved, upgrade_settings
@@ -35,6 +36,7 @@ __all__ = [
     "LightweightCodec",
     "AwgnCodec",
     "EntropyCodec",
+    "HyperpriorCodec",
     "BecCodec",
     "REGISTRY",
     "codec_settings",

@@ -127,6 +127,10 @@ class Codec:
     #: settings that change how bytes are written but not the fitted state (a state fitted under one
     #: value serves every value: checkpoint.codec_fingerprint leaves them out)
     transport_settings: ClassVar[tuple] = ()
+    #: names in params["codec"] that only `aux_loss` trains (e.g. an entropy model's medians): the
+    #: train step gives them an optimizer of their own (steps.create_optimizer: Adam at
+    #: aux_learning_rate, CompressAI's split), so neither loss's schedule nor scale drives the other
+    aux_params: ClassVar[tuple] = ()
 
     # ------------------------------------------------------------------ parameters and state
     def init_params(self, key, shape) -> dict:
@@ -136,7 +140,8 @@ class Codec:
         return {}
 
     def aux_loss(self, params: dict):
-        """A loss on the codec's own parameters that the train step adds (None: none)."""
+        """A loss on the codec's `aux_params` only (its gradient reaches no other parameter), which
+        the train step adds and their own optimizer minimises (None: none)."""
         del params
 
     @property

@@ -99,11 +99,21 @@ class Preprocess:
     """
 
     def __init__(
-        self, source, size: int, channels: int, mode: str, train: bool, seed: int, process_index: int = 0, jpeg=()
+        self,
+        source,
+        size: int,
+        channels: int,
+        mode: str,
+        train: bool,
+        seed: int,
+        process_index: int = 0,
+        jpeg=(),
+        fmt: str = "jpeg",
     ):
         self.source, self.size, self.channels, self.mode, self.train = source, size, channels, mode, train
         self.seed, self.process_index = seed, process_index
-        self.jpeg = tuple(int(q) for q in jpeg)  # (lo, hi): training images through JPEG at q ~ U{lo..hi}
+        self.jpeg = tuple(int(q) for q in jpeg)  # (lo, hi): training images through `fmt` at q ~ U{lo..hi}
+        self.params = {"jpeg": (".jpg", cv2.IMWRITE_JPEG_QUALITY), "webp": (".webp", cv2.IMWRITE_WEBP_QUALITY)}[fmt]
 
     def __call__(self, batch):
         positions, indices = batch
@@ -134,10 +144,11 @@ class Preprocess:
                     cv2.cvtColor(dst, cv2.COLOR_BGR2RGB, dst=dst)
             if self.train and rng.random() < 0.5:
                 cv2.flip(dst, 1, dst=dst)  # in place; 30x faster than a numpy reversed-view copy
-            if self.train and self.jpeg:  # the input image as the receiver of its JPEG would see it
+            if self.train and self.jpeg:  # the input image as the receiver of its JPEG / WebP would see it
                 q = int(rng.integers(self.jpeg[0], self.jpeg[1] + 1))
-                ok, enc = cv2.imencode(".jpg", dst if c == 1 else dst[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-                dec = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+                ext, key = self.params
+                ok, enc = cv2.imencode(ext, dst if c == 1 else dst[..., ::-1], [key, q])
+                dec = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE if c == 1 else cv2.IMREAD_COLOR)
                 dst[...] = dec if c == 1 else dec[..., ::-1]
         return {"image": out, "label": labels, "index": np.asarray(positions, np.int32)}
 
@@ -219,8 +230,8 @@ def train_iterator(data, cfg, start_step: int = 0, process_index=None, process_c
 
     ds = grain.MapDataset.range(a, b).shuffle(seed=cfg.seed).repeat().map_with_index(_Position())
     ds = ds.batch(local, drop_remainder=True, batch_fn=_collate)[start_step:]
-    jpeg = tuple(cfg.get("train_input_jpeg", ()))
-    ds = ds.map(Preprocess(source, cfg.image_size, data.channels, cfg.preprocess, True, cfg.seed, p, jpeg))
+    jpeg, fmt = tuple(cfg.get("train_input_jpeg", ())), cfg.get("train_input_format", "jpeg")
+    ds = ds.map(Preprocess(source, cfg.image_size, data.channels, cfg.preprocess, True, cfg.seed, p, jpeg, fmt))
     return _iterate(ds, cfg)
 
 

@@ -22,6 +22,8 @@ to: that is the format check, with no second encode.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,6 +33,10 @@ from bottlenet_jax.codecs.straight_through import match_varying
 L = 1 << 16  # the state's lower bound; also the encoder's initial and the decoder's final state
 WORD_BYTES = 2
 HEAD_BYTES = 4  # the most the final state takes (3 below 2^24)
+# What a stream costs beyond its symbols' ideal code length, on average: the encoder starts from
+# x = L, whose 16 bits the final state still holds (2 bytes), and the final state is written in
+# whole bytes (half a byte on average). A rate estimate plus this is what len() should average.
+FIXED_BYTES = 2.5
 MAX_PRECISION = 16
 
 
@@ -75,6 +81,25 @@ def encode_by(lookup, a, b, precision: int):
     x0 = match_varying(jnp.full(a.shape[1:], L, jnp.uint32), a)  # per device under shard_map, as a is
     x, (words, emitted) = jax.lax.scan(body, x0, (a[::-1], b[::-1]))
     return x, words[::-1], emitted[::-1]
+
+
+@functools.partial(jax.jit, static_argnames=("precision",))
+def encode_entries(sub, table, precision: int):
+    """`encode_by` of symbols given as their entries [T, N] (uint8/int32) in packed rows
+    (`packed_rows`: cum << 16 | freq): in their step's block of `table` [T, S * (K + 1)] (a
+    position's candidate rows, one after another), or in all the rows flattened, `table` [R * (K + 1)]
+    (1-D). Returns (final states [N], words [T, N] uint16, emitted [T, N / 8] as little-endian bits:
+    what `pack` takes). One compiled call codes a batch; run it where `table` lives (the host's CPU)."""
+
+    def lookup(sub, block):
+        p = jnp.take(table if table.ndim == 1 else block, sub.astype(jnp.int32))
+        return p & 0xFFFF, p >> 16
+
+    blocks = table if table.ndim == 2 else jnp.zeros((len(sub), 1), table.dtype)
+    x, words, emitted = encode_by(lookup, sub, blocks, precision)
+    emitted = jnp.pad(emitted, ((0, 0), (0, -emitted.shape[1] % 8)))  # whole bytes of lanes
+    bits = emitted.reshape(emitted.shape[0], -1, 8).astype(jnp.uint8) << jnp.arange(8, dtype=jnp.uint8)
+    return x, words.astype(jnp.uint16), jnp.sum(bits, axis=-1, dtype=jnp.uint8)
 
 
 def head_bytes(x, xp=np):
@@ -149,6 +174,30 @@ def find_by_search(cum, rows):
             s = jnp.where(inside & (jnp.take(flat, base + jnp.minimum(probe, width - 1)) <= slot), probe, s)
         c = jnp.take(flat, base + s)
         return s, c, jnp.take(flat, base + s + 1) - c  # s < width - 1: the last entry, 2^P, exceeds every slot
+
+    return find
+
+
+def lookup_table(freqs) -> np.ndarray:
+    """Per row the symbol of each slot, flat uint16 [R << P] (P from the rows' sum 2^P): the
+    decoder's one-gather symbol finder (`find_by_lookup`), the classic fast rANS decode."""
+    freqs = np.asarray(freqs, np.int64)
+    total = int(freqs[0].sum())
+    return np.concatenate([np.repeat(np.arange(freqs.shape[1], dtype=np.uint16), row) for row in freqs])[
+        : len(freqs) * total
+    ]
+
+
+def find_by_lookup(lookup, packed, rows, precision: int):
+    """A symbol finder by table lookup: `lookup` (`lookup_table`) gives each lane's symbol at its
+    slot in its row (`rows` [N]), `packed` (`packed_rows`, flattened) its cumulative and
+    frequency: two gathers a step, whatever the rows' width."""
+    width = packed.shape[0] // (lookup.shape[0] >> precision)
+
+    def find(slot):
+        s = jnp.take(lookup, (rows << precision) + slot.astype(jnp.int32)).astype(jnp.int32)
+        p = jnp.take(packed, rows * width + s)
+        return s, p >> 16, p & 0xFFFF
 
     return find
 

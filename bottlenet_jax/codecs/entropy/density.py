@@ -41,6 +41,13 @@ def likelihood(params: dict, y, xp=jnp):
     return xp.abs(_sigmoid(sign * upper, xp) - _sigmoid(sign * lower, xp))
 
 
+def likelihood_of(params: dict, y):
+    """`likelihood` of features y [..., h, w, C] (channel last, as the model holds them), same shape."""
+    c = y.shape[-1]
+    cn = jnp.moveaxis(y.reshape(-1, c), -1, 0)[:, None, :]
+    return jnp.moveaxis(likelihood(params, cn)[:, 0, :], 0, -1).reshape(y.shape)
+
+
 def init_density(key, channels: int, filters=(3, 3, 3), init_scale: float = 10.0) -> dict:
     """Ballé's initialisation: L starts as a wide logistic-like ramp of scale ~init_scale."""
     sizes = (1, *filters, 1)

@@ -13,12 +13,16 @@ bit for bit). Training (`train_quantizer`):
             what it receives at eval (Minnen & Singh 2020 report this "mixed" quantisation better);
   ``noise`` both see y + U(-1/2, 1/2), as CompressAI's EntropyBottleneck and the SC2 code train.
 The medians are learned per channel by an auxiliary loss, |L(m)| with the density held fixed in it
-(CompressAI's), sown into the model's "losses" collection, which the train step adds to its loss.
+(CompressAI's), sown into the model's "losses" collection; they are the codec's `aux_params`, so
+the train step minimises that loss with an optimizer of their own (Adam at aux_learning_rate), not
+the network's SGD schedule.
 
 Rate. In the graph: bits = -log2 likelihood per sample (stats["rate_bits"], differentiable; the step
-adds rate_lambda * bits). On eval steps bytes_full / bytes_payload are each sample's real stream
-length: with a fitted state and `stream="rans"` computed in XLA by the encoder's own scan
-(streams.py; no host callback), else by one host callback that codes the batch.
+adds rate_lambda * bits), at evaluation at the rounded values: the rate the network trains against,
+reported beside the real bytes (fitted tables send fewer: the gap is what training misprices). On
+eval steps bytes_full / bytes_payload are each sample's real stream length: with a fitted state and
+`stream="rans"` computed in XLA by the encoder's own scan (streams.py; no host callback), else by
+one host callback that codes the batch.
 
 Streams (`stream`): "rans" (default) batch-parallel rANS, a batch coded in one compiled call
 (coding/rans.py, streams.py); "range" constriction's range coder, one sample per call on the host
@@ -30,8 +34,8 @@ integer tables are the codec's state (`fit`, once after training): the density's
 "") or fitted to the symbols the trained encoder emits on the training split (`fit_context`
 "channel", "element" or "neighbours"), with the density as the fit's prior: the density is trained
 on y + U(-1/2, 1/2) and sees neither position nor neighbours. With a state the graph codes, counts
-bytes and estimates the rate (the tables' ideal code length) with those tables; without one (periodic
-evaluation during training) with the density's, built on the host from the current parameters.
+bytes with those tables (`table_bits`: their ideal code length); without one (periodic evaluation
+during training) with the density's, built on the host from the current parameters.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from absl import logging
 from bottlenet_jax.codecs.base import Codec, first_samples, register
 from bottlenet_jax.codecs.coding import rangecoder, rans
 from bottlenet_jax.codecs.entropy import streams
-from bottlenet_jax.codecs.entropy.density import init_density, likelihood, logits_cumulative, tails
+from bottlenet_jax.codecs.entropy.density import init_density, likelihood, likelihood_of, logits_cumulative, tails
 from bottlenet_jax.codecs.entropy.range_format import decode_sample, encode_sample
 from bottlenet_jax.codecs.entropy.tables import (
     CONTEXTS,
@@ -100,16 +104,6 @@ def _tables(state) -> Tables:
     return hit[1]
 
 
-def _to_cn(y):
-    """[..., h, w, C] -> [C, 1, N]."""
-    c = y.shape[-1]
-    return jnp.moveaxis(y.reshape(-1, c), -1, 0)[:, None, :]
-
-
-def _from_cn(v, shape):
-    return jnp.moveaxis(v[:, 0, :], 0, -1).reshape(shape)
-
-
 @register
 @dataclasses.dataclass(frozen=True, eq=False)
 class EntropyCodec(Codec):
@@ -119,6 +113,7 @@ class EntropyCodec(Codec):
     unit_output: ClassVar[str] = "linear"  # real-valued features: the grid of integers is the quantiser
     differentiable_rate: ClassVar[bool] = True
     transport_settings: ClassVar[tuple] = ("stream",)
+    aux_params: ClassVar[tuple] = ("medians",)
     filters: tuple = (3, 3, 3)
     init_scale: float = 10.0
     tail_mass: float = 1e-9
@@ -229,11 +224,8 @@ class EntropyCodec(Codec):
             y_out = y_hat + (y - jax.lax.stop_gradient(y)) if self.train_quantizer == "ste" else noisy
         else:
             y_rate = y_out = y_hat
-        if state and not train:
-            bits = self.table_bits(q.astype(jnp.int32), state)
-        else:
-            lik = _from_cn(likelihood(density, _to_cn(y_rate)), y.shape)
-            bits = -jnp.sum(jnp.log(jnp.maximum(lik, self.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
+        lik = likelihood_of(density, y_rate)
+        bits = -jnp.sum(jnp.log(jnp.maximum(lik, self.likelihood_bound)), axis=(-3, -2, -1)) / _LOG2
         stats = {"rate_bits": bits}
         if not train:
             if state and self.stream == "rans":

@@ -83,23 +83,6 @@ def _bucket(n: int) -> int:
     return next(b for b in (1, 8, 64, LANES) if b >= n)
 
 
-@functools.partial(jax.jit, static_argnames=("precision",))
-def _encode(sub, table, precision):
-    """Each symbol's entry [T, N] (uint8/int32) in its step's block of `table` [T, S * (K + 1)]
-    (a position's packed rows, rans.packed_rows), or in all the packed rows [R * (K + 1)] (1-D)
-    -> (final states [N], words [T, N] uint16, emitted [T, N / 8] as little-endian bits)."""
-
-    def lookup(sub, block):
-        p = jnp.take(table if table.ndim == 1 else block, sub.astype(jnp.int32))
-        return p & 0xFFFF, p >> 16
-
-    blocks = table if table.ndim == 2 else jnp.zeros((len(sub), 1), table.dtype)
-    x, words, emitted = rans.encode_by(lookup, sub, blocks, precision)
-    emitted = jnp.pad(emitted, ((0, 0), (0, -emitted.shape[1] % 8)))  # whole bytes of lanes
-    bits = emitted.reshape(emitted.shape[0], -1, 8).astype(jnp.uint8) << jnp.arange(8, dtype=jnp.uint8)
-    return x, words.astype(jnp.uint16), jnp.sum(bits, axis=-1, dtype=jnp.uint8)
-
-
 BLOCKS_LIMIT = 1 << 24  # most table entries held per position (positions x states x row width)
 NARROW = 32  # widest table row decoded by comparing the slot with the whole row
 
@@ -258,7 +241,7 @@ class Streams:
             if _bucket(b - a) > b - a:
                 sub = np.pad(sub, ((0, 0), (0, _bucket(b - a) - (b - a))))
             table = self._table if self._base is None else self._table.reshape(-1)
-            x, words, emitted = jax.device_get(_encode(sub, table, self.precision))  # on the table's CPU
+            x, words, emitted = jax.device_get(rans.encode_entries(sub, table, self.precision))  # on the table's CPU
             tails = [None] * (b - a)
             for k in np.flatnonzero(esc):
                 one = q[a + k : a + k + 1]

@@ -1,0 +1,329 @@
+"""The hyperprior codec's symbols and streams: what the encoder computes from y, and one batch-rANS
+stream per sample holding z's symbols then y's residuals.
+
+Symbols (`Structure.symbols`, numpy and jax alike): z = h_a(y) (integer_net.py; a real value, the
+accumulator at 2^-10), its symbols qz = round(z - m) clipped to their tables' range (so z never
+escapes), then h_s(qz) -> per element a scale level and a mean in 1/16 (integers only), and the
+residual r = round(y - mean), clipped to +-QMAX. The decoder recomputes levels and means from qz
+alone, with integer arithmetic: identical on every machine. y_hat = r + mean (float32, exact).
+
+Format (coding/rans.py's): the final rANS state (3 or 4 bytes), then little-endian 16-bit words:
+the rANS words of z's symbols (channel by channel, row by row), each under its channel's table;
+then of y's residuals, each under the row of its element's scale level (gaussian.py); then each
+escaped residual as r + 2^15, in the same order.
+
+Rows. One table for both parts: z's channel rows first (entropy/tables.py: the density's integer
+frequencies), then one row per scale level. Encoding codes a batch in one compiled call
+(rans.encode_entries); decoding scans z's symbols, runs the synthesis, then scans y's residuals,
+each step a binary search in the lane's own row (rans.find_by_search); the graph computes the
+exact length of each stream (`stream_bytes`: no host callback). A stream is accepted only if it is
+exactly what the encoder writes for what it decodes to (rans.py's check) and its escapes hold
+values the tables cannot code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bottlenet_jax.codecs.coding import rans
+from bottlenet_jax.codecs.entropy import integer_net as inet
+from bottlenet_jax.codecs.entropy.streams import LANES, coding_order
+from bottlenet_jax.codecs.entropy.tables import ESC_BITS, QMAX
+
+ESC_OFFSET = 1 << (ESC_BITS - 1)
+
+
+def _leaky_clip(x, lo, hi):
+    """clip forward; gradient 1 inside, integer_net.LEAK outside (training)."""
+    inside = (x >= lo) & (x <= hi)
+    return jax.lax.stop_gradient(jnp.clip(x, lo, hi)) + (x - jax.lax.stop_gradient(x)) * jnp.where(
+        inside, 1.0, inet.LEAK
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    """The hyper networks' shapes for features of `shape` ([h, w, C]): static, hashable."""
+
+    shape: tuple
+    z_channels: int
+    hidden: int
+    levels: int
+    mean: bool
+
+    @property
+    def z_shape(self) -> tuple:
+        h, w, _ = self.shape
+        return (-(-h // 2), -(-w // 2), self.z_channels)
+
+    @property
+    def analysis(self):
+        return inet.analysis(self.shape[-1], self.hidden, self.z_channels)
+
+    @property
+    def synthesis(self):
+        return inet.synthesis(self.z_channels, self.hidden, self.shape[-1] * (2 if self.mean else 1))
+
+    def analyze(self, y, ints: dict, xp=np, train: bool = False):
+        """z = h_a(y), float32 [N, hz, wz, Cz] (exact: the accumulator times 2^-10)."""
+        z = inet.forward(inet.input_of_analysis(y, xp, train), ints, self.analysis, xp=xp, train=train)
+        return z.astype(xp.float32)
+
+    def synthesize(self, qz, ints: dict, xp=np, train: bool = False):
+        """(level [N, h, w, C], mean in 1/16 [N, h, w, C]) of z's symbols: int32 arrays, or with
+        `train` float32 ones rounded straight-through (the level's clip leaks gradient)."""
+        c = self.shape[-1]
+        a = xp.clip(qz, -inet.Z_MAX, inet.Z_MAX)
+        out = inet.forward(a, ints, self.synthesis, self.shape[:2], xp, train)
+        rnd = (
+            (lambda v: inet.ste(lambda u: inet.round_half_up(u, jnp), v))
+            if train
+            else (lambda v: inet.round_half_up(v, xp))
+        )
+        level = rnd(out[..., :c])
+        level = _leaky_clip(level, 0, self.levels - 1) if train else xp.clip(level, 0, self.levels - 1)
+        if self.mean:
+            mean = xp.clip(rnd(out[..., c:] * 2.0**inet.MEAN_FRAC), -inet.MEAN_MAX, inet.MEAN_MAX)
+        else:
+            mean = xp.zeros_like(level)
+        if train:
+            return level, mean
+        return level.astype(xp.int32), mean.astype(xp.int32)
+
+    def symbols(self, y, state: dict, xp=np):
+        """The encoder's symbols of features y [N, h, w, C]: (qz, r, level, mean) int32 (module docstring)."""
+        y = xp.asarray(y, xp.float32)
+        z = self.analyze(y, part(state, "ha_"), xp)
+        lower = xp.asarray(state["z_lower"], xp.int32)
+        qz = xp.round(z - xp.asarray(state["z_medians"], xp.float32))
+        qz = xp.clip(qz, lower, lower + xp.asarray(state["z_widths"], xp.int32) - 1).astype(xp.int32)
+        level, mean = self.synthesize(qz, part(state, "hs_"), xp)
+        r = xp.clip(xp.round(y - dequantize_mean(mean, xp)), -QMAX, QMAX).astype(xp.int32)
+        return qz, r, level, mean
+
+
+def part(state: dict, prefix: str) -> dict:
+    """The integer weights of one hyper network, keyed as integer_net names them."""
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def dequantize_mean(mean, xp=np):
+    return xp.asarray(mean, xp.float32) * np.float32(2.0**-inet.MEAN_FRAC)
+
+
+def dequantize(r, mean, xp=np):
+    """y_hat = r + mean, float32 (exact: |r| < 2^15 and the mean a multiple of 1/16 below 64)."""
+    return xp.asarray(r, xp.float32) + dequantize_mean(mean, xp)
+
+
+def max_bytes(shape, z_shape) -> int:
+    """The longest stream: the state, a word per z symbol, two per y residual (a word and an escape)."""
+    return rans.HEAD_BYTES + rans.WORD_BYTES * (int(np.prod(z_shape)) + 2 * int(np.prod(shape)))
+
+
+def rows_table(state: dict, xp=np):
+    """z's channel rows then the scale levels' rows, zero-padded to one width: [Cz + L, W] int32
+    (numpy, or jax where the state is traced: the eval step's argument)."""
+    z, y = xp.asarray(state["z_freqs"], xp.int32), xp.asarray(state["y_freqs"], xp.int32)
+    width = max(z.shape[1], y.shape[1])
+    pad = lambda a: xp.pad(a, ((0, 0), (0, width - a.shape[1])))  # noqa: E731
+    return xp.concatenate([pad(z), pad(y)])
+
+
+def entries(qz, r, level, state: dict, xp=np):
+    """(row [T, N], index in its row [T, N], escaped [N, h, w, C]) of every symbol in decoding
+    order: z's (qz [N, hz, wz, Cz], within their tables) then y's (r, level [N, h, w, C])."""
+    lower = xp.asarray(state["z_lower"], xp.int32)
+    half = xp.asarray(state["y_half"], xp.int32)
+    cz = lower.shape[0]
+    k = half[level]
+    esc = (r < -k) | (r > k)
+    rows = xp.concatenate(
+        [coding_order(xp.broadcast_to(xp.arange(cz, dtype=xp.int32), qz.shape)), coding_order(cz + level)]
+    )
+    idx = xp.concatenate([coding_order(qz - lower), coding_order(xp.where(esc, 2 * k + 1, r + k))])
+    return rows, idx, esc
+
+
+def stream_bytes(qz, r, level, state: dict, precision: int):
+    """In the graph: the exact length in bytes of each sample's stream (leading axes kept)."""
+    lead = r.shape[:-3]
+    qz, r, level = (v.reshape(-1, *v.shape[-3:]) for v in (qz, r, level))
+    # the barrier: tables given as constants would otherwise be constant-folded through the cumsum
+    freqs = jax.lax.optimization_barrier(rows_table(state, jnp).astype(jnp.uint32))
+    cum = rans.cumulative(freqs, jnp)
+    rows, idx, esc = entries(qz, r, level, state, jnp)
+    n = rans.stream_bytes(freqs[rows, idx], cum[rows, idx], precision)
+    return (n + rans.WORD_BYTES * jnp.sum(esc, axis=(1, 2, 3), dtype=jnp.int32)).reshape(lead)
+
+
+def stream_bytes_np(qz, r, level, state: dict, precision: int) -> np.ndarray:
+    """`stream_bytes` on the host (for a callback, which must not call back into JAX)."""
+    freqs = rows_table(state).astype(np.uint32)
+    cum = rans.cumulative(freqs)
+    rows, idx, esc = entries(qz, r, level, state)
+    n = rans.stream_bytes_np(freqs[rows, idx], cum[rows, idx], precision)
+    return n + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
+
+
+def _bucket(n: int) -> int:
+    """Lanes of a compiled call for n streams: 1, 8, 64 or LANES (few shapes to compile)."""
+    return next(b for b in (1, 8, 64, LANES) if b >= n)
+
+
+def _code(qz, r, level, state, table, precision: int):
+    rows, idx, esc = entries(qz, r, level, state, jnp)
+    width = table.shape[0] // (len(state["z_lower"]) + len(state["y_half"]))
+    return (*rans.encode_entries(rows * width + idx, table, precision), r, esc)
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "precision"))
+def _encode(y, state, table, structure: Structure, precision: int):
+    """Features [N, h, w, C] -> (final states [N], words, emitted bits: rans.encode_entries's;
+    residuals r and escaped [N, h, w, C]): symbols, rows and the rANS scan in one compiled call."""
+    qz, r, level, _ = structure.symbols(y, state, jnp)
+    return _code(qz, r, level, state, table, precision)
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "precision"))
+def _encode_symbols(qz, r, state, table, structure: Structure, precision: int):
+    """`_encode` of given symbols (qz, r): the levels from qz, as the decoder computes them."""
+    level, _ = structure.synthesize(qz, part(state, "hs_"), jnp)
+    return _code(qz, r, level, state, table, precision)
+
+
+def _padded(a: np.ndarray, lanes: int) -> np.ndarray:
+    return np.pad(a, ((0, lanes - len(a)),) + ((0, 0),) * (a.ndim - 1))
+
+
+@functools.partial(jax.jit, static_argnames=("structure", "precision"))
+def _decode(x0, words, lookup, table, state, structure: Structure, precision: int):
+    """First states [N], words [N, W] -> ([final states, words read, escapes] [3, N] uint32, z's
+    symbols, residuals [N, h, w, C] int32 (0 where escaped), escaped, level, mean). Each step
+    finds its symbol by one lookup in its lane's row (rans.find_by_lookup)."""
+    n = words.shape[0]
+    hz, wz, cz = structure.z_shape
+    h, w, c = structure.shape
+
+    def symbol(carry, rows):
+        x, ptr, s = rans.decode_symbol(*carry, rans.find_by_lookup(lookup, table, rows, precision), words, precision)
+        return (x, ptr), s
+
+    zrows = jnp.broadcast_to(jnp.repeat(jnp.arange(cz, dtype=jnp.int32), hz * wz)[:, None], (cz * hz * wz, n))
+    carry, zidx = jax.lax.scan(symbol, (x0, jnp.zeros(n, jnp.int32)), zrows)
+    qz = jnp.transpose(zidx.reshape(cz, hz, wz, n), (3, 1, 2, 0)) + state["z_lower"]
+    level, mean = structure.synthesize(qz, part(state, "hs_"), jnp)
+    carry, yidx = jax.lax.scan(symbol, carry, coding_order(cz + level))
+    idx = jnp.transpose(yidx.reshape(c, h, w, n), (3, 1, 2, 0))
+    k = state["y_half"][level]
+    escaped = idx == 2 * k + 1
+    n_esc = jnp.sum(escaped, axis=(1, 2, 3), dtype=jnp.uint32)
+    return (
+        jnp.stack([carry[0], carry[1].astype(jnp.uint32), n_esc]),
+        qz,
+        jnp.where(escaped, 0, idx - k),
+        escaped,
+        level,
+        mean,
+    )
+
+
+class Streams:
+    """The hyperprior's rANS coder for one state and one `Structure`; its arrays live on the CPU
+    (the host's coder: a batch encoded or decoded in one compiled call each)."""
+
+    def __init__(self, state: dict, structure: Structure, precision: int):
+        rans.check_precision(precision)
+        freqs = rows_table(state)
+        sums = freqs.astype(np.int64).sum(axis=1)
+        if np.any(sums != 1 << precision):
+            raise ValueError(f"hyperprior tables: rows sum to {np.unique(sums)[:3]}, not 2^{precision}")
+        self.structure, self.precision, self.state = structure, precision, state
+        cum = rans.cumulative(freqs.astype(np.uint32))
+        cpu = jax.devices("cpu")[0]
+        self._table = jax.device_put(rans.packed_rows(freqs.astype(np.uint32), cum).reshape(-1), cpu)
+        self._lookup = jax.device_put(rans.lookup_table(freqs), cpu)
+        self._state = jax.device_put({k: np.asarray(v) for k, v in state.items()}, cpu)
+        self._half = np.asarray(state["y_half"], np.int64)
+
+    def encode(self, y: np.ndarray) -> list[bytes]:
+        """Features [N, h, w, C] -> one stream per sample."""
+        y = np.asarray(y, np.float32)
+        out = []
+        for a in range(0, len(y), LANES):
+            m, lanes = len(y[a : a + LANES]), _bucket(len(y[a : a + LANES]))
+            args = (self._state, self._table, self.structure, self.precision)
+            out += self._pack(_encode(_padded(y[a : a + LANES], lanes), *args), m)
+        return out
+
+    def encode_symbols(self, qz: np.ndarray, r: np.ndarray) -> list[bytes]:
+        """Symbols (z's [N, hz, wz, Cz] within their tables, y's residuals [N, h, w, C]) -> their
+        streams: what `decode_symbols` reads back."""
+        qz, r = np.asarray(qz, np.int32), np.asarray(r, np.int32)
+        out = []
+        for a in range(0, len(r), LANES):
+            m, lanes = len(r[a : a + LANES]), _bucket(len(r[a : a + LANES]))
+            args = (self._state, self._table, self.structure, self.precision)
+            out += self._pack(
+                _encode_symbols(_padded(qz[a : a + LANES], lanes), _padded(r[a : a + LANES], lanes), *args), m
+            )
+        return out
+
+    @staticmethod
+    def _pack(coded, m: int) -> list[bytes]:
+        x, words, emitted, r, esc = jax.device_get(coded)
+        tails = [None] * m
+        for k in np.flatnonzero(esc[:m].any(axis=(1, 2, 3))):
+            tails[k] = coding_order(r[k : k + 1])[coding_order(esc[k : k + 1])] + ESC_OFFSET
+        return rans.pack(x[:m], words, emitted, tails)
+
+    def decode(self, payloads) -> np.ndarray:
+        """Streams -> y_hat [N, h, w, C] float32 (the graph's); ValueError naming the first stream
+        that is not one."""
+        _, r, mean = self.decode_symbols(payloads)
+        return dequantize(r, mean)
+
+    def decode_symbols(self, payloads):
+        """Streams -> (z's symbols, y's residuals, means in 1/16), int32; ValueError naming the first
+        stream that is not one."""
+        s = self.structure
+        limit = max_bytes(s.shape, s.z_shape)
+        parts = []
+        for a in range(0, len(payloads), LANES):
+            chunk = list(payloads[a : a + LANES])
+            m, lanes = len(chunk), _bucket(len(chunk))
+            x0, words, counts = rans.unpack(chunk, limit, lanes, 16 if lanes == LANES else 64)
+            coder, qz, r, escaped, level, mean = jax.device_get(
+                _decode(x0, words, self._lookup, self._table, self._state, s, self.precision)
+            )
+            x, ptr, n_esc = (v[:m] for v in coder)
+            ok = (x == rans.L) & (ptr + n_esc == counts)
+            if not ok.all():
+                i = int(np.argmin(ok))
+                raise ValueError(
+                    f"stream {a + i} ({len(chunk[i])} bytes) is not an rANS encoding of "
+                    f"{'x'.join(map(str, s.shape))} features under this model's tables"
+                )
+            r = np.array(r[:m])
+            for k in np.flatnonzero(n_esc):
+                self._escapes(r[k], escaped[k], level[k], words[k, ptr[k] : ptr[k] + n_esc[k]], a + k)
+            parts.append((qz[:m], r, mean[:m]))
+        return tuple(np.concatenate(v) for v in zip(*parts))
+
+    def _escapes(self, r, escaped, level, tail, i: int) -> None:
+        """Put a stream's escaped residuals (its tail, decoding order) where `escaped` marks them;
+        ValueError for a value its level's table codes, or one beyond QMAX."""
+        pos = np.flatnonzero(coding_order(escaped[None])[:, 0])  # decoding order, as the tail
+        v = tail.astype(np.int64) - ESC_OFFSET
+        k = coding_order(self._half[level][None])[pos, 0]
+        if np.any((np.abs(v) > QMAX) | (np.abs(v) <= k)):
+            raise ValueError(f"stream {i}: an escaped residual its table codes, or one beyond ±{QMAX}")
+        flat = coding_order(r[None])[:, 0].copy()
+        flat[pos] = v
+        h, w, c = self.structure.shape
+        r[...] = np.transpose(flat.reshape(c, h, w), (1, 2, 0))
