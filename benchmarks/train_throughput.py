@@ -3,19 +3,22 @@
     python benchmarks/train_throughput.py --batch 256 --res 224 --dtype bfloat16        # GPU: the issue's setting
     python benchmarks/train_throughput.py --smoke                                        # CPU, < 1 min (CI)
     python benchmarks/train_throughput.py --smoke --variants rb1_identity rb1_entropy   # the entropy codec's cost
+    python benchmarks/train_throughput.py --depth 18 --width 8 --res 28 --batch 128 --dtype float32 \
+        --variants rb1_identity rb1_entropy rb1_hyperprior        # the Fashion-MNIST network, on a CPU
 
 Variants (default: the first four): plain ResNet-50; BottleNet RB1 (C'=8, stride 2) with the
 identity codec, host JPEG (`jpeg`, backend host, thread pool), device JPEG (`jpeg`, backend device:
 libjpeg's integer pipeline in XLA, bit-identical to the host codec, per-sample bytes on every step);
 `--variants` adds `rb1_jpeg_host_proc` (host JPEG, process pool), `rb1_jpeg_device_opt` (device
-JPEG with optimized Huffman tables) and `rb1_entropy` (the learned entropy bottleneck with its rate
-term in the loss: no host callback in a train step). The jitted data-parallel train step (jit + shard_map, exactly
-the trainer's) runs on synthetic on-device batches (input pipeline excluded). `--profile FILE`
-traces a few steps of each variant and writes a text summary to FILE (top ops by device time, the
-codec's share; `--trace_dir` keeps the raw trace too). Rounds alternate the variants so machine
-noise hits all alike; img/s is the median over all timed steps (each blocked on its result); the
-ratios are to the plain model's and to the identity unit's. The mean columns count occasional
-slow steps too.
+JPEG with optimized Huffman tables), `rb1_entropy` (the learned entropy bottleneck with its rate
+term in the loss: no host callback in a train step) and `rb1_hyperprior` (the mean-scale
+hyperprior: its integer hyper networks simulated in float32, the rate of z and of y). The
+jitted data-parallel train step (jit + shard_map, exactly the trainer's) runs on synthetic
+on-device batches (input pipeline excluded). `--profile FILE` traces a few steps of each variant
+and writes a text summary to FILE (top ops by device time, the codec's share; `--trace_dir` keeps
+the raw trace too). Rounds alternate the variants so machine noise hits all alike; img/s is the
+median over all timed steps (each blocked on its result); the ratios are to the plain model's and
+to the identity unit's. The mean columns count occasional slow steps too.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ VARIANTS = {
     "rb1_jpeg_device": dict(after=1, codec="jpeg", backend="device"),
     "rb1_jpeg_device_opt": dict(after=1, codec="jpeg", backend="device", optimize=True),
     "rb1_entropy": dict(after=1, codec="entropy", rate_lambda=1e-4),
+    "rb1_hyperprior": dict(after=1, codec="hyperprior", rate_lambda=1e-4),
 }
 DEFAULT_VARIANTS = ["plain", "rb1_identity", "rb1_jpeg_host", "rb1_jpeg_device"]
 

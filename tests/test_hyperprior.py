@@ -47,12 +47,18 @@ def features(rng, n, shape=SHAPE, outliers=0.01):
 
 
 def integer_reference(a, ints, layers, shape):
-    """The hyper network in int64 arithmetic, loop by loop (no floats anywhere)."""
+    """The hyper network in int64 arithmetic, loop by loop (no floats anywhere): (output
+    accumulator, its shift)."""
     a = np.asarray(a, np.int64)
-    i = 0
+    i, shift = 0, None
     for layer in layers:
-        if layer.kind == "up2":
-            a = np.repeat(np.repeat(a, 2, 1), 2, 2)[:, : shape[0], : shape[1]]
+        if layer.kind == "d2s":  # each position's 4C values over a 2x2 block, written out
+            n, h, wd, c4 = a.shape
+            out = np.zeros((n, 2 * h, 2 * wd, c4 // 4), a.dtype)
+            for di in range(2):
+                for dj in range(2):
+                    out[:, di::2, dj::2] = a[..., (2 * di + dj) * (c4 // 4) : (2 * di + dj + 1) * (c4 // 4)]
+            a = out[:, : shape[0], : shape[1]]
             continue
         w, b = np.asarray(ints[f"w{i}"], np.int64), np.asarray(ints[f"b{i}"], np.int64)
         n, h, wd, _ = a.shape
@@ -68,13 +74,14 @@ def integer_reference(a, ints, layers, shape):
                     dj : dj + (wo - 1) * layer.stride + 1 : layer.stride,
                 ]
                 acc += np.einsum("nhwc,co->nhwo", win, w[di, dj])
-        if layer.f_out is None:
-            return acc, layer.shift
+        i += 1
+        if layer.f_out is None:  # the output: the accumulator, its shift kept (d2s may follow)
+            a, shift = acc, layer.shift
+            continue
         a = (acc + (1 << (layer.shift - 1))) >> layer.shift  # floor((acc + half) / 2^shift)
         if layer.relu:
             a = np.clip(a, 0, inet.ACT_MAX)
-        i += 1
-    return a, None
+    return a, shift
 
 
 @pytest.mark.parametrize("form", ["mean_scale", "scale"])

@@ -78,8 +78,7 @@ class Structure:
         """(level [N, h, w, C], mean in 1/16 [N, h, w, C]) of z's symbols: int32 arrays, or with
         `train` float32 ones rounded straight-through (the level's clip leaks gradient)."""
         c = self.shape[-1]
-        a = xp.clip(qz, -inet.Z_MAX, inet.Z_MAX)
-        out = inet.forward(a, ints, self.synthesis, self.shape[:2], xp, train)
+        out = inet.forward(xp.clip(qz, -inet.Z_MAX, inet.Z_MAX), ints, self.synthesis, self.shape[:2], xp, train)
         rnd = (
             (lambda v: inet.ste(lambda u: inet.round_half_up(u, jnp), v))
             if train

@@ -119,7 +119,9 @@ class HyperpriorCodec(Codec):
         level_of_one = np.log(1.0 / self.scale_min) / gaussian.log_step(
             self.scale_min, self.scale_max, self.scale_levels
         )
-        hs[f"b{last}"] = hs[f"b{last}"].at[: shape[-1]].set(float(np.clip(np.round(level_of_one), 0, inet.B_MAX)))
+        outputs = s.synthesis[last].c_out // 4  # per position of z, 4 elements' (depth-to-space)
+        start = jnp.zeros((4, outputs)).at[:, : shape[-1]].set(float(np.clip(np.round(level_of_one), 0, inet.B_MAX)))
+        hs[f"b{last}"] = start.reshape(-1)
         return {
             "ha": inet.init(ka, s.analysis),
             "hs": hs,

@@ -24,12 +24,13 @@ Training simulates exactly this arithmetic in float32: weights, biases and activ
 in the forward pass with straight-through gradients; the clip of a hidden layer passes a tenth of
 the gradient outside [0, 255] (so a unit pushed out of range can come back).
 
-Layers (`Layer`): a k x k conv (stride s) or a x2 nearest-neighbour upsampling cropped to a shape.
-The analysis h_a: y (as round(y * 16), clipped) -> 3x3 conv, hidden -> 3x3 stride-2 conv -> z
-(the accumulator at 2^-10: z is real, rounded to symbols outside). The synthesis h_s: the symbols
-of z (integers, clipped to +-127) -> x2 upsampling to y's shape -> 3x3 conv, hidden -> 3x3 conv,
-hidden -> 1x1 conv -> per element a scale-table index (rounded, clipped to the table) and, for the
-mean-scale form, a mean in units of 2^-MEAN_FRAC.
+Layers (`Layer`): a k x k conv (stride s), or depth-to-space (each position's 4C outputs spread
+over a 2x2 block, cropped to a shape: sub-pixel upsampling, a reshape). The analysis h_a: y (as
+round(y * 16), clipped) -> 3x3 stride-2 conv, hidden -> 3x3 conv -> z (the accumulator at 2^-10: z
+is real, rounded to symbols outside). The synthesis h_s works at z's resolution: the symbols of z
+(integers, clipped to +-127) -> 3x3 conv, hidden -> 3x3 conv, hidden -> 1x1 conv, 4x the outputs ->
+depth-to-space to y's shape -> per element a scale-table index (rounded, clipped to the table) and,
+for the mean-scale form, a mean in units of 2^-MEAN_FRAC.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ LEAK = 0.1  # the share of the gradient a hidden clip passes outside its range (
 
 @dataclasses.dataclass(frozen=True)
 class Layer:
-    kind: str  # "conv" | "up2"
+    kind: str  # "conv" | "d2s"
     k: int = 1
     stride: int = 1
     c_in: int = 0
@@ -72,17 +73,17 @@ class Layer:
 
 def analysis(channels: int, hidden: int, z_channels: int) -> tuple[Layer, ...]:
     return (
-        Layer("conv", 3, 1, channels, hidden, ACT_FRAC, ACT_FRAC, True, INPUT_MAX),
-        Layer("conv", 3, 2, hidden, z_channels, ACT_FRAC, None, False, ACT_MAX),
+        Layer("conv", 3, 2, channels, hidden, ACT_FRAC, ACT_FRAC, True, INPUT_MAX),
+        Layer("conv", 3, 1, hidden, z_channels, ACT_FRAC, None, False, ACT_MAX),
     )
 
 
 def synthesis(z_channels: int, hidden: int, outputs: int) -> tuple[Layer, ...]:
     return (
-        Layer("up2"),
         Layer("conv", 3, 1, z_channels, hidden, 0, ACT_FRAC, True, Z_MAX),
         Layer("conv", 3, 1, hidden, hidden, ACT_FRAC, ACT_FRAC, True, ACT_MAX),
-        Layer("conv", 1, 1, hidden, outputs, ACT_FRAC, None, False, ACT_MAX),
+        Layer("conv", 1, 1, hidden, 4 * outputs, ACT_FRAC, None, False, ACT_MAX),
+        Layer("d2s"),
     )
 
 
@@ -144,6 +145,15 @@ def _simulated(params: dict, layers) -> dict:
     return out
 
 
+def _same(hw, k: int, stride: int):
+    """SAME padding as XLA pads (the extra row/column at the end), per spatial axis."""
+    out = []
+    for n in hw:
+        total = max((-(-n // stride) - 1) * stride + k - n, 0)
+        out.append((total // 2, total - total // 2))
+    return out
+
+
 def _patches(a, k: int, stride: int, xp):
     """[n, h, w, c] -> [n, ho, wo, k*k*c]: each output position's k x k window (SAME padding, as
     XLA pads: the extra row/column at the end), rows of the window outermost, channels innermost."""
@@ -162,28 +172,47 @@ def _patches(a, k: int, stride: int, xp):
 def forward(a, params: dict, layers, shape=None, xp=np, train: bool = False):
     """Run `layers` on integer activations `a` [n, h, w, c] (float32 or float64 holding integers).
     `params`: integer weights (`integer_params`; jax: float32 arrays of integers, or with `train`
-    the float parameters, rounded here straight-through). `shape`: (h, w) the upsampling crops to.
-    Returns the last layer's accumulator as a real value (acc * 2^-shift, f_out None) or its
-    rounded output. Numpy computes in float64 (exact BLAS), jax in float32 at HIGHEST precision."""
+    the float parameters, rounded here straight-through). `shape`: (h, w) depth-to-space crops to.
+    Returns the last conv's accumulator as a real value (acc * 2^-shift, f_out None), rearranged by
+    the layers after it. Numpy computes in float64 (exact BLAS), jax in float32 at HIGHEST precision
+    (a matmul of integers in evaluation, a convolution in training: exact on a CPU; on an
+    accelerator training's values may round differently, which changes no stream)."""
     ints = _simulated(params, layers) if train else params
     dtype = xp.float64 if xp is np else jnp.float32
     a = xp.asarray(a, dtype)
     i = 0
     for layer in layers:
-        if layer.kind == "up2":
-            a = xp.repeat(xp.repeat(a, 2, axis=1), 2, axis=2)[:, : shape[0], : shape[1]]
+        if layer.kind == "d2s":
+            n, h, w, c = a.shape
+            a = a.reshape(n, h, w, 2, 2, c // 4).transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, c // 4)
+            a = a[:, : shape[0], : shape[1]]
             continue
-        w = xp.asarray(ints[f"w{i}"], dtype).reshape(-1, layer.c_out)
+        w = xp.asarray(ints[f"w{i}"], dtype)
         b = xp.asarray(ints[f"b{i}"], dtype)
-        p = _patches(a, layer.k, layer.stride, xp)
-        if xp is np:
-            acc = (p.reshape(-1, p.shape[-1]) @ w).reshape(*p.shape[:-1], layer.c_out) + b
-        else:
-            acc = jnp.matmul(p, w, precision=jax.lax.Precision.HIGHEST) + b
-        x = acc * 2.0**-layer.shift
-        if layer.f_out is None:
-            return x
-        a = ste(lambda v: round_half_up(v, jnp), x) if train else round_half_up(x, xp)
+        if train:  # XLA's convolution: fast to differentiate; exact on a CPU (a GEMM of integers)
+            acc = (
+                jax.lax.conv_general_dilated(
+                    a,
+                    w,
+                    (layer.stride,) * 2,
+                    _same(a.shape[1:3], layer.k, layer.stride),
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                    precision=jax.lax.Precision.HIGHEST,
+                )
+                + b
+            )
+        else:  # a matmul of integers below 2^24: exact in any order, on any backend (no conv algorithm choice)
+            p = _patches(a, layer.k, layer.stride, xp)
+            w = w.reshape(-1, layer.c_out)
+            if xp is np:
+                acc = (p.reshape(-1, p.shape[-1]) @ w).reshape(*p.shape[:-1], layer.c_out) + b
+            else:
+                acc = jnp.matmul(p, w, precision=jax.lax.Precision.HIGHEST) + b
+        i += 1
+        a = acc * 2.0**-layer.shift
+        if layer.f_out is None:  # the accumulator as a real value: the network's output
+            continue
+        a = ste(lambda v: round_half_up(v, jnp), a) if train else round_half_up(a, xp)
         if layer.relu:
             if train:
                 inside = (a >= 0) & (a <= ACT_MAX)
@@ -192,7 +221,6 @@ def forward(a, params: dict, layers, shape=None, xp=np, train: bool = False):
                 )
             else:
                 a = xp.clip(a, 0, ACT_MAX)
-        i += 1
     return a
 
 
