@@ -1,9 +1,10 @@
-"""What every experiment's results share: typed rows, the one results header, CSV, the operating
-point rule and the statistics (mean ± sd over seeds, a paired bootstrap over test images).
+"""What every study's results share: typed rows, the one CSV writer, the results header, the operating
+point rule, the statistics (mean ± sd over seeds, a paired bootstrap over test images, the goal
+verdict), the tables every study prints and the one plot.
 
 A `Row` is one measurement: a method at one setting of its declared grid, in one seed, on one
 split; `side_info_bytes` is what the method sends once to every receiver (tables), beside the
-per-sample `bytes`. Experiments identify rows by these fields, never by parsing method names.
+per-sample `bytes`. Studies identify rows by these fields, never by parsing method names.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import numpy as np
 
 from bottlenet_jax.experiments import git_state, machine
 
+SEEDS_FOR_A_CLAIM = 3
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    method: str  # display name, e.g. "entropy bottleneck"
-    family: str  # what kind of method: "baseline" | "input" | "split" | ... (the experiment's own set)
+    method: str  # display name, e.g. "hyperprior"
+    family: str  # what kind of method: "baseline" | "input" | "codec" | "learned" | ... (the spec's own set)
     setting: str  # one point of the method's grid, e.g. "q=30" or "λ=2e-4"
     seed: int
     split: str  # "validation" or "test"
@@ -37,7 +40,25 @@ class Row:
         return self.bytes + self.side_info_bytes / n
 
 
+def row(method, setting: str, seed: int, split: str, s: dict) -> Row:
+    """A Row from an evaluation summary (evaluation.summarize_eval's keys)."""
+    return Row(
+        method.name,
+        method.family,
+        setting,
+        seed,
+        split,
+        float(s["top1"]),
+        float(s["bytes_payload_mean"]),
+        int(s["examples"]),
+        int(s.get("side_info_bytes", 0)),
+        float(s.get("bytes_full_mean", float("nan"))),
+        float(s.get("rate_estimate_bytes_mean", float("nan"))),
+    )
+
+
 def write_rows(path: str, rows: list[Row]) -> None:
+    """The one CSV writer: rows with Row's columns."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=[fl.name for fl in dataclasses.fields(Row)])
@@ -79,6 +100,10 @@ def mean_sd(values) -> tuple[float, float]:
     return float(np.mean(v)), float(np.std(v, ddof=1)) if v.size > 1 else 0.0
 
 
+def fmt(ms, scale=1.0, digits=2) -> str:
+    return f"{scale * ms[0]:.{digits}f} ± {scale * ms[1]:.{digits}f}"
+
+
 def paired_bootstrap(a, b, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of a - b over paired per-sample values and its 95 % percentile interval from `n`
     resamples of the samples (the same resample for both: the pairing is kept)."""
@@ -90,3 +115,128 @@ def paired_bootstrap(a, b, n: int = 2000, seed: int = 0) -> tuple[float, float, 
     means = np.array([d[rng.integers(0, d.size, d.size)].mean() for _ in range(n)])
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(d.mean()), float(lo), float(hi)
+
+
+def verdict(per_seed: dict, seeds, goal: float) -> str:
+    """A goal on a ratio (smaller is better) judged on mean + 2 sd over seeds: "met" or "missed",
+    and only with every seed present and at least SEEDS_FOR_A_CLAIM of them ("not judged" else)."""
+    if len(seeds) < SEEDS_FOR_A_CLAIM:
+        return f"not judged ({len(seeds)} seed(s); a claim needs {SEEDS_FOR_A_CLAIM})"
+    if set(per_seed) != set(seeds):
+        return f"missed ({len(per_seed)} of {len(seeds)} seeds have an operating point)"
+    m, sd = mean_sd([per_seed[s] for s in seeds])
+    return "met" if m + 2 * sd <= goal else "missed"
+
+
+def baseline_top1(val: list[Row], seed=None) -> float:
+    """A seed's bar: the best validation top-1 of the baseline family (the plain network, trained
+    one way or two)."""
+    return max(r.top1 for r in val if r.family == "baseline" and seed in (None, r.seed))
+
+
+def tables(val: list[Row], test: list[Row], samples: dict, tolerance: float) -> list[str]:
+    """The tables every study prints: thresholds, operating points (test), the paired bootstrap
+    against the baseline, every setting on validation."""
+    seeds = sorted({r.seed for r in val})
+    names = list(dict.fromkeys(r.method for r in val))
+    n_test = max((r.examples for r in test), default=0)
+    md = ["## Thresholds (validation)", "", "| seed | baseline validation top-1 % | threshold % |", "|---|---|---|"]
+    md += [
+        f"| {s} | {100 * baseline_top1(val, s):.2f} | {100 * (baseline_top1(val, s) - tolerance):.2f} |" for s in seeds
+    ]
+    md += ["", "## Operating points: chosen on validation, measured once on test", ""]
+    md += [
+        "| method | seeds | test bytes/sample | side info (B, once) | + side info / test image | test top-1 % | settings |"
+    ]
+    md += ["|---|---|---|---|---|---|---|"]
+    for name in names:
+        got = [r for r in test if r.method == name]
+        if not got:
+            gaps = [
+                100 * (baseline_top1(val, s) - max(r.top1 for r in val if r.seed == s and r.method == name))
+                for s in seeds
+            ]
+            md.append(
+                f"| {name} | 0 of {len(seeds)} | none at the threshold: its best validation top-1 is "
+                f"{fmt(mean_sd(gaps))} points below the baseline | | | | |"
+            )
+            continue
+        md.append(
+            f"| {name} | {len({r.seed for r in got})} of {len(seeds)} | {fmt(mean_sd([r.bytes for r in got]), digits=1)} | "
+            f"{fmt(mean_sd([r.side_info_bytes for r in got]), digits=0)} | "
+            f"{fmt(mean_sd([r.with_side_info(n_test) for r in got]), digits=1)} | "
+            f"{fmt(mean_sd([r.top1 for r in got]), 100)} | {', '.join(dict.fromkeys(r.setting for r in got))} |"
+        )
+    md += [
+        "",
+        "## Paired bootstrap over the test images (accuracy differences, points; 2,000 resamples, 95 % interval)",
+    ]
+    md += ["", "| seed | method − baseline at its operating point |", "|---|---|"]
+    for seed in seeds:
+        s = samples.get(seed, {})
+        base = s.get(("baseline", next((r.setting for r in test if r.seed == seed and r.family == "baseline"), "")))
+        if base is None:
+            continue
+        cells = []
+        for (method, setting), v in s.items():
+            if v is not base:
+                d, lo, hi = paired_bootstrap(v["top1"], base["top1"])
+                cells.append(f"{method} ({setting}) {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+        md.append(f"| {seed} | {'; '.join(cells)} |")
+    md += [
+        "",
+        f'A claim of "within {100 * tolerance:g} point" holds for a seed where the interval\'s lower end is above −{100 * tolerance:g}.',
+    ]
+    md += ["", "## Every setting on validation (mean ± sd over seeds)", ""]
+    md += [
+        "| method | setting | top-1 % | bytes/sample | rate estimate (B) | side info (B) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        for setting in dict.fromkeys(r.setting for r in val if r.method == name):
+            rs = [r for r in val if r.method == name and r.setting == setting]
+            est = [r.rate_estimate_bytes for r in rs if np.isfinite(r.rate_estimate_bytes)]
+            md.append(
+                f"| {name} | {setting} | {fmt(mean_sd([r.top1 for r in rs]), 100)} | "
+                f"{fmt(mean_sd([r.bytes for r in rs]), digits=1)} | {fmt(mean_sd(est), digits=1) if est else ''} | "
+                f"{fmt(mean_sd([r.side_info_bytes for r in rs]), digits=0)} |"
+            )
+    return md
+
+
+def plot(val: list[Row], test: list[Row], out: str, x_label: str = "bytes per image (real streams; log scale)") -> None:
+    """Each method's validation curve (mean over seeds; for JPEG the cheapest tables at each q) with
+    its test operating points starred: the one plot of every study."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, name in enumerate(n for n in dict.fromkeys(r.method for r in val) if n != "baseline"):
+        pts = {}
+        for setting in dict.fromkeys(r.setting for r in val if r.method == name):
+            rs = [r for r in val if r.method == name and r.setting == setting]
+            key = setting.split(" ")[0] if setting.startswith("q=") else setting  # one point per q
+            p = (np.mean([r.bytes for r in rs]), 100 * np.mean([r.top1 for r in rs]))
+            pts[key] = min(pts.get(key, p), p)
+        xs, ys = zip(*sorted(pts.values()))
+        ax.plot(xs, ys, "o-", ms=3, lw=1, color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
+        chosen = [r for r in test if r.method == name]
+        if chosen:
+            ax.plot([r.bytes for r in chosen], [100 * r.top1 for r in chosen], "*", ms=10, color=f"C{i % 10}", mec="k")
+    seeds = sorted({r.seed for r in val})
+    mu = 100 * np.mean([baseline_top1(val, s) for s in seeds]) if any(r.family == "baseline" for r in val) else None
+    if mu is not None:
+        ax.axhline(mu, color="k", lw=0.8, label="baseline (validation)")
+        ax.axhline(mu - 1, color="k", ls=":", lw=0.8, label="1 point below")
+        ax.set_ylim(mu - 8, mu + 1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("top-1 % (lines: validation; stars: test at the chosen setting)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6.5, loc="lower right")
+    fig.tight_layout()
+    os.makedirs(out, exist_ok=True)
+    fig.savefig(os.path.join(out, "plot.png"), dpi=130)
+    plt.close(fig)
