@@ -180,6 +180,30 @@ def evaluate_workdir(
     return rows
 
 
+def evaluate_setting(cfg, workdir: str, setting: dict, split: str, samples: bool = False) -> dict:
+    """The weights of `workdir` (trained under `cfg`) evaluated on `split` with what `setting`
+    changes: "codec" (a block with "name", or overrides of the config's), "split" (overrides: e.g.
+    the plain network cut after RB1 with no unit), or "input" ({"format": "raw" | "jpeg" | "webp",
+    "quality", "huffman"}: the input image through that codec, classified by the network). The
+    summary of `evaluate_workdir` / `input_images` (+ per-sample arrays with `samples`)."""
+    from bottlenet_jax.codecs import codec_settings
+
+    inp = setting.get("input")
+    if inp:
+        fmt = inp.get("format", "raw")
+        if fmt == "raw":
+            return input_images(cfg, workdir, [], split, samples=samples)[0]
+        return input_images(cfg, workdir, [inp["quality"]], split, inp.get("huffman", "default"), samples, fmt)[1]
+    cfg = ml_collections.ConfigDict(cfg.to_dict())
+    cfg.split.update(**setting.get("split", {}))
+    block = dict(setting.get("codec", {}))
+    if "name" in block:
+        cfg.codec = ml_collections.ConfigDict(codec_settings(block.pop("name"), **block))
+    else:
+        cfg.codec.update(block)
+    return evaluate_workdir(workdir, cfg, split, (), True, samples)[0]
+
+
 def input_images(
     cfg,
     workdir: str,

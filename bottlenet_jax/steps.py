@@ -55,14 +55,17 @@ def trainable_mask(params, pattern: str):
 
 
 def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine; stage-1 freezing by masking;
-    the codec's auxiliary parameters (`Codec.aux_params`) under an optimizer of their own.
+    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine for the network; stage-1
+    freezing by masking; the codec's own parameters under optimizers of their own.
 
     During the first `stage1_steps` the frozen params' gradients (weight decay included) are
-    multiplied by 0 before the momentum, so they neither move nor build momentum. The auxiliary
-    parameters (an entropy model's medians, fitted by the codec's aux loss) get Adam at
-    `aux_learning_rate` with no decay and no schedule, as CompressAI trains them: riding the main
-    SGD (lr ~0.2, momentum) they overshoot, and their loss grows with rate_lambda.
+    multiplied by 0 before the momentum, so they neither move nor build momentum. The codec's
+    parameters (params["codec"]: an entropy model's density, a hyperprior's networks) are a
+    probability model, not weights: no decay, and Adam at `codec_learning_rate` with the network's
+    warm-up + cosine shape (the network's SGD at lr ~0.1 with momentum drives a density's
+    parameters and integer networks' fixed-point weights out of range: CompressAI and SC2 train
+    them with Adam). Its auxiliary parameters (`Codec.aux_params`: the medians, fitted by its aux
+    loss) get Adam at `aux_learning_rate`, no schedule, as CompressAI trains them.
     """
     from bottlenet_jax.codecs import make_codec
 
@@ -73,27 +76,29 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
         core = optax.adam(lr)
     else:
         raise ConfigError(f"optimizer={cfg.optimizer!r}: must be sgd or adam")
-    parts = []
-    if cfg.weight_decay:
-        # a codec's own parameters are a probability model, not weights: decay would bias the density
-        decay = optax.add_decayed_weights(cfg.weight_decay)
-        if "codec" in params:
-            decay = optax.masked(decay, {k: k != "codec" for k in params})
-        parts.append(decay)
+    gate = []
     if cfg.stage1_steps > 0:
         stage1 = int(cfg.stage1_steps)
         frozen = jax.tree.map(lambda t: not t, trainable_mask(params, cfg.stage1_trainable))
-        gate = optax.scale_by_schedule(lambda count: (count >= stage1).astype(jnp.float32))
-        parts.append(optax.masked(gate, frozen))
-    main = optax.chain(*parts, core)
+        scale = optax.scale_by_schedule(lambda count: (count >= stage1).astype(jnp.float32))
+        gate = [optax.masked(scale, frozen)]
+    decay = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+    codec = params.get("codec", {})
+    if not codec:
+        return optax.chain(*decay, *gate, core)
     aux = set(make_codec(cfg.codec).aux_params) if cfg.get("split", {}).get("after") else set()
-    if not aux & set(params.get("codec", {})):
-        return main
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    codec_lr = optax.warmup_cosine_decay_schedule(
+        0.0, cfg.get("codec_learning_rate", 1e-3), max(warmup, 0), max(total_steps, warmup + 1), 0.0
+    )
     labels = {k: jax.tree.map(lambda _: "main", v) for k, v in params.items()}
-    labels["codec"] = {
-        k: jax.tree.map(lambda _, k=k: "aux" if k in aux else "main", v) for k, v in params["codec"].items()
+    labels["codec"] = {k: jax.tree.map(lambda _, k=k: "aux" if k in aux else "codec", v) for k, v in codec.items()}
+    groups = {
+        "main": optax.chain(*decay, *gate, core),
+        "codec": optax.chain(*gate, optax.adam(codec_lr)),
+        "aux": optax.adam(cfg.get("aux_learning_rate", 1e-3)),
     }
-    return optax.multi_transform({"main": main, "aux": optax.adam(cfg.get("aux_learning_rate", 1e-3))}, labels)
+    return optax.multi_transform(groups, labels)
 
 
 def cross_entropy(logits, labels, num_classes):

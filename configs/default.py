@@ -72,8 +72,10 @@ def get_config():
     # (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T), T = distill.temperature;
     # + feature_weight * MSE(restored features, the teacher's RBk features) (head distillation).
     c.rate_lambda = 0.0
-    # the codec's auxiliary parameters (an entropy model's medians) train on its aux loss with Adam at
-    # this rate, apart from the network's optimizer (steps.create_optimizer)
+    # the codec's parameters (a density, a hyperprior's networks) train with Adam at codec_learning_rate
+    # (the network's warm-up + cosine), its auxiliary ones (medians) on its aux loss with Adam at
+    # aux_learning_rate, apart from the network's optimizer (steps.create_optimizer)
+    c.codec_learning_rate = 1e-3
     c.aux_learning_rate = 1e-3
     c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0, feature_weight=0.0))
 

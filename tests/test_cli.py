@@ -124,44 +124,44 @@ def test_tuple_and_list_overrides_keep_their_element_type():
 
 
 def test_one_override_syntax_for_train_the_demo_and_the_experiments():
-    """train.py, the demo and every experiment take --config.KEY=VALUE the same way (cli.apply_overrides)."""
+    """train.py, the demo and every study take --config.KEY=VALUE the same way (cli.apply_overrides):
+    a study's keys, and through `overrides` every run's."""
     from bottlenet_jax import demo
-    from bottlenet_jax.experiments import frontier
+    from bottlenet_jax.experiments.__main__ import load
+    from bottlenet_jax.experiments.runner import Study
 
     a = demo.parse(["--config.model.width=4", "--config.codec.quality=12", "--entropy_config="])
     base, bn = demo.configs(a.config, a)
     assert (base.model.width, bn.codec.quality) == (4, 12)
-    from bottlenet_jax.cli import split_overrides
-
-    p = frontier.parser()
-    overrides, rest = split_overrides(["--seeds", "1", "--config.seed=9"])
-    assert overrides == ["seed=9"] and p.parse_args(rest).seeds == [1]
-    # an override of the entropy unit reaches its runs and BottleNet with that unit (the paper unit: one conv)
-    overrides, rest = split_overrides(["--config.split.layers=3", "--config.split.hidden=16"])
-    a = p.parse_args(rest)
-    a.overrides = overrides
-    runs = frontier.run_configs(a, 0)
-    assert {n: c.split.layers for n, (c, _) in runs.items()} == {
+    cfg = load("frontier", ["recipe=finetune", "seeds=1", "overrides=split.hidden=4"])
+    study = Study(cfg, "")
+    runs = study.runs(1)
+    assert study.seeds == [1] and {c.split.hidden for n, (c, _) in runs.items() if n.startswith("hyperprior")} == {4}
+    assert {n: c.split.layers for n, (c, _) in runs.items() if not n.startswith(("entropy", "hyperprior"))} == {
         "base": 1,
         "baseline": 1,
         "input_jpeg": 1,
+        "input_webp": 1,
         "jpeg_paper": 1,
-        "jpeg_unit": 3,
-        **{f"entropy_l{v:g}": 3 for v in a.lambdas},
+        "jpeg_unit": 2,
     }
-    assert all(c.num_epochs == a.finetune_epochs for n, (c, _) in runs.items() if n != "base")  # one budget
+    assert all(c.num_epochs == cfg.finetune_epochs for n, (c, _) in runs.items() if n != "base")  # one budget
     assert {c.eval_split for c, _ in runs.values()} == {"train[:5000]"}  # no test image read in training
-    # --recipe scratch: the same total budget from scratch; the plain network trained both ways
-    a = p.parse_args(["--recipe", "scratch"])
-    a.overrides = []
-    runs = frontier.run_configs(a, 0)
-    total = a.baseline_epochs + a.finetune_epochs
+    assert (runs["input_webp"][0].train_input_format, runs["input_webp"][0].train_input_jpeg) == ("webp", (5, 95))
+    # recipe scratch: the same total budget from scratch; the plain network trained both ways
+    study = Study(load("frontier", []), "")
+    runs = study.runs(0)
+    total = cfg.baseline_epochs + cfg.finetune_epochs
     fresh = {n: (c.num_epochs, c.init_from, c.stage1_steps) for n, (c, _) in runs.items()}
-    assert fresh.pop("base") == (a.baseline_epochs, "", 0)
-    assert fresh.pop("baseline_finetuned")[:2] == (a.finetune_epochs, os.path.join(a.workdir, "seed0", "base"))
-    assert set(fresh.values()) == {(total, "", 0)} and "entropy_l0.0004" in fresh and "jpeg_unit" in fresh
-    baseline = next(m for m in frontier.methods(a) if m.family == "baseline")
-    assert [params.get("run", baseline.run) for _, params in baseline.grid] == ["baseline", "baseline_finetuned"]
+    assert fresh.pop("base") == (cfg.baseline_epochs, "", 0)
+    assert fresh.pop("baseline_finetuned")[:2] == (cfg.finetune_epochs, os.path.join(study.workdir, "seed0", "base"))
+    assert set(fresh.values()) == {(total, "", 0)} and "hyperprior_l0.0004" in fresh and "jpeg_unit" in fresh
+    baseline = next(m for m in study.methods if m.family == "baseline")
+    assert [s["run"] for _, s in baseline.grid] == ["baseline", "baseline_finetuned"]
+    with pytest.raises(SystemExit):  # a typo in a study key: one line, exit 2
+        from bottlenet_jax.experiments.__main__ import main
+
+        main(["frontier", "--config.seed=3", "--dry_run"])
 
 
 def test_zero_intervals_and_bad_objectives_are_rejected_at_validation():

@@ -1,61 +1,129 @@
-"""The experiments' table logic (no training): operating points, seed rows with the identity ablation."""
+"""Studies (bottlenet_jax/experiments): the runner's protocol end to end on a fake study whose
+validation and test disagree, the goal verdict, the frontier's tables, and the README's own small
+study trained and evaluated on mock data."""
+
+import os
+import re
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
 
 from bottlenet_jax import demo
-from bottlenet_jax.experiments import lightweight, seeds
+from bottlenet_jax.experiments import report
+from bottlenet_jax.experiments.report import Row
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FAKE_SPEC = """
+from bottlenet_jax.experiments.runner import Method
+TITLE = "a fake study"
+def runs(cfg, seed, wd):
+    return {}
+def methods(cfg):
+    plain = (("raw image", {"run": "baseline"}),)
+    grid = tuple((f"λ={v}", {"run": f"learned_{v}"}) for v in ("4e-4", "2e-4", "1e-4"))
+    sweep = tuple((f"sigma={v}", {"run": "channel", "codec": {"sigma": v}}) for v in (0.0, 0.1))
+    return [Method("baseline", "baseline", plain), Method("learned", "learned", grid),
+            Method("hopeless", "learned", (("λ=1", {"run": "x"}),)), Method("channel", "awgn", sweep, "all")]
+def describe(cfg):
+    return ["- fake"]
+def tables(cfg, val, test):
+    return ["## its own table"]
+"""
 
 
-def lw_row(split, bits, loss, top1=0.8):
-    return {"split": split, "bits/element (bytes)": bits, "loss vs baseline (pts)": loss, "top1": top1}
+def test_the_runner_chooses_on_validation_and_reads_test_once(tmp_path, monkeypatch):
+    """Validation and test disagree: on validation λ=2e-4 is the cheapest setting within 1 point of
+    the baseline (90.0 %), on test λ=4e-4 would pass too. The runner picks λ=2e-4, reads the test
+    split only there (and at the baseline, and at every condition of a sweep, selection "all"), a
+    method with no setting at the threshold has none, and a second run reads nothing again."""
+    from bottlenet_jax.experiments.runner import Study
 
-
-def test_the_papers_points_per_split():
-    rows = [
-        lw_row("RB1", 2.0, -0.1, 0.89),
-        lw_row("RB1", 1.5, 0.4, 0.88),
-        lw_row("RB1", 0.9, 2.4, 0.86),
-        lw_row("RB1", 0.7, 8.0, 0.80),
-        lw_row("RB8", 1.2, 0.2, 0.88),
-        lw_row("RB8", 0.95, 0.8, 0.879),
-        lw_row("RB8", 0.6, 3.0, 0.85),
-    ]
-    rb1, rb8 = lightweight.paper_points(rows)
-    assert rb1["within_loss"]["bits/element (bytes)"] == 1.5  # cheapest under 1 point
-    assert rb1["within_bits"]["bits/element (bytes)"] == 0.9  # most accurate at <= 1 bit
-    assert not rb1["both"]
-    assert rb8["within_loss"]["bits/element (bytes)"] == 0.95 and rb8["both"]
-    (none,) = lightweight.paper_points([lw_row("RB4", 3.0, 5.0)])
-    assert none["within_loss"] is None and none["within_bits"] is None and not none["both"]
-
-
-def demo_result(seed, base, bn, ident, inputs):
-    return {
-        "seed": seed,
-        "baseline": {"top1": base},
-        "bottlenet": {"top1": bn, "bytes_payload_mean": 120.0 + seed},
-        "identity": {"top1": ident, "bytes_payload_mean": 150.0 + seed},
-        "inputs": [{"q": None, "top1": base, "bytes_payload_mean": 784.0}]
-        + [{"q": q, "top1": t, "bytes_payload_mean": 10.0 * q} for q, t in inputs],
-        "matched": demo.matched(bn, [{"q": q, "top1": t, "bytes_payload_mean": 10.0 * q} for q, t in inputs]),
-        "split_after": 1,
-        "channels": 2,
-        "quality": 30,
+    (tmp_path / "fake.py").write_text(FAKE_SPEC)
+    cfg = ml_collections.ConfigDict(
+        dict(spec=str(tmp_path / "fake.py"), seeds=(0,), workdir=str(tmp_path / "wd"), out=str(tmp_path / "out"))
+    )
+    cfg.update(validation_split="val", test_split="test", quick=False, tolerance=0.01, overrides=())
+    top1 = {  # (setting, split) -> top-1
+        ("raw image", "val"): 0.90,
+        ("λ=4e-4", "val"): 0.885,
+        ("λ=2e-4", "val"): 0.893,
+        ("λ=1e-4", "val"): 0.90,
+        ("λ=4e-4", "test"): 0.91,
+        ("λ=2e-4", "test"): 0.89,
+        ("raw image", "test"): 0.90,
+        ("λ=1", "val"): 0.5,
     }
+    nbytes = {"raw image": 784, "λ=4e-4": 30, "λ=2e-4": 45, "λ=1e-4": 60, "λ=1": 1}
+    read = []
+
+    def fake(self, seed, method, setting, split, samples=False):
+        label = next(lab for lab, s in method.grid if s == setting)
+        read.append((method.name, label, split))
+        s = {"top1": top1.get((label, split), 0.8), "bytes_payload_mean": nbytes.get(label, 10.0), "examples": 100}
+        return {**s, "samples": {"top1": (np.arange(100) < 100 * s["top1"]).astype(np.int8)}} if samples else s
+
+    monkeypatch.setattr(Study, "evaluate", fake)
+    study = Study(cfg, "python -m bottlenet_jax.experiments fake")
+    study.run()
+    tested = sorted((m, label) for m, label, split in read if split == "test")
+    assert tested == [
+        ("baseline", "raw image"),
+        ("channel", "sigma=0.0"),
+        ("channel", "sigma=0.1"),
+        ("learned", "λ=2e-4"),
+    ]
+    assert len([r for r in read if r[2] == "val"]) == 7  # every setting of every grid, once
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| learned | 1 of 1 | 45.0 ± 0.0" in md and "| hopeless | 0 of 1 | none at the threshold" in md
+    assert "## its own table" in md and "- fake" in md and (tmp_path / "out" / "plot.png").exists()
+    test_rows = report.read_rows(str(tmp_path / "out" / "test.csv"))
+    assert {(r.method, r.setting) for r in test_rows} == set(tested)
+    read.clear()
+    study.run()  # cached: neither split is read again
+    assert read == []
 
 
-def test_seed_rows_carry_the_identity_ablation_and_its_spread():
-    rows = []
-    for seed, ident in ((0, 0.80), (1, 0.84)):
-        rows += seeds.per_seed_rows(demo_result(seed, 0.88, 0.86, ident, [(10, 0.83), (20, 0.87)]))
-    summary = {r["method"]: r for r in seeds.summarise(rows)}
-    ident = summary["BottleNet RB1 C'=2, identity-trained"]
-    assert ident["n"] == 2 and ident["q"] == 30
-    np.testing.assert_allclose(ident["top1_mean"], 0.82)
-    np.testing.assert_allclose(ident["top1_sd"], np.std([0.80, 0.84], ddof=1))
-    np.testing.assert_allclose(ident["bytes_mean"], 150.5)
-    assert summary[seeds.MATCHED]["q"] == "20, 20"  # the cheapest input quality reaching 86 %, per seed
+def test_the_goal_verdict_needs_every_seed_and_mean_plus_two_sd():
+    seeds = [0, 1, 2]
+    assert report.verdict({0: 0.20, 1: 0.21, 2: 0.22}, seeds, 0.25) == "met"  # 0.21 + 2 * 0.01 = 0.23
+    assert report.verdict({0: 0.10, 1: 0.21, 2: 0.30}, seeds, 0.25) == "missed"  # mean 0.20, + 2 sd 0.40
+    assert report.verdict({0: 0.10, 1: 0.10}, seeds, 0.25).startswith("missed (2 of 3 seeds")
+    assert report.verdict({0: 0.01}, [0], 0.25).startswith("not judged")
+
+
+def _row(method, family, setting, seed, split, top1, nbytes, side=0, est=float("nan")):
+    return Row(method, family, setting, seed, split, top1, nbytes, 10_000, side, rate_estimate_bytes=est)
+
+
+def test_the_frontier_judges_each_learned_codec_against_the_better_rival_over_three_seeds():
+    from bottlenet_jax.experiments.__main__ import load
+    from bottlenet_jax.experiments.specs import frontier
+
+    cfg = load("frontier", [])
+    val, test = [], []
+    for seed, k in ((0, 1.0), (1, 1.05), (2, 0.95)):
+        for split in ("validation", "test"):
+            rows = [
+                _row("hyperprior", "learned", "λ=2e-4", seed, split, 0.90, 30 * k, side=4_000, est=27.4 * k),
+                _row("entropy bottleneck", "learned", "λ=2e-4", seed, split, 0.90, 80 * k, est=200 * k),
+                _row("input image JPEG, trained on JPEG", "input", "q=30 fitted", seed, split, 0.90, 180, side=216),
+                _row("input image WebP, baseline", "input", "q=5", seed, split, 0.90, 150),
+                _row("BottleNet JPEG, paper unit C'=2", "codec", "q=20 fitted", seed, split, 0.90, 120),
+            ]
+            (val if split == "validation" else test).extend(rows)
+    md = "\n".join(frontier.tables(cfg, val, test))
+    lines = {tuple(c.strip() for c in ln.split("|")[1:4]): ln for ln in md.splitlines() if ln.startswith("| ")}
+    webp = lines[("hyperprior", frontier.RIVALS["input"], "not counted")]
+    assert "0.200 (input image WebP, baseline, q=5)" in webp and "≤ 0.25: met" in webp  # 30/150, the better rival
+    assert "≤ 0.25: missed" in lines[("entropy bottleneck", frontier.RIVALS["input"], "not counted")]  # 80/150
+    assert "≤ 0.5: met" in lines[("hyperprior", frontier.RIVALS["codec"], "not counted")]  # 0.25
+    spread = lines[("hyperprior", frontier.RIVALS["input"], "spread over the test set")]
+    assert "0.203" in spread  # (30 + 4,000 / 10,000) / 150
+    rate = next(ln for ln in md.splitlines() if ln.startswith("| hyperprior | λ=2e-4 | 27.4"))
+    assert rate.endswith("| 0.997 |")  # (27.4 + 2.5) / 30
 
 
 def test_identity_trained_config_differs_only_in_the_codec():
@@ -67,11 +135,9 @@ def test_identity_trained_config_differs_only_in_the_codec():
 
 
 def test_git_state_ignores_uncommitted_results_but_not_code(tmp_path, monkeypatch):
-    import subprocess
-
     from bottlenet_jax.experiments import git_state
 
-    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
     git("init", "-q")
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "table.md").write_text("old\n")
@@ -86,113 +152,62 @@ def test_git_state_ignores_uncommitted_results_but_not_code(tmp_path, monkeypatc
     assert git_state()[1]
 
 
-def test_write_csv_takes_every_rows_columns(tmp_path):
-    import csv
-
-    from bottlenet_jax.experiments import write_csv
-
-    write_csv(tmp_path / "r" / "x.csv", [{"method": "a", "top1": 0.9}, {"method": "b", "top5": 1.0, "top1": 0.8}])
-    with open(tmp_path / "r" / "x.csv") as f:
-        got = list(csv.DictReader(f))
-    assert list(got[0]) == ["method", "top1", "top5"]
-    assert got[0]["top5"] == "" and got[1] == {"method": "b", "top1": "0.8", "top5": "1.0"}
-
-
-def _row(method, family, setting, seed, split, top1, nbytes, side=0):
-    from bottlenet_jax.experiments.report import Row
-
-    return Row(method, family, setting, seed, split, top1, nbytes, 100, side)
-
-
-def test_frontier_chooses_operating_points_on_validation_and_reads_test_once(monkeypatch, tmp_path):
-    """A synthetic run where validation and test disagree: the threshold is the baseline's
-    validation top-1 - 1 point, each method's operating point its cheapest validation setting at or
-    above it, and the test split is evaluated once per method at that setting only, even where
-    another setting would look cheaper within the threshold on test."""
-    from bottlenet_jax.experiments import frontier, frontier_runs
-
-    val = [
-        _row("baseline", "baseline", "raw image", 0, "validation", 0.90, 784),
-        _row("entropy bottleneck", "entropy", "λ=0.0004", 0, "validation", 0.885, 30),  # below 0.89
-        _row("entropy bottleneck", "entropy", "λ=0.0002", 0, "validation", 0.893, 45),
-        _row("entropy bottleneck", "entropy", "λ=0.0001", 0, "validation", 0.90, 60),
-        _row("input image JPEG, baseline", "input", "q=10 default", 0, "validation", 0.70, 100),
-    ]
-    chosen = frontier.choose(val)
-    assert chosen["entropy bottleneck"].setting == "λ=0.0002" and chosen["input image JPEG, baseline"] is None
-    # the plain network trained two ways (--recipe scratch): the better one sets the bar
-    two = val + [_row("baseline", "baseline", "raw image, base + fine-tune", 0, "validation", 0.904, 784)]
-    raised = frontier.choose(two)
-    assert raised["entropy bottleneck"].setting == "λ=0.0001" and raised["baseline"].top1 == 0.904
-    evaluated = []
-
-    def fake(a, seed, method, params, split, samples=False):
-        evaluated.append((method.name, params.get("run", params.get("quality")), split))
-        top1 = {"entropy_l0.0004": 0.91}.get(params.get("run"), 0.89)  # on test, 4e-4 would pass: never asked
-        return {"top1": top1, "bytes_payload_mean": 44.0, "examples": 100, "samples": {"top1": np.ones(100, np.int8)}}
-
-    monkeypatch.setattr(frontier, "evaluate_setting", fake)
-    a = frontier.parser().parse_args(["--workdir", str(tmp_path), "--lambdas", "1e-4,2e-4,4e-4"])
-    a.overrides = []
-    every = frontier_runs.methods(a)
-    monkeypatch.setattr(frontier, "methods", lambda a: [m for m in every if m.family in ("baseline", "entropy")])
-    chosen = {m: r for m, r in chosen.items() if r is not None}
-    rows, samples = frontier.test_once(a, 0, chosen)
-    assert sorted(evaluated) == [("baseline", None, "test"), ("entropy bottleneck", "entropy_l0.0002", "test")]
-    assert [r.split for r in rows] == ["test", "test"] and set(samples) == {"baseline", "entropy bottleneck"}
-    frontier.test_once(a, 0, chosen)  # cached: the test split is not read again
-    assert len(evaluated) == 2
-
-
-def test_report_ratios_take_the_best_rival_and_spread_side_information():
-    from bottlenet_jax.experiments import frontier_report
-    from bottlenet_jax.experiments.report import mean_sd, operating_point, paired_bootstrap
-
-    test = []
-    for seed, k in ((0, 1.0), (1, 1.1)):
-        test += [
-            _row("entropy bottleneck", "entropy", "λ", seed, "test", 0.9, 30 * k, side=40_000),
-            _row("input image JPEG, baseline", "input", "q=50 default", seed, "test", 0.9, 300),
-            _row("input image JPEG, fine-tuned on JPEG", "input", "q=30 fitted", seed, "test", 0.9, 250, side=200),
-            _row("BottleNet JPEG, paper unit C'=2", "codec", "q=20 fitted", seed, "test", 0.9, 90, side=200),
-        ]
-    plain = frontier_report.ratios(test, "entropy bottleneck", "input", 10_000, side=False)
-    assert plain[0][0] == 30 / 250 and plain[0][1].method.endswith("fine-tuned on JPEG")  # the better rival
-    spread = frontier_report.ratios(test, "entropy bottleneck", "codec", 10_000, side=True)
-    assert abs(spread[1][0] - (33 + 4.0) / (90 + 0.02)) < 1e-9
-    assert mean_sd([1.0, 3.0]) == (2.0, np.sqrt(2.0))
-    rows = [_row("m", "x", s, 0, "validation", t, b) for s, t, b in (("a", 0.9, 50), ("b", 0.88, 20), ("c", 0.95, 80))]
-    assert operating_point(rows, 0.89).setting == "a" and operating_point(rows, 0.99) is None
-    d, lo, hi = paired_bootstrap(np.r_[np.ones(90), np.zeros(10)], np.ones(100))
+def test_rows_read_back_as_written(tmp_path):
+    rows = [_row("m", "x", "q=10", 0, "test", 0.9, 12.5, side=3), _row("n", "y", "λ=1", 1, "validation", 0.5, 1.0)]
+    report.write_rows(str(tmp_path / "r" / "rows.csv"), rows)
+    back = report.read_rows(str(tmp_path / "r" / "rows.csv"))
+    assert back[0].top1 == 0.9 and back[0].side_info_bytes == 3 and back[1].setting == "λ=1"
+    assert np.isnan(back[1].rate_estimate_bytes) and back[0].with_side_info(3) == 13.5
+    assert report.operating_point(back, 0.4).method == "n" and report.operating_point(back, 0.95) is None
+    d, lo, hi = report.paired_bootstrap(np.r_[np.ones(90), np.zeros(10)], np.ones(100))
     assert d == -0.1 and lo < -0.1 < hi < 0
 
 
-def test_report_judges_the_goal_only_over_enough_seeds():
-    """One seed's ratio under the goal is reported, not claimed: sd over one seed is no evidence."""
-    import types
+def readme_study() -> dict:
+    """The README's how-to: its spec and config, as written there (file name -> text)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    blocks = re.findall(r"```python\n# (studies/\w+\.py)\n(.*?)```", text, re.S)
+    assert len(blocks) == 2, [name for name, _ in blocks]
+    return dict(blocks)
 
-    from bottlenet_jax.experiments import frontier_report
 
-    rows = []
-    for split in ("validation", "test"):
-        rows += [
-            _row("baseline", "baseline", "raw image", 0, split, 0.90, 784),
-            _row("entropy bottleneck", "entropy", "λ=0.0004", 0, split, 0.895, 10),
-            _row("input image JPEG, baseline", "input", "q=50 fitted", 0, split, 0.895, 200, side=216),
-            _row("BottleNet JPEG, paper unit C'=2", "codec", "q=20 fitted", 0, split, 0.895, 100, side=216),
-        ]
-    val = [r for r in rows if r.split == "validation"]
-    test = [r for r in rows if r.split == "test"]
-    a = types.SimpleNamespace(
-        recipe="scratch",
-        baseline_epochs=2.0,
-        finetune_epochs=2.0,
-        finetune_lr=0.05,
-        config="c.py",
-        qualities=[50],
-        lambdas=[4e-4],
-        commit=("abc", False),
+def test_the_readme_study_trains_and_evaluates_on_mock_data(tmp_path):
+    """Adding a study is a spec and a config (README.md, "Studies"): the README's own, at toy size,
+    on mock records, through `python -m bottlenet_jax.experiments`, end to end."""
+    from helpers import write_tiny_records
+
+    for name, text in readme_study().items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "configs").symlink_to(os.path.join(ROOT, "configs"))  # the study's base config, as in a checkout
+    data = tmp_path / "data"
+    write_tiny_records(data, n_train=48, n_test=16, size=28)
+    mock = ["dataset=tiny_records", f"data_dir={data}", "train_split=train[16:]", "validation_split=train[:16]"]
+    args = [
+        "studies/my_config.py",
+        "--config.quick=true",
+        f"--config.workdir={tmp_path / 'wd'}",
+        "--config.test_split=test",
+        "--config.overrides=" + ",".join(mock + ["eval_batch_size=8", "batch_size=8"]),
+    ]
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    p = subprocess.run(
+        [sys.executable, "-m", "bottlenet_jax.experiments", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
     )
-    md = "\n".join(frontier_report.report(a, [], val, test, {}, 60.0, {0: []}))
-    assert "0.050" in md and "not judged (1 seed(s); a claim needs 3)" in md and "≤ 0.1 met" not in md
-    assert "4 epochs from scratch" in md
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    md = (tmp_path / "wd_quick" / "results" / "results.md").read_text()
+    assert "# BottleNet at two unit widths" in md and "| BottleNet C'=4 |" in md
+    listed = subprocess.run(
+        [sys.executable, "-m", "bottlenet_jax.experiments", *args, "--list"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert [ln.split()[-1] for ln in listed.stdout.splitlines()] == ["done"] * 3, listed.stdout + listed.stderr

@@ -1,15 +1,7 @@
-"""`python -m bottlenet_jax.experiments NAME [--config.KEY=VALUE ...]`: run a study.
-
-NAME is a config under configs/experiments/ (or the path of one): its docstring is its command,
-its keys the study's dataset, budget, seeds, grids and folders, its `spec` what is trained and
-compared (experiments/runner.py: the protocol). Overrides take train.py's syntax and give the same
-one-line errors.
-
-    --dry_run       build and check every run's config and every method, then stop (no data)
-    --list          one line per run: its name, config hash, done or not (a job array's task list)
-    --only RUN      train that run alone (seed<k>/<name>, as --list names it), then stop
-    --train_only    train every run not done, then stop (no evaluation)
-"""
+"""`python -m bottlenet_jax.experiments NAME [--config.KEY=VALUE ...] [--dry_run | --list | --only RUN |
+--train_only]`: run a study. NAME is a config under configs/experiments/ (or its path): its docstring
+is its command, its keys the study's dataset, budget, seeds, grids and folders, its `spec` what is
+trained and compared (experiments/runner.py: the protocol). Overrides as train.py's, one-line errors."""
 
 from __future__ import annotations
 
@@ -21,9 +13,18 @@ from bottlenet_jax import cli
 
 
 def load(name: str, overrides):
-    """The study config NAME (configs/experiments/NAME.py, or a path) with overrides applied."""
+    """The study config NAME (configs/experiments/NAME.py, or a path) with the runner's optional
+    keys at their defaults where it leaves them out (runner.Study), then the overrides applied."""
     path = name if name.endswith(".py") else os.path.join("configs", "experiments", f"{name}.py")
-    return cli.load_config_file(path, *overrides)
+    cfg = cli.load_config_file(path)
+    stem = os.path.basename(path)[:-3]
+    defaults = dict(quick=False, overrides=(), tolerance=0.01, test_split="test")
+    defaults |= dict(workdir=f"workdir/{stem}", out=f"results/{stem}")
+    for k, v in defaults.items():
+        if k not in cfg:
+            cfg[k] = v
+    cli.apply_overrides(cfg, overrides)
+    return cfg
 
 
 def main(argv=None):

@@ -42,19 +42,14 @@ class Row:
 
 def row(method, setting: str, seed: int, split: str, s: dict) -> Row:
     """A Row from an evaluation summary (evaluation.summarize_eval's keys)."""
-    return Row(
-        method.name,
-        method.family,
-        setting,
-        seed,
-        split,
-        float(s["top1"]),
-        float(s["bytes_payload_mean"]),
-        int(s["examples"]),
+    nan = float("nan")
+    top1, nbytes, n = float(s["top1"]), float(s["bytes_payload_mean"]), int(s["examples"])
+    extra = (
         int(s.get("side_info_bytes", 0)),
-        float(s.get("bytes_full_mean", float("nan"))),
-        float(s.get("rate_estimate_bytes_mean", float("nan"))),
+        float(s.get("bytes_full_mean", nan)),
+        float(s.get("rate_estimate_bytes_mean", nan)),
     )
+    return Row(method.name, method.family, setting, seed, split, top1, nbytes, n, *extra)
 
 
 def write_rows(path: str, rows: list[Row]) -> None:
@@ -76,13 +71,16 @@ def read_rows(path: str) -> list[Row]:
 def header(title: str, command: str, commit=None, extra: list[str] = ()) -> list[str]:
     """The lines every results file starts with: title, command, commit, machine, date (+ extra)."""
     commit, dirty = commit or git_state()
+    today = datetime.date.today().isoformat()
+    dirty = " (with uncommitted changes)" if dirty else ""
     return [
         f"# {title}",
         "",
         f"- command: `{command.strip()}`",
-        f"- commit: {commit}{' (with uncommitted changes)' if dirty else ''}",
+        f"- commit: {commit}{dirty}",
         f"- machine: {machine()}",
-        f"- date: {datetime.date.today().isoformat()}",
+    ] + [
+        f"- date: {today}",
         *extra,
         "",
     ]
@@ -134,109 +132,85 @@ def baseline_top1(val: list[Row], seed=None) -> float:
     return max(r.top1 for r in val if r.family == "baseline" and seed in (None, r.seed))
 
 
+def table(columns: str, rows) -> list[str]:
+    """A markdown table: `columns` separated by "|", then one line per row (cells, or a string)."""
+    out = ["| " + columns.replace("|", " | ") + " |", "|---" * (columns.count("|") + 1) + "|"]
+    return out + ["| " + (r if isinstance(r, str) else " | ".join(map(str, r))) + " |" for r in rows]
+
+
 def tables(val: list[Row], test: list[Row], samples: dict, tolerance: float) -> list[str]:
     """The tables every study prints: thresholds, operating points (test), the paired bootstrap
     against the baseline, every setting on validation."""
-    seeds = sorted({r.seed for r in val})
-    names = list(dict.fromkeys(r.method for r in val))
+    seeds, names = sorted({r.seed for r in val}), list(dict.fromkeys(r.method for r in val))
     n_test = max((r.examples for r in test), default=0)
-    md = ["## Thresholds (validation)", "", "| seed | baseline validation top-1 % | threshold % |", "|---|---|---|"]
-    md += [
-        f"| {s} | {100 * baseline_top1(val, s):.2f} | {100 * (baseline_top1(val, s) - tolerance):.2f} |" for s in seeds
-    ]
-    md += ["", "## Operating points: chosen on validation, measured once on test", ""]
-    md += [
-        "| method | seeds | test bytes/sample | side info (B, once) | + side info / test image | test top-1 % | settings |"
-    ]
-    md += ["|---|---|---|---|---|---|---|"]
+    bar = {s: baseline_top1(val, s) for s in seeds}
+    md = ["## Thresholds (validation)", ""]
+    md += table(
+        "seed|baseline validation top-1 %|threshold %",
+        (f"{s} | {100 * b:.2f} | {100 * (b - tolerance):.2f}" for s, b in bar.items()),
+    )
+    ops = []
     for name in names:
         got = [r for r in test if r.method == name]
+        ms = lambda f, **k: fmt(mean_sd([f(r) for r in got]), **k)  # noqa: E731
         if not got:
-            gaps = [
-                100 * (baseline_top1(val, s) - max(r.top1 for r in val if r.seed == s and r.method == name))
-                for s in seeds
-            ]
-            md.append(
-                f"| {name} | 0 of {len(seeds)} | none at the threshold: its best validation top-1 is "
-                f"{fmt(mean_sd(gaps))} points below the baseline | | | | |"
+            gaps = [100 * (bar[s] - max(r.top1 for r in val if r.seed == s and r.method == name)) for s in seeds]
+            ops.append(
+                f"{name} | 0 of {len(seeds)} | none at the threshold (best validation top-1 "
+                f"{fmt(mean_sd(gaps))} points below) | | | |"
             )
             continue
-        md.append(
-            f"| {name} | {len({r.seed for r in got})} of {len(seeds)} | {fmt(mean_sd([r.bytes for r in got]), digits=1)} | "
-            f"{fmt(mean_sd([r.side_info_bytes for r in got]), digits=0)} | "
-            f"{fmt(mean_sd([r.with_side_info(n_test) for r in got]), digits=1)} | "
-            f"{fmt(mean_sd([r.top1 for r in got]), 100)} | {', '.join(dict.fromkeys(r.setting for r in got))} |"
+        ops.append(
+            f"{name} | {len({r.seed for r in got})} of {len(seeds)} | {ms(lambda r: r.bytes, digits=1)} | "
+            f"{ms(lambda r: r.side_info_bytes, digits=0)} | {ms(lambda r: r.with_side_info(n_test), digits=1)} | "
+            f"{ms(lambda r: r.top1, scale=100)} | {', '.join(dict.fromkeys(r.setting for r in got))}"
         )
-    md += [
-        "",
-        "## Paired bootstrap over the test images (accuracy differences, points; 2,000 resamples, 95 % interval)",
-    ]
-    md += ["", "| seed | method − baseline at its operating point |", "|---|---|"]
+    md += ["", "## Operating points: chosen on validation, measured once on test", ""]
+    md += table(
+        "method|seeds|test bytes/sample|side info (B, once)|+ side info / test image|test top-1 %|settings", ops
+    )
+    boot = []
     for seed in seeds:
         s = samples.get(seed, {})
-        base = s.get(("baseline", next((r.setting for r in test if r.seed == seed and r.family == "baseline"), "")))
-        if base is None:
-            continue
-        cells = []
-        for (method, setting), v in s.items():
+        base = next((v for (m, _), v in s.items() if m == "baseline"), None)
+        for (m, lab), v in s.items() if base is not None else ():
             if v is not base:
                 d, lo, hi = paired_bootstrap(v["top1"], base["top1"])
-                cells.append(f"{method} ({setting}) {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
-        md.append(f"| {seed} | {'; '.join(cells)} |")
+                boot.append(f"{seed} | {m} ({lab}) | {100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]")
+    md += ["", "## Paired bootstrap over the test images (points, 2,000 resamples, 95 % interval)", ""]
+    md += table("seed|method (setting)|top-1 − baseline", boot)
     md += [
         "",
-        f'A claim of "within {100 * tolerance:g} point" holds for a seed where the interval\'s lower end is above −{100 * tolerance:g}.',
+        f"Within {100 * tolerance:g} point of the baseline: where the lower end is above −{100 * tolerance:g}.",
     ]
-    md += ["", "## Every setting on validation (mean ± sd over seeds)", ""]
-    md += [
-        "| method | setting | top-1 % | bytes/sample | rate estimate (B) | side info (B) |",
-        "|---|---|---|---|---|---|",
-    ]
+    every = []
     for name in names:
         for setting in dict.fromkeys(r.setting for r in val if r.method == name):
             rs = [r for r in val if r.method == name and r.setting == setting]
             est = [r.rate_estimate_bytes for r in rs if np.isfinite(r.rate_estimate_bytes)]
-            md.append(
-                f"| {name} | {setting} | {fmt(mean_sd([r.top1 for r in rs]), 100)} | "
-                f"{fmt(mean_sd([r.bytes for r in rs]), digits=1)} | {fmt(mean_sd(est), digits=1) if est else ''} | "
-                f"{fmt(mean_sd([r.side_info_bytes for r in rs]), digits=0)} |"
+            ms = lambda f, **k: fmt(mean_sd([f(r) for r in rs]), **k)  # noqa: E731
+            every.append(
+                f"{name} | {setting} | {ms(lambda r: r.top1, scale=100)} | {ms(lambda r: r.bytes, digits=1)} | "
+                f"{fmt(mean_sd(est), digits=1) if est else ''} | {ms(lambda r: r.side_info_bytes, digits=0)}"
             )
-    return md
+    md += ["", "## Every setting on validation (mean ± sd over seeds)", ""]
+    return md + table("method|setting|top-1 %|bytes/sample|rate estimate (B)|side info (B)", every)
 
 
-def plot(val: list[Row], test: list[Row], out: str, x_label: str = "bytes per image (real streams; log scale)") -> None:
-    """Each method's validation curve (mean over seeds; for JPEG the cheapest tables at each q) with
-    its test operating points starred: the one plot of every study."""
-    import matplotlib
+def plot(val: list[Row], test: list[Row], out: str) -> None:
+    """The study's plot (plots.rate_accuracy): each method's validation curve, mean over seeds (for
+    JPEG the cheapest tables at each q), its test operating points starred."""
+    from bottlenet_jax.plots import rate_accuracy
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for i, name in enumerate(n for n in dict.fromkeys(r.method for r in val) if n != "baseline"):
+    curves, stars = {}, {}
+    for name in [n for n in dict.fromkeys(r.method for r in val) if n != "baseline"]:
         pts = {}
         for setting in dict.fromkeys(r.setting for r in val if r.method == name):
             rs = [r for r in val if r.method == name and r.setting == setting]
+            p = (float(np.mean([r.bytes for r in rs])), 100 * float(np.mean([r.top1 for r in rs])))
             key = setting.split(" ")[0] if setting.startswith("q=") else setting  # one point per q
-            p = (np.mean([r.bytes for r in rs]), 100 * np.mean([r.top1 for r in rs]))
             pts[key] = min(pts.get(key, p), p)
-        xs, ys = zip(*sorted(pts.values()))
-        ax.plot(xs, ys, "o-", ms=3, lw=1, color=f"C{i % 10}", ls="-" if i < 10 else "--", label=name)
-        chosen = [r for r in test if r.method == name]
-        if chosen:
-            ax.plot([r.bytes for r in chosen], [100 * r.top1 for r in chosen], "*", ms=10, color=f"C{i % 10}", mec="k")
+        curves[name], stars[name] = list(pts.values()), [(r.bytes, 100 * r.top1) for r in test if r.method == name]
     seeds = sorted({r.seed for r in val})
-    mu = 100 * np.mean([baseline_top1(val, s) for s in seeds]) if any(r.family == "baseline" for r in val) else None
-    if mu is not None:
-        ax.axhline(mu, color="k", lw=0.8, label="baseline (validation)")
-        ax.axhline(mu - 1, color="k", ls=":", lw=0.8, label="1 point below")
-        ax.set_ylim(mu - 8, mu + 1.5)
-    ax.set_xscale("log")
-    ax.set_xlabel(x_label)
-    ax.set_ylabel("top-1 % (lines: validation; stars: test at the chosen setting)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=6.5, loc="lower right")
-    fig.tight_layout()
-    os.makedirs(out, exist_ok=True)
-    fig.savefig(os.path.join(out, "plot.png"), dpi=130)
-    plt.close(fig)
+    bar = 100 * np.mean([baseline_top1(val, s) for s in seeds]) if any(r.family == "baseline" for r in val) else None
+    rate_accuracy(curves, stars, bar, os.path.join(out, "plot.png"))

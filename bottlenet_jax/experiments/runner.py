@@ -1,26 +1,19 @@
-"""The one runner of every study: train what is missing -> every method's grid on validation (cached)
--> choose -> test once -> bootstrap -> write.
-
-A study is a config (configs/experiments/NAME.py: its dataset, budget, seeds, grids, folders; its
-docstring carries its command) naming a spec (experiments/specs/: which runs it trains, which
-methods it compares, with their families and grids, and any tables of its own). The protocol:
-  1. train   every run of every seed (the spec's `runs`): the run configs are the spec's, with the
-             study's dataset keys and `overrides` applied; no test image is read in training (its
-             final evaluation is on the validation split);
-  2. validate  every method at every setting of its grid, declared before any run, on the
-             validation split: top-1 and bytes (real streams, mean len() per image), cached per setting;
-  3. choose  per seed the threshold is the best validation top-1 of the baseline family minus
-             `tolerance`; a method's operating point is its cheapest setting at or above it (a
-             method with selection "all", e.g. an environment sweep, has every setting read instead);
-  4. test    the test split read once per seed, method and chosen setting: per-image correctness and
-             bytes, kept for a paired bootstrap against the baseline;
-  5. write   OUT/results.md (header: command, commit, machine, date; the generic tables, then the
-             spec's), validation.csv, test.csv and plot.png.
-Side information (tables sent once) is counted in bytes of its binary form. A run is `done` when
-its workdir holds test.json under the same config; `--list` prints each run with its config hash
-and state, `--only RUN` trains that run alone: a job array trains a study's runs on many machines
-into one shared workdir, and a last call (no --only) evaluates (README.md, "Studies").
-"""
+"""The one runner of every study. A study is a config (configs/experiments/NAME.py: dataset, budget,
+seeds, grids, folders; its docstring carries its command) naming a spec (experiments/specs/: its
+runs, its methods with families and grids, its own tables). The protocol:
+  1. train     every run of every seed (the study's data keys and `overrides` applied); no test
+               image is read in training (a run's final evaluation is on validation);
+  2. validate  every method at every setting of its grid (declared before any run) on validation:
+               top-1 and bytes (real streams, mean len() per image), cached per setting;
+  3. choose    per seed, threshold = the baseline family's best validation top-1 - `tolerance`; a
+               method's operating point is its cheapest setting at or above it (selection "all", a
+               sweep of e.g. channel conditions, reads every setting: nothing is chosen);
+  4. test      the test split read once per seed, method and chosen setting, per image kept for a
+               paired bootstrap against the baseline;
+  5. write     OUT/results.md (command, commit, machine, date; generic tables, then the spec's),
+               validation.csv, test.csv, plot.png.
+A run is done when its workdir holds test.json under the same config. `--list` / `--only RUN` let
+a job array train a study's runs on many machines into one workdir (README.md, "Studies")."""
 
 from __future__ import annotations
 
@@ -46,12 +39,10 @@ EVAL_VERSION = 2  # part of every cached evaluation's key: raise it when what an
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One compared method: `family` groups rivals in the tables (the baseline family sets the bar);
-    `grid` holds its settings as (label, setting) pairs, fixed before any run. A setting names the
-    run it evaluates and what the evaluation changes: "codec" (a block or its overrides), "split"
-    (overrides), "input" (the input image through {"format": "raw"|"jpeg"|"webp", "quality",
-    "huffman"}, classified by the run's network). `selection`: "threshold" (the cheapest setting
-    within the tolerance) or "all" (every setting read on test: conditions swept, nothing chosen)."""
+    """One compared method: `family` groups rivals (the baseline family sets the bar); `grid` holds
+    its settings, (label, setting) pairs fixed before any run: a setting names its "run" and what
+    the evaluation changes (evaluation.evaluate_setting). `selection`: "threshold" (the cheapest
+    setting within the tolerance) or "all" (every setting read on test: a sweep, nothing chosen)."""
 
     name: str
     family: str
@@ -72,19 +63,37 @@ def spec_module(name: str):
         raise ConfigError(f"spec={name!r}: no such spec (bottlenet_jax/experiments/specs/) or .py file") from None
 
 
+def plain(base, epochs: float):
+    """The plain network of a config (a path or a ConfigDict): no split, the identity codec, no rate
+    term or first stage, trained for `epochs`: every spec's baseline."""
+    from bottlenet_jax.codecs import codec_settings
+
+    c = ml_collections.ConfigDict((cli.load_config_file(base) if isinstance(base, str) else base).to_dict())
+    c.split.update(after=0, unit=False, layers=1, hidden=0)
+    c.codec = ml_collections.ConfigDict(codec_settings("identity"))
+    c.update(rate_lambda=0.0, stage1_steps=0, num_epochs=epochs)
+    c.distill.update(teacher="", feature_weight=0.0)
+    return c
+
+
 def config_hash(cfg) -> str:
     return hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 class Study:
+    """A study config's runs and methods, and the protocol over them (module docstring). Keys a
+    config may leave out (__main__.load sets them): quick, overrides, tolerance, test_split,
+    workdir, out; the data keys (DATA_KEYS, num_classes: each run keeps its own)."""
+
     def __init__(self, cfg, command: str):
         self.cfg, self.command = cfg, command
         self.spec = spec_module(cfg.spec)
-        self.seeds = list(cfg.seeds)[:1] if cfg.quick else list(cfg.seeds)
-        self.workdir = cfg.workdir + ("_quick" if cfg.quick else "")
-        self.out = cfg.out if not cfg.quick else os.path.join(self.workdir, "results")
+        self.quick, self.tolerance = bool(cfg.quick), float(cfg.tolerance)
+        self.seeds = list(cfg.seeds)[:1] if self.quick else list(cfg.seeds)
+        self.workdir = cfg.workdir + ("_quick" if self.quick else "")
+        self.out = os.path.join(self.workdir, "results") if self.quick else cfg.out
         self.methods = self.spec.methods(cfg)
-        if cfg.quick:  # toy size: two settings per grid
+        if self.quick:  # toy size: two settings per grid
             self.methods = [dataclasses.replace(m, grid=m.grid[:2]) for m in self.methods]
 
     # -- runs
@@ -96,13 +105,14 @@ class Study:
         for name, c in self.spec.runs(self.cfg, seed, wd).items():
             c = ml_collections.ConfigDict(c.to_dict())
             for k in DATA_KEYS:
-                if k in self.cfg and self.cfg[k] is not None:
+                if self.cfg.get(k) is not None:
                     c[k] = self.cfg[k]
-            c.model.num_classes = self.cfg.num_classes
-            c.eval_split = c.validation_split  # no test image is read in training
+            if self.cfg.get("num_classes"):
+                c.model.num_classes = self.cfg.num_classes
             c.seed = seed
             cli.apply_overrides(c, self.cfg.overrides)
-            if self.cfg.quick:
+            c.eval_split = c.validation_split  # no test image is read in training
+            if self.quick:
                 c.num_train_steps, c.eval_examples, c.eval_every_steps = 3, 200, 3
                 c.stage1_steps = min(c.stage1_steps, 1)
             out[name] = (c, os.path.join(wd, name))
@@ -152,64 +162,47 @@ class Study:
 
     # -- evaluation
     def evaluate(self, seed: int, method: Method, setting: dict, split: str, samples: bool = False) -> dict:
-        """One method at one setting on `split`: the evaluation summary (+ per-sample arrays)."""
-        from bottlenet_jax.codecs import codec_settings
-        from bottlenet_jax.evaluation import evaluate_workdir, input_images
+        """One method at one setting on `split` (evaluation.evaluate_setting): the summary."""
+        from bottlenet_jax.evaluation import evaluate_setting
 
         c, wd = self.runs(seed)[setting["run"]]
         c = ml_collections.ConfigDict(c.to_dict())
-        if self.cfg.quick:
+        if self.quick:
             c.eval_examples = 200
-        inp = setting.get("input")
-        if inp:
-            fmt = inp.get("format", "raw")
-            if fmt == "raw":
-                return input_images(c, wd, [], split, samples=samples)[0]
-            return input_images(c, wd, [inp["quality"]], split, inp.get("huffman", "default"), samples, fmt)[1]
-        c.split.update(**setting.get("split", {}))
-        block = dict(setting.get("codec", {}))
-        if "name" in block:
-            c.codec = ml_collections.ConfigDict(codec_settings(block.pop("name"), **block))
-        else:
-            c.codec.update(block)
-        return evaluate_workdir(wd, c, split, (), True, samples)[0]
+        return evaluate_setting(c, wd, {k: v for k, v in setting.items() if k != "run"}, split, samples)
 
-    def _cached(self, path: str, key, compute):
-        if os.path.exists(path):
-            with open(path) as f:
+    def measure(self, seed: int, m: Method, label: str, split: str, samples: bool = False) -> dict:
+        """A setting's summary on `split`, computed once and kept in WORKDIR/seed<k>/<split>/ (with
+        `samples`, the per-image arrays beside it: "samples"); recomputed if the setting changed."""
+        path = os.path.join(self.workdir, f"seed{seed}", split, f"{m.name}|{label}".replace("/", "_"))
+        key = json.loads(json.dumps([EVAL_VERSION, m.name, label, dict(m.grid)[label], split]))
+        if os.path.exists(path + ".json") and (not samples or os.path.exists(path + ".npz")):
+            with open(path + ".json") as f:
                 saved = json.load(f)
             if saved["key"] == key:
-                return saved["value"]
-        value = compute()
+                return {**saved["value"], **({"samples": dict(np.load(path + ".npz"))} if samples else {})}
+        s = self.evaluate(seed, m, dict(m.grid)[label], split, samples)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump({"key": key, "value": value}, f)
-        os.replace(path + ".tmp", path)
-        return value
-
-    def _path(self, seed: int, split: str, method: Method, label: str) -> str:
-        return os.path.join(self.workdir, f"seed{seed}", split, f"{method.name}|{label}".replace("/", "_"))
+        if samples:
+            np.savez(path + ".npz", **s["samples"])
+        with open(path + ".json.tmp", "w") as f:
+            json.dump({"key": key, "value": {k: v for k, v in s.items() if k != "samples"}}, f)
+        os.replace(path + ".json.tmp", path + ".json")
+        return s
 
     def validate(self, seed: int) -> list:
-        """Every method at every setting of its grid on the validation split (cached per setting)."""
-        split, rows = self.cfg.validation_split, []
+        """Every method at every setting of its grid on the validation split."""
+        split = self.cfg.get("validation_split") or next(iter(self.runs(seed).values()))[0].validation_split
+        rows = []
         for m in self.methods:
-            for label, setting in m.grid:
-                key = [EVAL_VERSION, m.name, label, setting]
-                compute = lambda: {k: v for k, v in self.evaluate(seed, m, setting, split).items() if k != "samples"}
-                s = self._cached(
-                    self._path(seed, "validation", m, label) + ".json", json.loads(json.dumps(key)), compute
-                )
-                rows.append(report.row(m, label, seed, "validation", s))
-                print(
-                    f"seed {seed} validation: {m.name} {label}: top-1 {s['top1']:.4f}, {s['bytes_payload_mean']:.1f} B",
-                    flush=True,
-                )
+            for label, _ in m.grid:
+                rows.append(report.row(m, label, seed, "validation", s := self.measure(seed, m, label, split)))
+                print(f"seed {seed} validation: {m.name} {label}: {s['top1']:.4f}, {s['bytes_payload_mean']:.1f} B")
         return rows
 
     def choose(self, val: list) -> list:
         """The settings to read on test, one seed: (method, label) pairs (module docstring, step 3)."""
-        threshold = report.baseline_top1(val) - self.cfg.tolerance
+        threshold = report.baseline_top1(val) - self.tolerance
         out = []
         for m in self.methods:
             rows = [r for r in val if r.method == m.name]
@@ -220,20 +213,11 @@ class Study:
         return out
 
     def test_once(self, seed: int, chosen: list) -> tuple[list, dict]:
-        """The test split at each chosen setting, once: rows and per-image arrays (npz cache)."""
-        split = self.cfg.test_split
+        """The test split at each chosen setting, once: rows and per-image arrays."""
         rows, samples = [], {}
         for m, label in chosen:
-            path = self._path(seed, "test", m, label)
-            if not os.path.exists(path + ".npz"):
-                s = self.evaluate(seed, m, dict(m.grid)[label], split, samples=True)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                np.savez(path + ".npz", **s.pop("samples"))
-                with open(path + ".json", "w") as f:
-                    json.dump(s, f)
-            with open(path + ".json") as f:
-                s = json.load(f)
-            samples[(m.name, label)] = dict(np.load(path + ".npz"))
+            s = self.measure(seed, m, label, self.cfg.test_split, samples=True)
+            samples[(m.name, label)] = s["samples"]
             rows.append(report.row(m, label, seed, "test", s))
         return rows, samples
 
@@ -255,7 +239,7 @@ class Study:
             *self.spec.describe(self.cfg),
         ]
         md = report.header(self.spec.TITLE, self.command, extra=extra)
-        md += report.tables(val, test, samples, self.cfg.tolerance)
+        md += report.tables(val, test, samples, self.tolerance)
         md += ["", *self.spec.tables(self.cfg, val, test)]
         os.makedirs(self.out, exist_ok=True)
         with open(os.path.join(self.out, "results.md"), "w") as f:

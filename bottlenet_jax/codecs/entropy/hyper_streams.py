@@ -38,14 +38,6 @@ from bottlenet_jax.codecs.entropy.tables import ESC_BITS, QMAX
 ESC_OFFSET = 1 << (ESC_BITS - 1)
 
 
-def _leaky_clip(x, lo, hi):
-    """clip forward; gradient 1 inside, integer_net.LEAK outside (training)."""
-    inside = (x >= lo) & (x <= hi)
-    return jax.lax.stop_gradient(jnp.clip(x, lo, hi)) + (x - jax.lax.stop_gradient(x)) * jnp.where(
-        inside, 1.0, inet.LEAK
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class Structure:
     """The hyper networks' shapes for features of `shape` ([h, w, C]): static, hashable."""
@@ -85,9 +77,14 @@ class Structure:
             else (lambda v: inet.round_half_up(v, xp))
         )
         level = rnd(out[..., :c])
-        level = _leaky_clip(level, 0, self.levels - 1) if train else xp.clip(level, 0, self.levels - 1)
+        level = inet.leaky_clip(level, 0, self.levels - 1) if train else xp.clip(level, 0, self.levels - 1)
         if self.mean:
-            mean = xp.clip(rnd(out[..., c:] * 2.0**inet.MEAN_FRAC), -inet.MEAN_MAX, inet.MEAN_MAX)
+            mean = rnd(out[..., c:] * 2.0**inet.MEAN_FRAC)
+            mean = (
+                inet.leaky_clip(mean, -inet.MEAN_MAX, inet.MEAN_MAX)
+                if train
+                else xp.clip(mean, -inet.MEAN_MAX, inet.MEAN_MAX)
+            )
         else:
             mean = xp.zeros_like(level)
         if train:

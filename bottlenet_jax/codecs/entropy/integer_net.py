@@ -21,8 +21,8 @@ same integers, on any IEEE machine. Rounding steps are x * 2^-shift (exact) + 1/
 then floor (exact).
 
 Training simulates exactly this arithmetic in float32: weights, biases and activations are rounded
-in the forward pass with straight-through gradients; the clip of a hidden layer passes a tenth of
-the gradient outside [0, 255] (so a unit pushed out of range can come back).
+in the forward pass with straight-through gradients; every clip (of weights, biases, hidden units,
+outputs) passes a tenth of the gradient outside its range, so what is pushed out can come back.
 
 Layers (`Layer`): a k x k conv (stride s), or depth-to-space (each position's 4C outputs spread
 over a 2x2 block, cropped to a shape: sub-pixel upsampling, a reshape). The analysis h_a: y (as
@@ -135,12 +135,19 @@ def integer_params(params: dict, layers, xp=np) -> dict:
     return out
 
 
+def leaky_clip(x, lo, hi):
+    """clip(x, lo, hi) forward; gradient 1 inside, LEAK outside (training: a weight, activation or
+    output pushed out of range keeps a way back instead of dying at the bound)."""
+    inside = (x >= lo) & (x <= hi)
+    return jax.lax.stop_gradient(jnp.clip(x, lo, hi)) + (x - jax.lax.stop_gradient(x)) * jnp.where(inside, 1.0, LEAK)
+
+
 def _simulated(params: dict, layers) -> dict:
     """Training: the integer weights as float32 values, with straight-through gradients."""
     out = {}
     for i, layer in enumerate(convs(layers)):
-        w = jnp.clip(params[f"w{i}"], W_LO, W_HI) * 2.0**WEIGHT_FRAC
-        b = jnp.clip(params[f"b{i}"], -B_MAX, B_MAX) * 2.0 ** (WEIGHT_FRAC + layer.f_in)
+        w = leaky_clip(params[f"w{i}"], W_LO, W_HI) * 2.0**WEIGHT_FRAC
+        b = leaky_clip(params[f"b{i}"], -B_MAX, B_MAX) * 2.0 ** (WEIGHT_FRAC + layer.f_in)
         out[f"w{i}"], out[f"b{i}"] = ste(lambda v: round_half_up(v, jnp), w), ste(lambda v: round_half_up(v, jnp), b)
     return out
 
@@ -214,13 +221,7 @@ def forward(a, params: dict, layers, shape=None, xp=np, train: bool = False):
             continue
         a = ste(lambda v: round_half_up(v, jnp), a) if train else round_half_up(a, xp)
         if layer.relu:
-            if train:
-                inside = (a >= 0) & (a <= ACT_MAX)
-                a = jax.lax.stop_gradient(jnp.clip(a, 0, ACT_MAX)) + (a - jax.lax.stop_gradient(a)) * jnp.where(
-                    inside, 1.0, LEAK
-                )
-            else:
-                a = xp.clip(a, 0, ACT_MAX)
+            a = leaky_clip(a, 0, ACT_MAX) if train else xp.clip(a, 0, ACT_MAX)
     return a
 
 

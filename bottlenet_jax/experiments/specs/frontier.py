@@ -1,25 +1,16 @@
-"""The fair rate–accuracy frontier: learned codecs against every rival, equally trained.
-
-Runs, per seed, every classifier with the same budget (`recipe`):
-  scratch   each trained from scratch for baseline_epochs + finetune_epochs with the base network's
-            schedule, the split models with their unit and codec from the first step; the plain
-            network is also trained base + fine-tune (`baseline_finetuned`) and the better of the
-            two sets the bar, so the recipe cannot lower it;
-  finetune  a plain network (`base`) for baseline_epochs, then each run fine-tuned from it for
-            finetune_epochs (the split models with the base config's first stage).
-The runs: `baseline`; `input_jpeg` and `input_webp` (the plain network trained on its images through
-JPEG / WebP at a quality drawn per image from input_quality_range: the input-image rivals that know
-their codec); `jpeg_paper` (BottleNet, one strided conv, C' = jpeg_channels, JPEG in the loop at a
-quality drawn per step) and `jpeg_unit` (the same with the learned codecs' unit); for each learned
-codec (`learned`: its config and λ grid) one run per λ.
-Methods and grids (declared here, before any run): the raw image; the input image as JPEG (q x
-Annex K / per-image optimized / training-fitted Huffman tables) and as WebP, each classified by the
-baseline and by the network trained on it; BottleNet JPEG on both units (q x tables); the
-lightweight codec on the baseline cut at RB1 (no retraining); each learned codec over its λ.
-Its tables: each learned codec's bytes over the better rival of each family, per seed (as sent,
-and with side information spread over the test images), its verdict against `goals` (mean + 2 sd,
-every seed); its rate estimate against len() on validation; its bytes at matched accuracy.
-"""
+"""The fair rate–accuracy frontier: learned codecs against every rival, equally trained (`recipe`):
+  scratch   each classifier trained from scratch for baseline + finetune epochs (split models with
+            their codec from the first step); the plain network also base + fine-tune: the better
+            of the two sets the bar, so the recipe cannot lower it;
+  finetune  a plain `base` for baseline_epochs, each run fine-tuned from it for finetune_epochs.
+Runs: `baseline`; `input_jpeg`, `input_webp` (the plain network trained on its images through JPEG
+/ WebP at a quality drawn per image); `jpeg_paper` (BottleNet, one strided conv, C' =
+jpeg_channels) and `jpeg_unit` (the learned codecs' unit), JPEG in the loop; one run per λ of each
+learned codec. Methods: the raw image; the input image as JPEG (q x Annex K / optimized / fitted
+tables) and WebP, each classified by the baseline and by the network trained on it; BottleNet JPEG
+on both units; the lightweight codec at RB1; each learned codec over its λ. Its tables: each
+learned codec's bytes over the better rival of each family per seed, its verdict against `goals`
+(mean + 2 sd, every seed), its rate estimate against len() on validation."""
 
 from __future__ import annotations
 
@@ -27,7 +18,8 @@ import ml_collections
 
 from bottlenet_jax import cli
 from bottlenet_jax.errors import ConfigError
-from bottlenet_jax.experiments.report import fmt, mean_sd, verdict
+from bottlenet_jax.experiments import runner
+from bottlenet_jax.experiments.report import fmt, mean_sd, table, verdict
 from bottlenet_jax.experiments.runner import Method
 
 TITLE = "The fair rate–accuracy frontier"
@@ -43,11 +35,7 @@ def runs(cfg, seed: int, wd: str) -> dict:
     from bottlenet_jax.codecs import codec_settings
 
     base = cli.load_config_file(cfg.base)
-    plain = _copy(base)
-    plain.split.update(after=0, unit=False, layers=1, hidden=0)
-    plain.codec = ml_collections.ConfigDict(codec_settings("identity"))
-    plain.rate_lambda, plain.stage1_steps, plain.num_epochs = 0.0, 0, cfg.baseline_epochs
-    plain.distill.update(teacher="", feature_weight=0.0)
+    plain = runner.plain(base, cfg.baseline_epochs)
     scratch = cfg.recipe == "scratch"
     if cfg.recipe not in ("scratch", "finetune"):
         raise ConfigError(f"recipe={cfg.recipe!r}: must be scratch or finetune")
@@ -101,22 +89,15 @@ def methods(cfg) -> list[Method]:
         for h in tables
         for q in cfg.qualities
     )
+    lw = lambda k, n, lam: {"name": "lightweight", "quantizer": k, "num_levels": n, "ecsq_lambda": lam}  # noqa: E731
     light = tuple(
         (
             f"{k} N={n}" + (f" λ={lam}b²" if k == "ecsq" else ""),
-            {
-                "split": {"after": 1, "unit": False},
-                "codec": {
-                    "name": "lightweight",
-                    "fit_examples": cfg.calib,
-                    "quantizer": k,
-                    "num_levels": n,
-                    "ecsq_lambda": lam,
-                },
-            },
+            {"split": {"after": 1, "unit": False}, "codec": lw(k, n, lam)},
         )
         for k, n, lam in cfg.lightweight
     )
+    light = tuple((label, {**st, "codec": {**st["codec"], "fit_examples": cfg.calib}}) for label, st in light)
     plain = [("raw image", {"run": "baseline", "input": {"format": "raw"}})]
     if cfg.recipe == "scratch":
         plain += [("raw image, base + fine-tune", {"run": "baseline_finetuned", "input": {"format": "raw"}})]
@@ -138,23 +119,22 @@ def methods(cfg) -> list[Method]:
 
 
 def describe(cfg) -> list[str]:
-    budget = (
-        f"every classifier {cfg.baseline_epochs + cfg.finetune_epochs:g} epochs from scratch (the base network's "
-        f"schedule); the plain network also {cfg.baseline_epochs:g} + {cfg.finetune_epochs:g} fine-tuned (lr "
-        f"{cfg.finetune_lr:g}), the better of the two sets the threshold"
+    budget = f"{cfg.baseline_epochs:g} + {cfg.finetune_epochs:g} epochs per classifier, "
+    budget += (
+        "from scratch (the plain network also base + fine-tune: the better sets the bar)"
         if cfg.recipe == "scratch"
-        else f"every classifier {cfg.baseline_epochs:g} epochs from scratch + {cfg.finetune_epochs:g} fine-tuned (lr {cfg.finetune_lr:g})"
+        else f"base + fine-tune (lr {cfg.finetune_lr:g})"
     )
     learned = "; ".join(
         f"{v.name} `{v.config}` λ {','.join(f'{x:g}' for x in v.lambdas)}" for v in cfg.learned.values()
     )
     return [
         f"- budget: {budget}; base network `{cfg.base}`",
-        f"- grids (declared before the run): JPEG q {','.join(map(str, cfg.qualities))} x Huffman tables (Annex K, "
-        f"optimized per image, fitted to the training split); WebP q {','.join(map(str, cfg.webp_qualities))}; "
-        f"lightweight {', '.join(f'{k} N={n}' for k, n, _ in cfg.lightweight)}; {learned}",
-        "- bytes: mean `len()` of real payloads per image (JPEG's abbreviated stream, WebP's VP8 frame); side "
-        "information (tables sent once) in bytes of its binary form",
+        f"- grids (declared before the run): JPEG q {','.join(map(str, cfg.qualities))} x Huffman tables (Annex K, per "
+        f"image, fitted); WebP q {','.join(map(str, cfg.webp_qualities))}; lightweight {len(cfg.lightweight)} "
+        f"settings; {learned}",
+        "- bytes: mean `len()` of real payloads (JPEG's abbreviated stream, WebP's VP8 frame); side info (tables "
+        "sent once) in bytes of its binary form",
     ]
 
 
@@ -179,65 +159,50 @@ def tables(cfg, val, test) -> list[str]:
     seeds = sorted({r.seed for r in val})
     n_test = max((r.examples for r in test), default=0)
     learned = [v.name for v in cfg.learned.values()]
-    md = ["## Each learned codec's bytes over its rivals' (test, at the operating points)", ""]
-    md += [
-        "| learned codec | over | side info | "
-        + " | ".join(f"seed {s}" for s in seeds)
-        + " | mean ± sd | mean + 2 sd | goal |"
-    ]
-    md += ["|---" * (len(seeds) + 6) + "|"]
+    rows = []
     for name in learned:
         for family, what in RIVALS.items():
             for side in (False, True):
                 rs = ratios(test, name, family, n_test, side)
                 v = {s: x for s, (x, _) in rs.items()}
                 ms = mean_sd(list(v.values())) if v else (float("nan"), float("nan"))
-                goal = cfg.goals[family]
                 cells = [f"{rs[s][0]:.3f} ({rs[s][1].method}, {rs[s][1].setting})" if s in rs else "–" for s in seeds]
-                md.append(
-                    f"| {name} | {what} | {'spread over the test set' if side else 'not counted'} | {' | '.join(cells)} | "
-                    f"{fmt(ms, digits=3)} | {ms[0] + 2 * ms[1]:.3f} | ≤ {goal:g}: {verdict(v, seeds, goal)} |"
+                goal = cfg.goals[family]
+                rows.append(
+                    [
+                        name,
+                        what,
+                        "spread over the test set" if side else "not counted",
+                        *cells,
+                        fmt(ms, digits=3),
+                        f"{ms[0] + 2 * ms[1]:.3f}",
+                        f"≤ {goal:g}: {verdict(v, seeds, goal)}",
+                    ]
                 )
-    md += ["", f"The aim beyond the goals: ≤ {cfg.aim:g}x the input image's bytes.", ""]
-    md += ["## Rate estimate vs bytes sent (validation)", ""]
+    md = ["## Each learned codec's bytes over its rivals' (test, at the operating points)", ""]
+    md += table(
+        "learned codec|over|side info|" + "|".join(f"seed {s}" for s in seeds) + "|mean ± sd|mean + 2 sd|goal", rows
+    )
     md += [
-        f"The rate term each learned codec trains against, at the values sent (stats rate_bits), plus the stream's fixed "
-        f"cost ({FIXED_BYTES:g} B: coding/rans.py), against the mean len() of its streams.",
         "",
-        "| learned codec | λ | rate estimate (B) | + fixed cost | len() (B) | (estimate + fixed) / len() |",
-        "|---|---|---|---|---|---|",
+        f"The aim beyond the goals: ≤ {cfg.aim:g}x the input image's bytes.",
+        "",
+        "## Rate estimate vs bytes sent (validation)",
+        "",
     ]
+    md += [
+        f"Each learned codec's rate term at the values sent, + the stream's fixed cost ({FIXED_BYTES:g} B: rans.py), "
+        "against the mean len() of its streams.",
+        "",
+    ]
+    rows = []
     for name in learned:
         for setting in dict.fromkeys(r.setting for r in val if r.method == name):
             rs = [r for r in val if r.method == name and r.setting == setting]
             est, real = mean_sd([r.rate_estimate_bytes for r in rs]), mean_sd([r.bytes for r in rs])
-            md.append(
-                f"| {name} | {setting} | {fmt(est, digits=1)} | {est[0] + FIXED_BYTES:.1f} | {fmt(real, digits=1)} | "
-                f"{(est[0] + FIXED_BYTES) / real[0]:.3f} |"
+            rows.append(
+                f"{name} | {setting} | {fmt(est, digits=1)} | {est[0] + FIXED_BYTES:.1f} | {fmt(real, digits=1)} | "
+                f"{(est[0] + FIXED_BYTES) / real[0]:.3f}"
             )
-    md += ["", "## At matched accuracy, every setting (validation only; a secondary view)", ""]
-    md += [
-        "Per seed and setting: the learned codec's validation bytes over the cheapest setting of each rival family whose "
-        "validation top-1 is at least its own (no test image is read for this table).",
-        "",
-        "| learned codec | setting | validation top-1 % | bytes | "
-        + " | ".join(f"/ {w}" for w in RIVALS.values())
-        + " |",
-        "|---|---|---|---|" + "---|" * len(RIVALS),
-    ]
-    for name in learned:
-        for setting in dict.fromkeys(r.setting for r in val if r.method == name):
-            mine = [r for r in val if r.method == name and r.setting == setting]
-            cells = []
-            for family in RIVALS:
-                per = []
-                for r in mine:
-                    ok = [x.bytes for x in val if x.seed == r.seed and x.family == family and x.top1 >= r.top1]
-                    if ok:
-                        per.append(r.bytes / min(ok))
-                cells.append(f"{fmt(mean_sd(per), digits=3)} ({len(per)} seeds)" if per else "none as accurate")
-            md.append(
-                f"| {name} | {setting} | {fmt(mean_sd([r.top1 for r in mine]), 100)} | "
-                f"{fmt(mean_sd([r.bytes for r in mine]), digits=1)} | {' | '.join(cells)} |"
-            )
+    md += table("learned codec|λ|rate estimate (B)|+ fixed cost|len() (B)|(estimate + fixed) / len()", rows)
     return md
