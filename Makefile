@@ -1,4 +1,4 @@
-# make demo: train + evaluate the input image, BottleNet and the entropy bottleneck on real Fashion-MNIST (2 CPU cores, ~4-8 min).  make test: the test suite.
+# make demo: train + evaluate the input image, BottleNet and the two learned codecs on real Fashion-MNIST (2 CPU cores).  make test: the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -59,24 +59,21 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# CI's second stage: the experiment scripts and benchmarks end to end at toy size (figures meaningless).
+# CI's second stage: every study at toy size (3 steps a run, 1 seed, 2 settings per grid; the ResNet-50
+# layout's studies on the ResNet-18 layout) and every benchmark with --smoke: they must keep working;
+# their figures are not checked.
+STUDIES := frontier bottlenet seeds lightweight bottlenetpp
+R18 := --config.overrides=model.depth=18
 smoke: $(VENV)/.test-installed data
-	rm -rf workdir/repro_quick workdir/lightweight_quick workdir/bpp_quick workdir/seeds_quick \
-	  workdir/frontier_quick workdir/gpu_suite_smoke
-	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.fashion_mnist --quick && \
-	  echo "smoke: fashion_mnist --quick took $$(( $$(date +%s) - t )) s wall"
-	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.lightweight --quick --baseline workdir/repro_quick/baseline && \
-	  echo "smoke: lightweight --quick took $$(( $$(date +%s) - t )) s wall"
-	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.bottlenetpp --quick --baseline workdir/repro_quick/baseline && \
-	  echo "smoke: bottlenetpp --quick took $$(( $$(date +%s) - t )) s wall"
-	$(PY) -m bottlenet_jax.experiments.seeds --seeds 0,1 --baseline_epochs 0.01 --finetune_epochs 0.01 \
-	  --workdir workdir/seeds_quick --out workdir/seeds_quick/results
+	rm -rf $(foreach s,$(STUDIES),workdir/$(s)_quick) workdir/gpu_suite_smoke
+	for s in "frontier" "seeds" "bottlenet $(R18) --config.split_points=1,4" "lightweight $(R18) \
+	  --config.split_points=1,4" "bottlenetpp $(R18)"; do t=$$(date +%s); \
+	  $(PY) -m bottlenet_jax.experiments $$s --config.quick=true >/dev/null || exit 1; \
+	  echo "smoke: study $$s at toy size took $$(( $$(date +%s) - t )) s wall"; done
 	$(PY) benchmarks/codec_throughput.py --smoke
 	$(PY) benchmarks/train_throughput.py --smoke
 	$(PY) benchmarks/input_pipeline.py --smoke
 	$(PY) benchmarks/serve_load.py --smoke
-	t=$$(date +%s); $(PY) -m bottlenet_jax.experiments.frontier --quick && \
-	  echo "smoke: frontier --quick took $$(( $$(date +%s) - t )) s wall"
 	t=$$(date +%s); $(PY) benchmarks/gpu_suite.py --smoke --out workdir/gpu_suite_smoke && \
 	  echo "smoke: gpu_suite --smoke took $$(( $$(date +%s) - t )) s wall"
 
@@ -92,14 +89,11 @@ gpu-wheels: | $(VENV)/bin/python
 	  --platform manylinux_2_28_x86_64 --platform any -d .whl $(GPU_WHEELS)
 	@ls .whl && du -sh .whl
 
-# The committed results (2 CPU cores, 2026-11-23: seeds 30 min of training + 28 min re-evaluating and adding the
-# identity unit, fashion_mnist 53, lightweight 18,
-# bottlenetpp 41); the last two reuse fashion_mnist's baseline.
+# Every study at full size, each resumable (its runs cached in workdir/NAME): results/README.md lists
+# what each wrote, with its command, commit, machine and date. 2 CPU cores: the frontier ~11 h (57
+# runs), the four others a few hours together. On many machines: README.md, "Studies".
 repro: $(VENV)/.test-installed data
-	$(PY) -m bottlenet_jax.experiments.seeds
-	$(PY) -m bottlenet_jax.experiments.fashion_mnist
-	$(PY) -m bottlenet_jax.experiments.lightweight
-	$(PY) -m bottlenet_jax.experiments.bottlenetpp
+	for s in $(STUDIES); do $(PY) -m bottlenet_jax.experiments $$s || exit 1; done
 
 clean:
 	rm -rf workdir build *.egg-info

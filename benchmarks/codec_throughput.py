@@ -3,7 +3,7 @@ entropy codec's transport beside JPEG's.
 
     python benchmarks/codec_throughput.py                       # the grid below, ratios printed
     python benchmarks/codec_throughput.py --batch 128 --size 28 --channels 8 --runs 30
-    python benchmarks/codec_throughput.py --transport --entropy-export E --jpeg-export J
+    python benchmarks/codec_throughput.py --transport --entropy-export E --jpeg-export J --hyperprior-export H
     python benchmarks/codec_throughput.py --smoke               # seconds, for CI (both parts)
 
 For each (batch, map size, C'): median wall time of `jit(codec)(x)` (quantize on device, ONE
@@ -16,8 +16,8 @@ All numbers come from one run of this script: compare ratios, not absolute times
 
 `--transport`: what a client's encode and a server's decode cost per sample, `codec.encode` /
 `codec.decode` of each export (its edge half's features of the first Fashion-MNIST test images; with
-no exports, synthetic features and tables fitted to them), for the entropy codec's rANS and range
-streams and for JPEG: batch 1 and 256, on one core (the process pinned to one CPU, cv2 at one
+no exports, synthetic features and tables fitted to them), for JPEG, the entropy codec's rANS and
+range streams and the hyperprior: batch 1 and 256, on one core (the process pinned to one CPU, cv2 at one
 thread) and on all (the batch cut into one part per core, coded in threads); bytes per sample and
 the ratios to JPEG's time.
 """
@@ -98,15 +98,16 @@ def measure(b, s, c, quality, runs, threads=0, layout="grid", pools=POOLS, host=
 def transport_inputs(a, batch):
     """{name: (codec, state, features [batch, h, w, C])} and where the features come from."""
     out = {}
-    if a.entropy_export and a.jpeg_export:
+    exports = {"jpeg": a.jpeg_export, "entropy": a.entropy_export, "hyperprior": a.hyperprior_export}
+    if all(exports.values()):
         from serve_load import export_images
 
         from bottlenet_jax.export import Half, load_codec, load_manifest
 
-        for name, d in (("entropy", a.entropy_export), ("jpeg", a.jpeg_export)):
+        for name, d in exports.items():
             codec, state = load_codec(d)
             out[name] = (codec, state, np.asarray(Half(d, "edge")(export_images(load_manifest(d), batch))))
-        source = f"Fashion-MNIST test images through {a.entropy_export} and {a.jpeg_export}"
+        source = f"Fashion-MNIST test images through {', '.join(exports.values())}"
     else:
         rng = np.random.default_rng(0)
         codec = make_codec(codec_settings("entropy", fit_context="neighbours"))
@@ -114,11 +115,14 @@ def transport_inputs(a, batch):
         params = codec.init_params(jax.random.key(0), (14, 14, 8))
         out["entropy"] = (codec, codec.fit(params, [y(512)]), y(batch))
         out["jpeg"] = (JpegCodec(quality=30), {}, maps(rng, batch, 14, 2))
-        source = "synthetic features (no exports given)"
+        hyper = make_codec(codec_settings("hyperprior"))
+        state = hyper.fit(hyper.init_params(jax.random.key(0), (7, 7, 8)), ())
+        out["hyperprior"] = (hyper, state, rng.normal(0, 0.6, (batch, 7, 7, 8)).astype(np.float32))
+        source = "synthetic features (no exports given; the hyperprior at its init)"
     codec, state, y = out["entropy"]
     out["entropy"] = (make_codec({**codec.settings(), "stream": "rans"}), state, y)
     out["entropy range"] = (make_codec({**codec.settings(), "stream": "range"}), state, y)
-    return {k: out[k] for k in ("jpeg", "entropy", "entropy range")}, source
+    return {k: out[k] for k in ("jpeg", "entropy", "entropy range", "hyperprior")}, source
 
 
 def transport(a):
@@ -168,6 +172,7 @@ def main():
     p.add_argument("--transport", action="store_true", help="only the entropy-vs-JPEG transport table")
     p.add_argument("--entropy-export", default="", help="an entropy export for --transport")
     p.add_argument("--jpeg-export", default="", help="a JPEG export for --transport")
+    p.add_argument("--hyperprior-export", default="", help="a hyperprior export for --transport")
     a = p.parse_args()
     if a.smoke:
         a.batch, a.size, a.channels, a.runs = [32], [28], [4], 3

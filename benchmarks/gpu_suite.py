@@ -8,6 +8,9 @@ reported in summary.md and the next one runs; one whose wheels are not importabl
 naming them. Within a stage the figures with targets come first, so a stage cut short keeps them.
 Stages (budget on the GPU / with --smoke):
   env      GPU, driver, host cores, versions, commit                                      15 s / 60 s
+  hyper    the hyperprior's eval graph on the accelerator (its integer networks at float32 HIGHEST
+           precision, the rANS byte count) vs the numpy path on the host: z's symbols, scale levels,
+           means, residuals, y_hat and bytes of 4,096 feature maps of two shapes: mismatches   35 s / 90 s
   exact    jpeg_device (on the accelerator) vs cv2 on 2,048 tiles: 28, 56, 112 and 224 px square,
            q = 1, 50, 95, 100, optimize off and on: differing pixels and byte counts     110 s / 90 s
   train    the trainer's jitted step, ResNet-50 224^2 bf16 batch 256: plain, rb1_identity and
@@ -20,11 +23,11 @@ Stages (budget on the GPU / with --smoke):
            synthetic batches (16 workers), then loader img/s at 16, 8, 4, 2, 1 workers   150 s / 90 s
   anchor   plain ResNet-50 against MLPerf v4.0's ~7,900 img/s per H200: the latency-hiding
            scheduler at batch 256, then batch 512, each in its own process                70 s / 60 s
-All six stages need 11.4 min of budget, more than one 10-minute command: a ResNet-50 variant compiles in
+All seven stages need 12.0 min of budget, more than one 10-minute command: a ResNet-50 variant compiles in
 36-51 s on the H200's host. A 15-minute device session runs the stages still open (the first line).
 The stages share one persistent compilation cache (a temp dir), so the loader stage's step, the train
 stage's rb1_jpeg_device program, is not compiled twice.
-Writes DIR/{env,exact,train,profile,codec,loader,anchor}.txt and DIR/summary.md (8 files, flat:
+Writes DIR/{env,hyper,exact,train,profile,codec,loader,anchor}.txt and DIR/summary.md (9 files, flat:
 what the device tool brings back). Needs jax, flax, optax, orbax, opencv and the wheels of
 `make gpu-wheels` (ml_collections, grain, array_record, constriction, ...); no TensorFlow.
 """
@@ -50,6 +53,7 @@ sys.path[:0] = [ROOT, HERE]
 # name -> (budget s on the accelerator, budget s with --smoke)
 STAGES = {
     "env": (15, 60),
+    "hyper": (35, 90),
     "exact": (110, 90),
     "train": (300, 240),  # 6 ResNet-50 compiles at 36-51 s; smoke: 4 small ones on a slow, busy 2-core CPU
     "codec": (40, 60),
@@ -135,6 +139,49 @@ def test_tiles(rng, n, size):
             img = 255 * np.maximum(f - 0.8, 0) / 3
         out.append(np.clip(np.round(img), 0, 255).astype(np.uint8))
     return np.stack(out)
+
+
+def stage_hyper(a):
+    """Decodable anywhere: the accelerator's graph must give the host's integers exactly."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bottlenet_jax.codecs import codec_settings, make_codec
+    from bottlenet_jax.codecs.entropy import hyper_streams
+
+    platform_ = jax.devices()[0].platform
+    n = 64 if a.smoke else 2048
+    rng = np.random.default_rng(0)
+    total = {k: 0 for k in ("qz", "r", "level", "mean", "bytes", "y_hat")}
+    count = 0
+    for shape in ((7, 7, 8), (14, 14, 8)):
+        codec = make_codec(codec_settings("hyperprior"))
+        p = jax.device_get(codec.init_params(jax.random.key(1), shape))
+        for net in ("ha", "hs"):  # weights away from init, of both signs and near their bounds
+            p[net] = {
+                k: np.asarray(v) * 3 + rng.normal(0, 0.5, np.shape(v)).astype(np.float32) for k, v in p[net].items()
+            }
+        state = codec.fit(p, ())
+        y = (rng.normal(0, 1, (n, *shape)) * np.linspace(0.3, 6, shape[-1])).astype(np.float32)
+        y[: n // 4] = np.round(y[: n // 4] * 16) / 16 + np.float32(1 / 32)  # on rounding boundaries
+        s = codec.structure(shape)
+        t = time.perf_counter()
+        graph = jax.jit(lambda y: (s.symbols(y, state, jnp), codec(y, train=False, params=p, state=state)))
+        (qz, r, level, mean), (y_hat, stats) = jax.device_get(graph(y))
+        t_graph = time.perf_counter() - t
+        want = dict(zip(("qz", "r", "level", "mean"), s.symbols(y, state)))
+        want["bytes"] = hyper_streams.stream_bytes_np(want["qz"], want["r"], want["level"], state, codec.precision)
+        want["y_hat"] = hyper_streams.dequantize(want["r"], want["mean"])
+        got = {"qz": qz, "r": r, "level": level, "mean": mean, "bytes": stats["bytes_payload"], "y_hat": y_hat}
+        for k in total:
+            total[k] += int(np.sum(np.asarray(got[k]) != np.asarray(want[k])))
+        count += n
+        say(f"{'x'.join(map(str, shape))}: {n} maps on {platform_}, compile + run {t_graph:.1f} s; mismatches {total}")
+    result(
+        "hyperprior exactness",
+        f"{count} maps on {platform_} vs the host's numpy: " + ", ".join(f"{v} {k}" for k, v in total.items()),
+    )
 
 
 def stage_exact(a):
@@ -389,6 +436,7 @@ def _text(b) -> str:
 
 STAGE_FNS = {
     "env": stage_env,
+    "hyper": stage_hyper,
     "exact": stage_exact,
     "train": stage_train,
     "codec": stage_codec,

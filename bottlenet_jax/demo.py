@@ -1,15 +1,17 @@
 """`make demo`: BottleNet's point on real Fashion-MNIST, in one command on a CPU.
 
     python -m bottlenet_jax.demo [--config configs/fashion_mnist_demo.py] [--workdir workdir/demo]
-        [--entropy_config configs/fashion_mnist_entropic_student.py] [--baseline_epochs 1]
+        [--entropy_config configs/fashion_mnist_entropic_student.py]
+        [--hyperprior_config configs/fashion_mnist_hyperprior.py] [--baseline_epochs 1]
         [--finetune_epochs 0.5] [--identity]
 
 1. trains the plain network (no bottleneck) — the baseline;
 2. fine-tunes BottleNet (the config's split, reduction unit and JPEG quality in the loop) from it;
-3. fine-tunes the learned entropy bottleneck of --entropy_config (its unit, codec and rate_lambda;
-   its first stage shortened to DEMO_STAGE1_STEPS for the demo's half epoch) from it the same way;
-   its integer tables are fitted to the training split's symbols after training (the codec's
-   state, sent once: its size is printed). --entropy_config "" leaves it out;
+3. fine-tunes the two learned codecs the same way (each config's unit, codec and rate_lambda; its
+   first stage shortened to DEMO_STAGE1_STEPS for the demo's half epoch): the factorized entropy
+   bottleneck of --entropy_config (its integer tables fitted to the training split's symbols after
+   training) and the mean-scale hyperprior of --hyperprior_config (its tables built from its
+   parameters); each codec's state is sent once: its size is printed. "" leaves a codec out;
 4. sends the test images themselves as JPEG at several qualities to the baseline: the cheapest
    quality whose accuracy reaches a split model's is the input image's payload at matched accuracy.
 Prints them side by side: top-1 and bytes per sample (abbreviated JPEG streams, the tables a
@@ -58,14 +60,14 @@ def finetuned(cfg, a):
     return cfg
 
 
-def entropy_config(path: str, base, a):
-    """--entropy_config fine-tuned like BottleNet; its network must be the baseline's."""
+def learned_config(path: str, base, a):
+    """A learned codec's config fine-tuned like BottleNet; its network must be the baseline's."""
     from bottlenet_jax.errors import ConfigError
 
     ent = cli.load_config_file(path)
     for k in NETWORK_KEYS:
         if ent[k] != base[k]:
-            raise ConfigError(f"--entropy_config={path}: its {k} ({ent[k]}) is not the baseline's ({base[k]})")
+            raise ConfigError(f"{path}: its {k} ({ent[k]}) is not the baseline's ({base[k]})")
     ent.stage1_steps = min(ent.stage1_steps, DEMO_STAGE1_STEPS)
     return finetuned(ent, a)
 
@@ -110,9 +112,11 @@ def run(a) -> dict:
     cli.setup_logging()
     t0 = time.time()
     base, bn = cli.guarded(configs, a.config, a)
-    ent = cli.guarded(entropy_config, a.entropy_config, base, a) if a.entropy_config else None
+    ent = cli.guarded(learned_config, a.entropy_config, base, a) if a.entropy_config else None
+    hyp = cli.guarded(learned_config, a.hyperprior_config, base, a) if a.hyperprior_config else None
     runs = [("baseline", base), ("bottlenet", bn)]
     runs += [("entropy", ent)] if ent is not None else []
+    runs += [("hyperprior", hyp)] if hyp is not None else []
     runs += [("identity", identity_trained(bn))] if a.identity else []
     # runs that had finished before this call: their training time is not in this call's minutes
     done_before = [n for n, _ in runs if os.path.exists(os.path.join(a.workdir, n, "test.json"))]
@@ -123,6 +127,9 @@ def run(a) -> dict:
         f"q={bn.codec.get('quality')} in the loop, fine-tuned {a.finetune_epochs:g} epoch(s)",
         "entropy": ent is not None
         and f"entropy bottleneck RB{ent.split.after}, C'={ent.split.channels}, rate_lambda={ent.rate_lambda:g}, "
+        f"fine-tuned {a.finetune_epochs:g} epoch(s)",
+        "hyperprior": hyp is not None
+        and f"hyperprior RB{hyp.split.after}, C'={hyp.split.channels}, rate_lambda={hyp.rate_lambda:g}, "
         f"fine-tuned {a.finetune_epochs:g} epoch(s)",
         "identity": "the BottleNet unit fine-tuned with the identity codec, evaluated with that JPEG",
     }
@@ -138,10 +145,12 @@ def run(a) -> dict:
         "baseline": out["baseline"],
         "bottlenet": out["bottlenet"],
         "entropy": out.get("entropy"),
+        "hyperprior": out.get("hyperprior"),
         "identity": out.get("identity"),
         "inputs": inputs,
         "matched": matched(out["bottlenet"]["top1"], inputs),
         "matched_entropy": matched(out["entropy"]["top1"], inputs) if "entropy" in out else None,
+        "matched_hyperprior": matched(out["hyperprior"]["top1"], inputs) if "hyperprior" in out else None,
         "minutes": (time.time() - t0) / 60,
         "trained_before": done_before,
         "dataset": bn.dataset,
@@ -153,6 +162,8 @@ def run(a) -> dict:
         "quality": bn.codec.quality,
         "entropy_channels": ent.split.channels if ent is not None else None,
         "rate_lambda": ent.rate_lambda if ent is not None else None,
+        "hyperprior_channels": hyp.split.channels if hyp is not None else None,
+        "hyperprior_lambda": hyp.rate_lambda if hyp is not None else None,
     }
     write_json(os.path.join(a.workdir, "demo.json"), out)
     return out
@@ -181,18 +192,30 @@ def report(r: dict) -> None:
                 "  the same unit identity-trained, same JPEG", i["top1"], i["bytes_payload_mean"], i["bytes_full_mean"]
             )
         )
-    e = r.get("entropy")
-    if e:
-        name = f"entropy bottleneck RB{r['split_after']}, C'={r['entropy_channels']}, λ={r['rate_lambda']:g}"
+    for key, label, ch, lam in (
+        ("entropy", "entropy bottleneck", "entropy_channels", "rate_lambda"),
+        ("hyperprior", "hyperprior", "hyperprior_channels", "hyperprior_lambda"),
+    ):
+        e = r.get(key)
+        if not e:
+            continue
+        name = f"{label} RB{r['split_after']}, C'={r[ch]}, λ={r[lam]:g}"
         print(line(name, e["top1"], e["bytes_payload_mean"], e["bytes_full_mean"]))
+        if e.get("rate_estimate_bytes_mean") is not None:
+            print(f"{'  its rate term, at the values sent':48s} {'':8s}  {e['rate_estimate_bytes_mean']:8.1f} B")
         if e.get("side_info_bytes"):
             n = e["examples"]
             print(
-                f"{'  + its fitted tables, sent once':48s} {e['side_info_bytes']:>10,d} B once "
+                f"{'  + its tables, sent once':48s} {e['side_info_bytes']:>10,d} B once "
                 f"({e['side_info_bytes'] / n:.1f} B per image over these {n})"
             )
     print()
-    for label, model, m in (("BottleNet", s, r["matched"]), ("the entropy bottleneck", e, r.get("matched_entropy"))):
+    rows = (
+        ("BottleNet", s, r["matched"]),
+        ("the entropy bottleneck", r.get("entropy"), r.get("matched_entropy")),
+        ("the hyperprior", r.get("hyperprior"), r.get("matched_hyperprior")),
+    )
+    for label, model, m in rows:
         if not model:
             continue
         if m is None:
@@ -216,6 +239,11 @@ def parser():
         "--entropy_config",
         default="configs/fashion_mnist_entropic_student.py",
         help='the entropy bottleneck of this config on the same network ("": leave it out)',
+    )
+    p.add_argument(
+        "--hyperprior_config",
+        default="configs/fashion_mnist_hyperprior.py",
+        help='the mean-scale hyperprior of this config on the same network ("": leave it out)',
     )
     p.add_argument("--workdir", default="workdir/demo")
     p.add_argument("--baseline_epochs", type=float, default=1.0)
@@ -241,7 +269,7 @@ def validate(a) -> str:
     from bottlenet_jax.train_lib import validate_config
 
     base, bn = cli.guarded(configs, a.config, a)
-    runs = [base, bn] + ([cli.guarded(entropy_config, a.entropy_config, base, a)] if a.entropy_config else [])
+    runs = [base, bn] + [cli.guarded(learned_config, c, base, a) for c in (a.entropy_config, a.hyperprior_config) if c]
     return "; ".join(cli.guarded(validate_config, c) for c in runs)
 
 

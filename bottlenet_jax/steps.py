@@ -96,7 +96,7 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
     groups = {
         "main": optax.chain(*decay, *gate, core),
         "codec": optax.chain(*gate, optax.adam(codec_lr)),
-        "aux": optax.adam(cfg.get("aux_learning_rate", 1e-3)),
+        "aux": optax.adam(cfg.get("aux_learning_rate", 1e-2)),
     }
     return optax.multi_transform(groups, labels)
 

@@ -74,9 +74,10 @@ def get_config():
     c.rate_lambda = 0.0
     # the codec's parameters (a density, a hyperprior's networks) train with Adam at codec_learning_rate
     # (the network's warm-up + cosine), its auxiliary ones (medians) on its aux loss with Adam at
-    # aux_learning_rate, apart from the network's optimizer (steps.create_optimizer)
+    # aux_learning_rate, apart from the network's optimizer (steps.create_optimizer); 1e-2 lets the
+    # medians track a moving density within a short run (CompressAI's 1e-3 is for millions of steps)
     c.codec_learning_rate = 1e-3
-    c.aux_learning_rate = 1e-3
+    c.aux_learning_rate = 1e-2
     c.distill = ml_collections.ConfigDict(dict(teacher="", weight=0.5, temperature=1.0, feature_weight=0.0))
 
     # --- init / checkpoints / logging

@@ -1,17 +1,12 @@
-"""`make demo`: BottleNet on real Fashion-MNIST (28x28 grey), bottleneck after RB1, JPEG in the loop.
+"""The ResNet-50 layout at CPU scale on real Fashion-MNIST (28x28 grey): BottleNet after RB1, JPEG in the loop.
 
-    make demo                       # python -m bottlenet_jax.demo: baseline, then BottleNet from it
     python train.py --config=configs/fashion_mnist.py --workdir=/tmp/fmnist    # BottleNet from scratch
+    python -m bottlenet_jax.experiments bottlenet --dry_run                     # the study that uses it
 
-CPU-sized ResNet-50 layout (bottleneck blocks, small stem, base width 8): RB1 features 28x28x32
--> reduction (k2 s2, C'=2) -> 14x14x2 -> JPEG q=30 (tiled 28x28) -> restoration -> RB2..RB16.
-Model selection on train[:5000] (held out), training on the other 55,000, the test split once.
-
-Measured by `make demo` (fresh clone at commit 4c94894, 2 CPU cores, 2026-11-23, 13.8 min wall):
-baseline (1 epoch) 88.36 % top-1; BottleNet fine-tuned from it for 0.5 epoch 86.80 % at 130.4
-bytes/sample (abbreviated JPEG stream; 433.4 as full JFIF). The test image itself JPEG'd needs q=60
-(246.5 bytes, 86.93 % with the baseline) to match: 1.89x BottleNet's bytes. Over three seeds:
-results/fashion_mnist/seeds/results.md.
+ResNet-50 layout (bottleneck blocks, small stem, base width 8): RB1 features 28x28x32 -> reduction
+(k2 s2, C'=2) -> 14x14x2 -> JPEG q=30 (tiled 28x28) -> restoration -> RB2..RB16. Model selection on
+train[:5000] (held out), training on the other 55,000, the test split once. Measured figures, each
+with its command, commit and date: results/README.md.
 """
 
 from configs import default

@@ -1,15 +1,15 @@
 """BottleNet++ at CPU scale: the Fashion-MNIST ResNet (width 8) split after its last block (RB16),
 256 -> 4 channels (64x fewer values; 256x fewer bits at 8-bit), channel layer in the loop.
 
-    python -m bottlenet_jax.experiments.bottlenetpp          # all four models + sweeps (see its docstring)
+    python -m bottlenet_jax.experiments bottlenetpp --dry_run    # all four models + the sweeps (configs/experiments/)
     python train.py --config=configs/fashion_mnist_bottlenetpp.py --workdir=/tmp/bpp \
-        --config.init_from=workdir/repro/baseline
+        --config.init_from=workdir/bottlenetpp/seed0/baseline
     python eval.py --workdir=/tmp/bpp --sweep=0,0.1,0.2,0.3,0.5
 
 Recipe: Adam, stage 1 (the first 30 % of steps) trains only the encoder/decoder on the frozen
 baseline, stage 2 trains everything, as in the paper. The paper's 1e-4 for 70 epochs does not fit
 here; 1 epoch at a 1e-3 peak with cosine decay does. Results (accuracy vs sigma and vs p, with the
-command, commit and date): results/fashion_mnist/bottlenetpp/results.md.
+command, commit and date): results/README.md.
 """
 
 import ml_collections

@@ -13,8 +13,8 @@ AWGN channel with the noise level fed to the encoder; the paper's staged recipe.
 Recipe (BottleNet++, Shao & Zhang 2020): Adam 1e-4; stage 1 trains only the encoder/decoder with the
 backbone frozen, stage 2 trains all layers. The paper used CIFAR-100 (batch 32, 70 epochs); epochs
 and the stage split here are ours. Expected: not measured here (no ImageNet or accelerator); the
-paper reports < 2 points loss at 64x fewer values on CIFAR-100. Our Fashion-MNIST run is
-results/fashion_mnist/bottlenetpp/ (configs/fashion_mnist_bottlenetpp.py).
+paper reports < 2 points loss at 64x fewer values on CIFAR-100. Our Fashion-MNIST study:
+configs/experiments/bottlenetpp.py (results/README.md).
 """
 
 import ml_collections

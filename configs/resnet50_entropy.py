@@ -15,15 +15,15 @@ convolutions with GDN replacing the stem and layer1; ours keeps ResNet-50's stem
 the BottleNet unit, so the figure below is the paper's target, not a prediction for this config.
 rate_lambda trades bytes for accuracy: sweep it (e.g. 1e-5 .. 1e-3 per bit at 28x28x24 symbols).
 After training, the coding tables are fitted per channel to the symbols the encoder emits on 50,000
-training images (`codec.fit_context="channel"`; eval.py and the exporter fit them): on Fashion-MNIST
-that cut the density's own tables' bytes from 73.6 to 60.2 B at the same accuracy (README.md,
-Results; one seed, commit 739a436). The richer contexts ("element": 18,816 tables at 28x28x24;
-"neighbours": decoded row by row) are the Fashion-MNIST student's, not tried at this size.
+training images (`codec.fit_context="channel"`; eval.py and the exporter fit them). The richer
+contexts ("element": 18,816 tables at 28x28x24; "neighbours": decoded row by row) are the
+Fashion-MNIST student's, not tried at this size; `--config.codec.name=hyperprior` swaps in the
+mean-scale hyperprior.
 
 Expected: not measured here (no ImageNet or accelerator on our machine). SC2 (Matsubara et al.,
 TMLR 2023) reads about 2.2 KB/image at ~72 % top-1 for the Entropic Student with ResNet-50, where
-the input image as JPEG needs ~13 KB for that accuracy. Our measured evidence at CPU scale is
-results/fashion_mnist/frontier/ (configs/fashion_mnist_entropy.py).
+the input image as JPEG needs ~13 KB for that accuracy. Our measured evidence at CPU scale:
+results/README.md.
 """
 
 import ml_collections

@@ -1,18 +1,16 @@
 """The BottleNet paper's ImageNet setting: ResNet-50, bottleneck after RB1, JPEG in the loop.
 
-Fine-tunes from torchvision ImageNet weights (convert once: see README "Pretrained weights").
+Fine-tunes from torchvision ImageNet weights (`--config.init_from`: a .pth or .npz file).
 
     python train.py --config=configs/resnet50_rb1_jpeg.py --workdir=/tmp/rb1_jpeg \
         --config.init_from=/path/resnet50-11ad3fa6.pth --config.data_dir=/path/tfds
 
 RB1 features 56x56x256 -> reduction (k2 s2, C'=8) -> 28x28x8 -> JPEG q=90 -> restoration. JPEG runs
 on the accelerator (codec.backend=device): the same pixels and byte counts as cv2, bit for bit,
-without the host round trip that held the host backend to 0.635-0.687 of plain ResNet-50's img/s
-on an H100 (benchmarks/README.md, commit ce96b67). The device backend's GPU figure is not measured
-yet (no GPU in the session that built it).
+without the host round trip that slows the host backend (benchmarks/README.md: the GPU figures).
 Expected: not measured here (no ImageNet or accelerator on our machine). The paper reports about
-316 bytes/image with negligible top-1 loss vs the 76.1 % baseline; our Fashion-MNIST reproduction
-(results/) is the evidence we can regenerate.
+316 bytes/image with negligible top-1 loss vs the 76.1 % baseline; our Fashion-MNIST studies
+(results/README.md) are the evidence we can regenerate.
 """
 
 from configs import default

@@ -36,6 +36,7 @@ def codec_and_state(form="mean_scale", seed=0, shape=SHAPE, spread=3.0, **settin
     for net in ("ha", "hs"):
         for k, v in p[net].items():
             p[net][k] = (np.asarray(v) * spread + r.normal(0, 0.5, np.shape(v))).astype(np.float32)
+    p["hs"]["pos"] = (r.normal(0, 4, np.shape(p["hs"]["pos"]))).astype(np.float32)
     return codec, p, codec.fit(p, ())
 
 
@@ -99,6 +100,8 @@ def test_the_integer_networks_give_the_same_integers_in_int64_numpy_xla_and_trai
     qz = np.clip(np.round(z * 4), -200, 200).astype(np.int32)  # beyond the synthesis' input clip too
     level, mean = s.synthesize(qz, hs.part(state, "hs_"))
     acc, shift = integer_reference(np.clip(qz, -inet.Z_MAX, inet.Z_MAX), hs.part(state, "hs_"), s.synthesis, SHAPE[:2])
+    assert np.abs(state["hs_pos"]).max() > 0
+    acc = acc + state["hs_pos"]  # the position prior, at the accumulator's resolution
     c = SHAPE[-1]
     want_level = np.clip((acc[..., :c] + (1 << (shift - 1))) >> shift, 0, codec.scale_levels - 1)
     np.testing.assert_array_equal(level, want_level)

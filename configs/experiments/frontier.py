@@ -2,7 +2,7 @@
 bottleneck against the input image (JPEG, WebP), BottleNet JPEG and the lightweight codec, every
 classifier 4 epochs from scratch, 3 seeds (spec: bottlenet_jax/experiments/specs/frontier.py).
 
-    python -m bottlenet_jax.experiments frontier                        # train what is missing, validate, choose, test once
+    python -m bottlenet_jax.experiments frontier                        # train, validate, choose, test once
     python -m bottlenet_jax.experiments frontier --list                 # its runs: name, config hash, done or not
     python -m bottlenet_jax.experiments frontier --only seed0/baseline  # one run (a job array's task)
     python -m bottlenet_jax.experiments frontier --config.quick=true    # toy size: 3 steps a run, 1 seed (CI)

@@ -71,6 +71,7 @@ class Structure:
         `train` float32 ones rounded straight-through (the level's clip leaks gradient)."""
         c = self.shape[-1]
         out = inet.forward(xp.clip(qz, -inet.Z_MAX, inet.Z_MAX), ints, self.synthesis, self.shape[:2], xp, train)
+        out = out + inet.position_prior(ints["pos"], xp, train)
         rnd = (
             (lambda v: inet.ste(lambda u: inet.round_half_up(u, jnp), v))
             if train

@@ -22,7 +22,8 @@ integers, escapes and the stream's fixed cost (benchmarks/README.md, "Rate estim
 `train_quantizer` as the factorized codec's: "ste" sends y_hat = r + mean to the cloud half with a
 straight-through gradient, "noise" y + U. z's medians are `aux_params`: their own loss and optimizer.
 
-Parameters: "ha", "hs" (the hyper networks' float weights, rounded in the forward pass), "z_density",
+Parameters: "ha", "hs" (the hyper networks' float weights, rounded in the forward pass; "hs" also a learned
+prior per position, integer_net.position_prior), "z_density",
 "z_medians". State (`fit`, from the parameters alone: no data): z's tables, the scale levels'
 tables, and both networks' integer weights: what encoder and decoder share.
 """
@@ -122,6 +123,7 @@ class HyperpriorCodec(Codec):
         outputs = s.synthesis[last].c_out // 4  # per position of z, 4 elements' (depth-to-space)
         start = jnp.zeros((4, outputs)).at[:, : shape[-1]].set(float(np.clip(np.round(level_of_one), 0, inet.B_MAX)))
         hs[f"b{last}"] = start.reshape(-1)
+        hs["pos"] = jnp.zeros((*s.shape[:2], outputs), jnp.float32)  # integer_net.position_prior
         return {
             "ha": inet.init(ka, s.analysis),
             "hs": hs,
@@ -153,6 +155,7 @@ class HyperpriorCodec(Codec):
         )
         ints = {f"ha_{k}": v for k, v in inet.integer_params(jax.device_get(params["ha"]), s.analysis).items()}
         ints |= {f"hs_{k}": v for k, v in inet.integer_params(jax.device_get(params["hs"]), s.synthesis).items()}
+        ints["hs_pos"] = inet.integer_position(jax.device_get(params["hs"]["pos"]))
         return {
             "z_medians": z.medians,
             "z_lower": z.lower,
@@ -217,6 +220,7 @@ class HyperpriorCodec(Codec):
         c = s.z_shape[-1]
         ints = {f"ha_{k}": v for k, v in inet.integer_params(params["ha"], s.analysis, jnp).items()}
         ints |= {f"hs_{k}": v for k, v in inet.integer_params(params["hs"], s.synthesis, jnp).items()}
+        ints["hs_pos"] = inet.integer_position(params["hs"]["pos"], jnp)
         return {
             "z_medians": jax.lax.stop_gradient(params["z_medians"][:, 0, 0]),
             "z_lower": jnp.full((c,), -QMAX, jnp.int32),
@@ -266,7 +270,7 @@ class HyperpriorCodec(Codec):
         if not state:
             raise ValueError("hyperprior codec has no tables: fit it (codec.fit(params, ())) or load a fitted state")
         s = self.structure(shape)
-        if int(np.shape(state["hs_w0"])[2]) != s.z_shape[-1] or int(np.shape(state["ha_w0"])[2]) != s.shape[-1]:
+        if np.shape(state["hs_pos"])[:2] != s.shape[:2] or int(np.shape(state["ha_w0"])[2]) != s.shape[-1]:
             raise ValueError(f"hyperprior codec: this state codes other features than {'x'.join(map(str, s.shape))}")
         key = (id(state["y_freqs"]), id(state["hs_w0"]), s, self.precision)
         hit = _STREAMS.get(key)

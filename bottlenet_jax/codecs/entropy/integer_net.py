@@ -225,6 +225,24 @@ def forward(a, params: dict, layers, shape=None, xp=np, train: bool = False):
     return a
 
 
+def position_prior(pos, xp=np, train: bool = False):
+    """A learned offset per position and output of the synthesis ([h, w, outputs], real units, |.|
+    <= B_MAX), at the output's resolution 2^-(WEIGHT_FRAC + ACT_FRAC): integers (`train`: rounded
+    straight-through), so the output plus it is still an exact accumulator. What a translation-
+    equivariant synthesis cannot know for free: where in the map an element is (a feature map's
+    borders are quieter than its centre), as the factorized codec's per-element tables know it."""
+    unit = 2.0 ** (WEIGHT_FRAC + ACT_FRAC)
+    if train:
+        return ste(lambda v: round_half_up(v, jnp), leaky_clip(pos, -B_MAX, B_MAX) * unit) / unit
+    return xp.asarray(pos, xp.float64 if xp is np else jnp.float32) / unit
+
+
+def integer_position(pos, xp=np):
+    """The integers of a position prior's float parameters (the state's)."""
+    unit = 2.0 ** (WEIGHT_FRAC + ACT_FRAC)
+    return round_half_up(xp.clip(xp.asarray(pos, xp.float32), -B_MAX, B_MAX) * unit, xp).astype(xp.int32)
+
+
 def input_of_analysis(y, xp=np, train: bool = False):
     """h_a's input: round(y * 2^ACT_FRAC) clipped to +-INPUT_MAX (exact: a power-of-two scaling)."""
     x = xp.asarray(y, xp.float32) * np.float32(2.0**ACT_FRAC)

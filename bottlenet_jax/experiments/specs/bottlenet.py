@@ -19,7 +19,7 @@ def runs(cfg, seed: int, wd: str) -> dict:
     from bottlenet_jax.codecs import codec_settings
     from bottlenet_jax.models.resnet import size_after_block
 
-    base = cli.load_config_file(cfg.base)
+    base = cli.load_config_file(cfg.base, *cfg.overrides)
     out = {"baseline": runner.plain(base, cfg.baseline_epochs)}
 
     def unit(k, codec, epochs):

@@ -26,7 +26,7 @@ def runs(cfg, seed: int, wd: str) -> dict:
     from bottlenet_jax.codecs import codec_settings
     from bottlenet_jax.models.resnet import channels_after_block
 
-    base = cli.load_config_file(cfg.base)
+    base = cli.load_config_file(cfg.base, *cfg.overrides)
     out, k = {"baseline": runner.plain(cfg.baseline_config, cfg.baseline_epochs)}, _split_after(base, cfg)
     for ch in FIELDS:
         for cond in (True, False):
@@ -40,7 +40,7 @@ def runs(cfg, seed: int, wd: str) -> dict:
 
 
 def methods(cfg) -> list[Method]:
-    k = _split_after(cli.load_config_file(cfg.base), cfg)
+    k = _split_after(cli.load_config_file(cfg.base, *cfg.overrides), cfg)
     uncoded = {"run": "baseline", "split": {"after": k, "unit": False}}  # the baseline's own features
     out = [Method("baseline", "baseline", (("raw image", {"run": "baseline", "input": {"format": "raw"}}),))]
     for ch, field in FIELDS.items():

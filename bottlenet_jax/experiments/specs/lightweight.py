@@ -54,7 +54,7 @@ def describe(cfg) -> list[str]:
 def tables(cfg, val, test) -> list[str]:
     from bottlenet_jax.models import feature_shape
 
-    base = cli.load_config_file(cfg.base)
+    base = cli.load_config_file(cfg.base, *cfg.overrides)
     md = ["## Bits per element at the operating points (test)", "", "| split | elements | setting(s) | bits/element |"]
     md.append("|---|---|---|---|")
     for k in cfg.split_points:
