@@ -55,17 +55,16 @@ def trainable_mask(params, pattern: str):
 
 
 def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> optax.GradientTransformation:
-    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine for the network; stage-1
-    freezing by masking; the codec's own parameters under optimizers of their own.
+    """SGD+Nesterov (or Adam) with decoupled L2 and warm-up + cosine; stage-1 freezing by masking;
+    the codec's own parameters as the codec asks (`Codec.adam_params`, `Codec.aux_params`).
 
     During the first `stage1_steps` the frozen params' gradients (weight decay included) are
     multiplied by 0 before the momentum, so they neither move nor build momentum. The codec's
-    parameters (params["codec"]: an entropy model's density, a hyperprior's networks) are a
-    probability model, not weights: no decay, and Adam at `codec_learning_rate` with the network's
-    warm-up + cosine shape (the network's SGD at lr ~0.1 with momentum drives a density's
-    parameters and integer networks' fixed-point weights out of range: CompressAI and SC2 train
-    them with Adam). Its auxiliary parameters (`Codec.aux_params`: the medians, fitted by its aux
-    loss) get Adam at `aux_learning_rate`, no schedule, as CompressAI trains them.
+    parameters are a probability model, not weights: never decayed. Those it names in `adam_params`
+    (a hyperprior's fixed-point networks, which the network's SGD at lr ~0.1 with momentum drives
+    out of range) train with Adam at `codec_learning_rate` on the network's warm-up + cosine, as
+    CompressAI and SC2 train theirs; its `aux_params` (medians, fitted by its aux loss) with Adam at
+    `aux_learning_rate` and no schedule; the rest (a factorized density) with the network.
     """
     from bottlenet_jax.codecs import make_codec
 
@@ -82,19 +81,23 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
         frozen = jax.tree.map(lambda t: not t, trainable_mask(params, cfg.stage1_trainable))
         scale = optax.scale_by_schedule(lambda count: (count >= stage1).astype(jnp.float32))
         gate = [optax.masked(scale, frozen)]
-    decay = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
-    codec = params.get("codec", {})
-    if not codec:
-        return optax.chain(*decay, *gate, core)
-    aux = set(make_codec(cfg.codec).aux_params) if cfg.get("split", {}).get("after") else set()
+    decay = []
+    if cfg.weight_decay:
+        decay = [optax.masked(optax.add_decayed_weights(cfg.weight_decay), {k: k != "codec" for k in params})]
+    main = optax.chain(*decay, *gate, core)
+    codec = make_codec(cfg.codec) if cfg.get("split", {}).get("after") else None
+    own = {"aux": set(codec.aux_params), "codec": set(codec.adam_params)} if codec else {}
+    if not any(k in names for names in own.values() for k in params.get("codec", {})):
+        return main
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     codec_lr = optax.warmup_cosine_decay_schedule(
         0.0, cfg.get("codec_learning_rate", 1e-3), max(warmup, 0), max(total_steps, warmup + 1), 0.0
     )
+    label = lambda k: next((g for g, names in own.items() if k in names), "main")  # noqa: E731
     labels = {k: jax.tree.map(lambda _: "main", v) for k, v in params.items()}
-    labels["codec"] = {k: jax.tree.map(lambda _, k=k: "aux" if k in aux else "codec", v) for k, v in codec.items()}
+    labels["codec"] = {k: jax.tree.map(lambda _, k=k: label(k), v) for k, v in params["codec"].items()}
     groups = {
-        "main": optax.chain(*decay, *gate, core),
+        "main": main,
         "codec": optax.chain(*gate, optax.adam(codec_lr)),
         "aux": optax.adam(cfg.get("aux_learning_rate", 1e-2)),
     }

@@ -72,7 +72,7 @@ def get_config():
     # (1 - weight) * CE + weight * T^2 * KL(teacher_T || student_T), T = distill.temperature;
     # + feature_weight * MSE(restored features, the teacher's RBk features) (head distillation).
     c.rate_lambda = 0.0
-    # the codec's parameters (a density, a hyperprior's networks) train with Adam at codec_learning_rate
+    # the codec's parameters it names (a hyperprior's networks) train with Adam at codec_learning_rate
     # (the network's warm-up + cosine), its auxiliary ones (medians) on its aux loss with Adam at
     # aux_learning_rate, apart from the network's optimizer (steps.create_optimizer); 1e-2 lets the
     # medians track a moving density within a short run (CompressAI's 1e-3 is for millions of steps)

@@ -373,7 +373,16 @@ def test_the_medians_have_an_optimizer_of_their_own():
     upd, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(np.asarray(upd["codec"]["medians"]).ravel(), [-2e-3, 2e-3, -2e-3], rtol=1e-4)
     assert np.all(np.asarray(upd["backbone"]["k"]) == 0)  # frozen in the first stage
-    assert np.all(np.asarray(upd["reduce"]["k"]) < 0) and np.all(np.asarray(upd["codec"]["density"]["bias_0"]) < 0)
+    assert np.all(np.asarray(upd["reduce"]["k"]) < 0)
+    density = np.asarray(upd["codec"]["density"]["bias_0"])  # the network's SGD, without decay
+    np.testing.assert_allclose(density, np.asarray(upd["reduce"]["k"]) / (1 + 0.5), rtol=1e-5)  # reduce: + decay 0.5
+    hyper = entropy_config()
+    hyper.codec = ml_collections.ConfigDict(codec_settings("hyperprior"))
+    hp = {"codec": {"ha": {"w0": jnp.ones(2)}, "z_medians": jnp.zeros(2)}, "backbone": {"k": jnp.ones(2)}}
+    tx = create_optimizer(hyper, hp, 10, 100)
+    upd, _ = tx.update(jax.tree.map(lambda v: 5 * jnp.ones_like(v), hp), tx.init(hp), hp)
+    np.testing.assert_allclose(upd["codec"]["ha"]["w0"], -1e-3, rtol=1e-4)  # its networks: Adam at codec_learning_rate
+    np.testing.assert_allclose(upd["codec"]["z_medians"], -1e-2, rtol=1e-4)  # its medians: Adam at aux_learning_rate
     plain = entropy_config()
     plain.codec = ml_collections.ConfigDict(codec_settings("identity"))
     tx = create_optimizer(plain, {"backbone": params["backbone"]}, 10, 100)  # no aux parameters: one optimizer

@@ -131,6 +131,9 @@ class Codec:
     #: train step gives them an optimizer of their own (steps.create_optimizer: Adam at
     #: aux_learning_rate, CompressAI's split), so neither loss's schedule nor scale drives the other
     aux_params: ClassVar[tuple] = ()
+    #: names in params["codec"] trained with Adam at codec_learning_rate instead of the network's
+    #: optimizer (steps.create_optimizer): parameters the network's SGD would drive out of range
+    adam_params: ClassVar[tuple] = ()
 
     # ------------------------------------------------------------------ parameters and state
     def init_params(self, key, shape) -> dict:

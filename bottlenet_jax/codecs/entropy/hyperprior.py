@@ -62,6 +62,7 @@ class HyperpriorCodec(Codec):
     unit_output: ClassVar[str] = "linear"
     differentiable_rate: ClassVar[bool] = True
     aux_params: ClassVar[tuple] = ("z_medians",)
+    adam_params: ClassVar[tuple] = ("ha", "hs", "z_density")  # fixed-point weights: SGD at lr 0.1 diverged
     form: str = "mean_scale"  # "mean_scale" (Minnen et al.) | "scale" (Ballé et al.: zero means)
     hyper_channels: int = 8  # z's channels (z is half y's height and width)
     hidden: int = 16  # the hyper networks' hidden width
