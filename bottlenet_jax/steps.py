@@ -81,9 +81,9 @@ def create_optimizer(cfg, params, steps_per_epoch: int, total_steps: int) -> opt
         frozen = jax.tree.map(lambda t: not t, trainable_mask(params, cfg.stage1_trainable))
         scale = optax.scale_by_schedule(lambda count: (count >= stage1).astype(jnp.float32))
         gate = [optax.masked(scale, frozen)]
-    decay = []
-    if cfg.weight_decay:
-        decay = [optax.masked(optax.add_decayed_weights(cfg.weight_decay), {k: k != "codec" for k in params})]
+    decay = [optax.add_decayed_weights(cfg.weight_decay)] if cfg.weight_decay else []
+    if decay and "codec" in params:  # (masked only then: a checkpoint's optimizer state keeps its structure)
+        decay = [optax.masked(decay[0], {k: k != "codec" for k in params})]
     main = optax.chain(*decay, *gate, core)
     codec = make_codec(cfg.codec) if cfg.get("split", {}).get("after") else None
     own = {"aux": set(codec.aux_params), "codec": set(codec.adam_params)} if codec else {}
