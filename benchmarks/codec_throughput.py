@@ -39,8 +39,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bottlenet_jax.codecs import JpegCodec, codec_settings, make_codec  # noqa: E402
-from bottlenet_jax.codecs.jpeg.codec import jpeg_roundtrip_np, tile  # noqa: E402
+from bottlenet_jax.codecs.jpeg.codec import jpeg_roundtrip_np  # noqa: E402
 from bottlenet_jax.codecs.jpeg.host import POOLS, host_workers  # noqa: E402
+from bottlenet_jax.codecs.jpeg.tiling import tile  # noqa: E402
 from bottlenet_jax.codecs.quantize import quantize_u8_np  # noqa: E402
 
 

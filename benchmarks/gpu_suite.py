@@ -324,7 +324,7 @@ def stage_codec(a):
     from codec_throughput import maps, median_time
 
     from bottlenet_jax.codecs import JpegCodec
-    from bottlenet_jax.codecs.jpeg.codec import grid_shape
+    from bottlenet_jax.codecs.jpeg.tiling import grid_shape
 
     batch, runs = (16, 3) if a.smoke else (256, 10)
     workers = os.cpu_count() or 1

@@ -7,6 +7,7 @@ EXPORT_DIR/
                        normalisation, label names (settings and names only: no arrays)
   codec_state/         the codec's fitted state (orbax; absent for codecs without one): e.g. the
                        entropy codec's integer tables, the lightweight codec's quantiser
+  codec_state.npz      the same arrays in numpy's format: what the edge runtime reads (no orbax)
   edge.jaxexport       x [b,H,W,Cin] float32 (normalised) -> z [b,h,w,C'] in [0,1]  (serialized jax.export)
   edge_params/         its variables (orbax): stem, RB1..RBk, reduction unit
   cloud.jaxexport      z_hat -> logits
@@ -17,7 +18,8 @@ The codec is not in either graph: the device runs `edge`, then `codec.encode(z, 
 bytes); the server runs `codec.decode`, then `cloud`. The codec's state is the one fitted for the
 exported checkpoint (saved in the workdir by training's final test or eval.py; fitted and saved
 here if missing). `Half` / `load_codec` need only jax, orbax and the codec module (no model code,
-no TF). The batch dimension is symbolic: any batch size works.
+no TF); bottlenet_jax.edge needs none of them (edge.onnx in onnxruntime, the encoders in numpy).
+The batch dimension is symbolic: any batch size works.
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
         "kernel": cfg.split.kernel,
         "codec": model.codec.settings(),
         "codec_state": "codec_state" if codec_state else None,
+        "codec_state_npz": "codec_state.npz" if codec_state else None,  # the same arrays, for a runtime without orbax
         "codec_side_info_bytes": model.codec.side_info_bytes(codec_state) if codec_state else 0,
         "input_shape": [cfg.image_size, cfg.image_size, channels],
         "feature_shape": [fh, fw, fc],
@@ -155,6 +158,7 @@ def export_variables(cfg, variables, out: str, step: int = 0, onnx: bool = False
     }
     if codec_state:
         write_tree(os.path.join(out, "codec_state"), jax.tree.map(np.asarray, codec_state))
+        np.savez(os.path.join(out, "codec_state.npz"), **{k: np.asarray(v) for k, v in codec_state.items()})
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
 

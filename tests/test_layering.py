@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent / "bottlenet_jax"
 # Lower tiers never import higher ones. Within a tier imports are allowed but must not form a cycle.
 TIERS = [
     ("errors",),
-    ("parallel", "codecs", "data", "convert"),
+    ("parallel", "codecs", "edge", "data", "convert"),
     ("models",),
     ("steps",),
     ("checkpoint", "evaluation", "actions", "plots"),

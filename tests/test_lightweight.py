@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bottlenet_jax.codecs import lightweight as lw
 from bottlenet_jax.codecs import make_codec
+from bottlenet_jax.codecs.lightweight import quantizer as lw
 
 
 def relu_data(rng, n=200_000, kind="exponential", p0=0.5):

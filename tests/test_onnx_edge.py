@@ -38,12 +38,15 @@ def test_onnx_edge_matches_jax_and_the_server_gives_the_same_class(tmp_path):
     port = s.port
     try:
         jax_client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}")
-        onnx_client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}", onnx=True)
+        onnx_client = EdgeClient(str(tmp_path / "export"), f"127.0.0.1:{port}", runtime="onnx")
         imgs = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), np.uint8)
         x = jax_client.normalize(imgs)
         z_jax, z_onnx = jax_client.run_edge(x), onnx_client.run_edge(x)
         assert z_onnx.shape == z_jax.shape == (8, *feature_shape(cfg))
         np.testing.assert_allclose(z_onnx, z_jax, atol=TOL)
+        # the edge runtime's numpy encoder on the ONNX features: the JAX codec's bytes on the same
+        # features (an element within ~1e-6 of a rounding boundary may round the other way in ONNX)
+        assert onnx_client.edge.encode_features(z_onnx) == jax_client.codec.encode(z_onnx)
         got = [r["label"] for r in onnx_client.classify(imgs)]
         assert got == [r["label"] for r in jax_client.classify(imgs)]
     finally:

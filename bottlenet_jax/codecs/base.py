@@ -51,11 +51,19 @@ def register(cls):
     return cls
 
 
+def _registry() -> dict:
+    """REGISTRY, every codec module imported first (the package loads them on first use)."""
+    from bottlenet_jax import codecs
+
+    codecs.load_all()
+    return REGISTRY
+
+
 def codec_settings(name: str, **overrides) -> dict:
     """The settings (and their defaults) codec `name` takes, name first, with `overrides`: what a
     config's codec block holds. Each codec owns its names and defaults; nothing outside codecs/
     lists them."""
-    if name not in REGISTRY:
+    if name not in _registry():
         raise ConfigError(f"codec.name={name!r}: unknown codec; valid: {', '.join(sorted(REGISTRY))}")
     out = {"name": name, **{f.name: f.default for f in dataclasses.fields(REGISTRY[name])}}
     unknown = sorted(set(overrides) - set(out))

@@ -1,7 +1,7 @@
 """The edge client: run the exported edge half, encode, send to the cloud server, print the answer.
 
     python -m bottlenet_jax.serve.client --export EXPORT_DIR --server HOST:PORT IMAGE [IMAGE ...]
-        [--condition SIGMA_OR_P] [--unary] [--tls-ca ca.crt [--tls-cert client.crt --tls-key client.key]]
+        [--runtime jax|onnx] [--condition SIGMA_OR_P] [--unary] [--tls-ca ca.crt [--tls-cert ...]]
 
 Per image it prints the predicted class, the bytes sent (the framed payload: codec bytes + CRC-32)
 and the round-trip latency. Images are read with OpenCV (grey or RGB as the export's input), resized
@@ -29,39 +29,45 @@ from bottlenet_jax.serve.stream import Stream
 
 
 class EdgeClient:
-    """Edge half + codec from an export, and a KServe v2 gRPC connection to the cloud server."""
+    """An export's edge (JAX, or edge.onnx + numpy encoders) and a KServe v2 gRPC connection to the
+    cloud server."""
 
     def __init__(
         self,
         export_dir: str,
         server: str,
         timeout: float = 30.0,
-        onnx: bool = False,
+        runtime: str = "jax",
         stream: bool = True,
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        onnx: bool = False,
     ):
-        """`onnx`: run the edge half's ONNX graph (export --onnx) in onnxruntime instead of JAX.
-        `stream`: requests on one ModelStreamInfer stream (else one ModelInfer call each).
-        `tls_ca`: PEM CA to verify the server by (TLS); `tls_cert`/`tls_key`: this client's
-        certificate and key for a server that requires them (mutual TLS)."""
-        import os
-
+        """`runtime`: "jax" (the exported edge half and the codec in JAX) or "onnx" (bottlenet_jax.edge:
+        edge.onnx in onnxruntime and the codec's numpy encoder; no JAX imported: what an edge device
+        runs); `onnx=True` is runtime="onnx". `stream`: requests on one ModelStreamInfer stream (else
+        one ModelInfer call each). `tls_ca`: PEM CA to verify the server by (TLS); `tls_cert`/`tls_key`:
+        this client's certificate and key for a server that requires them (mutual TLS)."""
         import tritonclient.grpc as tc
 
-        from bottlenet_jax.export import Half, load_codec, load_manifest
+        runtime = "onnx" if onnx else runtime
+        if runtime not in ("jax", "onnx"):
+            raise ValueError(f"runtime={runtime!r}: must be jax or onnx")
+        if runtime == "onnx":
+            from bottlenet_jax.edge import EdgeRuntime
 
-        self.manifest = load_manifest(export_dir)
-        self.codec, self.codec_state = load_codec(export_dir)
-        self.edge = Half(export_dir, "edge")
-        self.onnx = None
-        if onnx:
-            if not self.manifest.get("edge_onnx"):
-                raise ValueError(f"{export_dir}: has no edge.onnx (export with --onnx)")
-            import onnxruntime
+            self.edge = EdgeRuntime(export_dir)
+            self.manifest = self.edge.manifest
+        else:
+            from bottlenet_jax.export import Half, load_codec, load_manifest
 
-            self.onnx = onnxruntime.InferenceSession(os.path.join(export_dir, self.manifest["edge_onnx"]))
+            self.manifest = load_manifest(export_dir)
+            self.codec, self.codec_state = load_codec(export_dir)
+            self._half = Half(export_dir, "edge")
+            self.edge = None
+        self.runtime = runtime
+        self.conditioned = bool(self.manifest.get("edge_condition"))
         self.timeout = timeout
         self._tc = tc
         if (tls_cert or tls_key) and not tls_ca:
@@ -82,19 +88,18 @@ class EdgeClient:
 
     def encode(self, images_u8, condition=None) -> list[bytes]:
         """uint8 [n, H, W, C] -> one framed payload per image (what goes on the wire)."""
+        if self.conditioned and condition is None:
+            raise ValueError("this edge half is channel-conditioned: pass condition=[sigma or p per sample]")
+        if self.edge is not None:
+            return [frame(p) for p in self.edge.encode(images_u8, condition)]
         z = self.run_edge(self.normalize(images_u8), condition)
         return [frame(p) for p in self.codec.encode(np.asarray(z), state=self.codec_state)]
 
     def run_edge(self, x, condition=None) -> np.ndarray:
-        """Normalised float32 [n, H, W, C] -> features z, in JAX or (onnx=True) onnxruntime."""
-        if self.onnx is None:
-            return np.asarray(self.edge(x, condition=condition))
-        feeds = {"x": np.asarray(x, np.float32)}
-        if self.edge.conditioned:
-            if condition is None:
-                raise ValueError("this edge half is channel-conditioned: pass condition=[sigma or p per sample]")
-            feeds["condition"] = np.broadcast_to(np.asarray(condition, np.float32), (len(x),)).copy()
-        return self.onnx.run(None, feeds)[0]
+        """Normalised float32 [n, H, W, C] -> features z, in JAX or (runtime onnx) onnxruntime."""
+        if self.edge is not None:
+            return self.edge.run(x, condition)
+        return np.asarray(self._half(x, condition=condition))
 
     def send(self, payloads: list[bytes]) -> np.ndarray:
         """Framed payloads -> logits [n, classes] from the server (raises InferenceServerException)."""
@@ -151,7 +156,12 @@ def main(argv=None):
     p.add_argument("--export", required=True)
     p.add_argument("--server", default="127.0.0.1:8001")
     p.add_argument("--condition", type=float, default=None, help="channel condition for a BottleNet++ export")
-    p.add_argument("--onnx", action="store_true", help="run the edge half's ONNX graph in onnxruntime")
+    p.add_argument(
+        "--runtime",
+        choices=("jax", "onnx"),
+        default="jax",
+        help="onnx: edge.onnx in onnxruntime and the codec's numpy encoder (bottlenet_jax.edge: no JAX)",
+    )
     p.add_argument("--unary", action="store_true", help="one ModelInfer call per image instead of the stream")
     p.add_argument("--tls-ca", default=None, help="PEM CA that signed the server's certificate: connect with TLS")
     p.add_argument("--tls-cert", default=None, help="PEM client certificate, for a server that requires one")
@@ -163,9 +173,15 @@ def main(argv=None):
         return print(f"dry run: {describe_export(a.export)}; {len(a.images)} image argument(s)")
     try:
         client = EdgeClient(
-            a.export, a.server, onnx=a.onnx, stream=not a.unary, tls_ca=a.tls_ca, tls_cert=a.tls_cert, tls_key=a.tls_key
+            a.export,
+            a.server,
+            runtime=a.runtime,
+            stream=not a.unary,
+            tls_ca=a.tls_ca,
+            tls_cert=a.tls_cert,
+            tls_key=a.tls_key,
         )
-        if client.edge.conditioned and a.condition is None:
+        if client.conditioned and a.condition is None:
             sys.exit(
                 f"error: {a.export} is channel-conditioned: pass --condition ({client.manifest['edge_condition']})"
             )

@@ -4,22 +4,28 @@ Density (Ballé et al. ICLR 2018, appendix 6.1): per channel c a monotone map L_
     L_c = f_K o ... o f_1,   f_k(x) = g_k(softplus(H_k) x + b_k),   g_k(x) = x + tanh(a_k) * tanh(x),
 with the last layer affine; the CDF is sigmoid(L_c). softplus(H) >= 0 and tanh(a) >= -1 make every
 layer non-decreasing, so the CDF is monotone, 0 at -inf and 1 at +inf. The probability of an integer
-symbol k is sigmoid(L(k + 1/2)) - sigmoid(L(k - 1/2)).
+symbol k is sigmoid(L(k + 1/2)) - sigmoid(L(k - 1/2)). JAX is imported only where jax arrays are
+asked for (`xp` None: jax.numpy), so the tables' numpy path runs without it.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 
+def _jnp():
+    import jax.numpy as jnp
+
+    return jnp
+
+
 def _softplus(x, xp):
-    return jnp.logaddexp(x, 0.0) if xp is jnp else np.logaddexp(x, 0.0)
+    return np.logaddexp(x, 0.0) if xp is np else xp.logaddexp(x, 0.0)
 
 
-def logits_cumulative(params: dict, x, xp=jnp):
+def logits_cumulative(params: dict, x, xp=None):
     """L(x) for x [C, 1, N] -> [C, 1, N] (numpy or jax alike: the tables and the graph share it)."""
+    xp = xp or _jnp()
     n = sum(1 for k in params if k.startswith("matrix_"))
     for i in range(n):
         x = xp.matmul(_softplus(params[f"matrix_{i}"], xp), x) + params[f"bias_{i}"]
@@ -29,12 +35,17 @@ def logits_cumulative(params: dict, x, xp=jnp):
 
 
 def _sigmoid(x, xp):
-    return jax.nn.sigmoid(x) if xp is jnp else 0.5 * (1.0 + np.tanh(0.5 * x))
+    if xp is np:
+        return 0.5 * (1.0 + np.tanh(0.5 * x))
+    import jax
+
+    return jax.nn.sigmoid(x)
 
 
-def likelihood(params: dict, y, xp=jnp):
+def likelihood(params: dict, y, xp=None):
     """P(round bin of y) = CDF(y + 1/2) - CDF(y - 1/2) for y [C, 1, N]; computed on the side of the
     median where the sigmoids are not both near 1 (no cancellation in the upper tail)."""
+    xp = xp or _jnp()
     lower = logits_cumulative(params, y - 0.5, xp)
     upper = logits_cumulative(params, y + 0.5, xp)
     sign = -xp.sign(lower + upper)
@@ -43,13 +54,16 @@ def likelihood(params: dict, y, xp=jnp):
 
 def likelihood_of(params: dict, y):
     """`likelihood` of features y [..., h, w, C] (channel last, as the model holds them), same shape."""
-    c = y.shape[-1]
+    c, jnp = y.shape[-1], _jnp()
     cn = jnp.moveaxis(y.reshape(-1, c), -1, 0)[:, None, :]
     return jnp.moveaxis(likelihood(params, cn)[:, 0, :], 0, -1).reshape(y.shape)
 
 
 def init_density(key, channels: int, filters=(3, 3, 3), init_scale: float = 10.0) -> dict:
     """Ballé's initialisation: L starts as a wide logistic-like ramp of scale ~init_scale."""
+    import jax
+    import jax.numpy as jnp
+
     sizes = (1, *filters, 1)
     scale = init_scale ** (1.0 / (len(filters) + 1))
     out = {}

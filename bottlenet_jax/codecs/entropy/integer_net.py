@@ -37,9 +37,16 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+
+def _jax():
+    """jax and jax.numpy, imported where jax arrays are computed (numpy alone serves the host)."""
+    import jax
+    import jax.numpy as jnp
+
+    return jax, jnp
+
 
 WEIGHT_FRAC = 6  # fractional bits of the integer weights
 W_LO, W_HI = -2.0, 2.0 - 2.0**-WEIGHT_FRAC  # weights in int8's range: -128..127
@@ -104,6 +111,7 @@ def check_bounds(layers) -> None:
 
 def init(key, layers) -> dict:
     """He-normal weights (clipped to the integer range), zero biases: {"w<i>", "b<i>"} per conv."""
+    jax, jnp = _jax()
     out = {}
     for i, layer in enumerate(convs(layers)):
         key, sub = jax.random.split(key)
@@ -121,6 +129,7 @@ def round_half_up(x, xp=np):
 
 def ste(f, x):
     """f(x) forward, gradient 1 (straight through)."""
+    jax, _ = _jax()
     return x + jax.lax.stop_gradient(f(x) - x)
 
 
@@ -139,11 +148,13 @@ def leaky_clip(x, lo, hi):
     """clip(x, lo, hi) forward; gradient 1 inside, LEAK outside (training: a weight, activation or
     output pushed out of range keeps a way back instead of dying at the bound)."""
     inside = (x >= lo) & (x <= hi)
+    jax, jnp = _jax()
     return jax.lax.stop_gradient(jnp.clip(x, lo, hi)) + (x - jax.lax.stop_gradient(x)) * jnp.where(inside, 1.0, LEAK)
 
 
 def _simulated(params: dict, layers) -> dict:
     """Training: the integer weights as float32 values, with straight-through gradients."""
+    _, jnp = _jax()
     out = {}
     for i, layer in enumerate(convs(layers)):
         w = leaky_clip(params[f"w{i}"], W_LO, W_HI) * 2.0**WEIGHT_FRAC
@@ -185,7 +196,8 @@ def forward(a, params: dict, layers, shape=None, xp=np, train: bool = False):
     (a matmul of integers in evaluation, a convolution in training: exact on a CPU; on an
     accelerator training's values may round differently, which changes no stream)."""
     ints = _simulated(params, layers) if train else params
-    dtype = xp.float64 if xp is np else jnp.float32
+    jax, jnp = _jax() if xp is not np else (None, None)
+    dtype = np.float64 if xp is np else jnp.float32
     a = xp.asarray(a, dtype)
     i = 0
     for layer in layers:
@@ -233,8 +245,9 @@ def position_prior(pos, xp=np, train: bool = False):
     borders are quieter than its centre), as the factorized codec's per-element tables know it."""
     unit = 2.0 ** (WEIGHT_FRAC + ACT_FRAC)
     if train:
+        _, jnp = _jax()
         return ste(lambda v: round_half_up(v, jnp), leaky_clip(pos, -B_MAX, B_MAX) * unit) / unit
-    return xp.asarray(pos, xp.float64 if xp is np else jnp.float32) / unit
+    return xp.asarray(pos, np.float64 if xp is np else xp.float32) / unit
 
 
 def integer_position(pos, xp=np):
@@ -246,5 +259,5 @@ def integer_position(pos, xp=np):
 def input_of_analysis(y, xp=np, train: bool = False):
     """h_a's input: round(y * 2^ACT_FRAC) clipped to +-INPUT_MAX (exact: a power-of-two scaling)."""
     x = xp.asarray(y, xp.float32) * np.float32(2.0**ACT_FRAC)
-    r = ste(lambda v: round_half_up(v, jnp), x) if train else round_half_up(x, xp)
+    r = ste(lambda v: round_half_up(v, xp), x) if train else round_half_up(x, xp)
     return xp.clip(r, -INPUT_MAX, INPUT_MAX)

@@ -26,8 +26,10 @@ from bottlenet_jax.codecs.entropy.tables import (
     ESC_BITS,
     QMAX,
     Tables,
+    coding_order,
     context_of,
-    row_index,
+    escape_tail,
+    freq_cum,
     sign_bucket,
     states_per_element,
 )
@@ -36,24 +38,9 @@ ESC_OFFSET = 1 << (ESC_BITS - 1)
 LANES = 256  # streams per compiled call; a batch is cut into calls of this many (fewer: `_bucket`)
 
 
-def coding_order(a):
-    """[N, h, w, C] -> [T, N], t = (c * h + i) * w + j (numpy or jax)."""
-    return a.transpose(3, 1, 2, 0).reshape(-1, a.shape[0])
-
-
 def max_bytes(shape) -> int:
     """The longest stream of features of `shape` ([h, w, C]): the state, a word per symbol and per escape."""
     return rans.HEAD_BYTES + 2 * rans.WORD_BYTES * int(np.prod(shape))
-
-
-def _freq_cum(q, freqs, cum, lower, widths, context, xp):
-    """Symbols [N, h, w, C] -> (frequency, cumulative) of each in decoding order [T, N] (uint32),
-    escaped [N, h, w, C] (numpy or jax)."""
-    s = q - lower
-    esc = (s < 0) | (s >= widths)
-    idx = xp.where(esc, widths, s)
-    rows = row_index(context, idx, -lower, xp)
-    return coding_order(freqs[rows, idx]), coding_order(cum[rows, idx]), esc
 
 
 def stream_bytes(q, state: dict, precision: int):
@@ -65,7 +52,7 @@ def stream_bytes(q, state: dict, precision: int):
     lower, widths = (jnp.asarray(state[k], jnp.int32) for k in ("lower", "widths"))
     context = context_of(state["freqs"].shape[0], shape)
     cum = rans.cumulative(freqs, jnp)
-    f, c, esc = _freq_cum(q.reshape(-1, *shape), freqs, cum, lower, widths, context, jnp)
+    f, c, esc = freq_cum(q.reshape(-1, *shape), freqs, cum, lower, widths, context, jnp)
     n = rans.stream_bytes(f, c, precision) + rans.WORD_BYTES * jnp.sum(esc, axis=(1, 2, 3), dtype=jnp.int32)
     return n.reshape(lead)
 
@@ -74,7 +61,7 @@ def stream_bytes_np(q: np.ndarray, t: Tables, precision: int) -> np.ndarray:
     """`stream_bytes` on the host (for a callback, which must not call back into JAX)."""
     freqs = t.freqs.astype(np.uint32)
     context = t.context(q.shape[1:])
-    f, c, esc = _freq_cum(q.astype(np.int64), freqs, rans.cumulative(freqs), t.lower, t.widths, context, np)
+    f, c, esc = freq_cum(q.astype(np.int64), freqs, rans.cumulative(freqs), t.lower, t.widths, context, np)
     return rans.stream_bytes_np(f, c, precision) + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
 
 
@@ -245,9 +232,7 @@ class Streams:
             tails = [None] * (b - a)
             for k in np.flatnonzero(esc):
                 one = q[a + k : a + k + 1]
-                v = coding_order(symbols(one) if symbols else one)[:, 0]
-                ch = np.arange(v.size) // (v.size // len(self._lower))
-                tails[k] = v[(v < self._lower[ch]) | (v >= self._lower[ch] + self._widths[ch])] + ESC_OFFSET
+                tails[k] = escape_tail((symbols(one) if symbols else one)[0], self._lower, self._widths)
             out += rans.pack(x[: b - a], words, emitted, tails)
         return out
 

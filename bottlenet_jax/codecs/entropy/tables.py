@@ -292,3 +292,45 @@ def dequantize_np(q: np.ndarray, medians) -> np.ndarray:
     flat = q.reshape(len(q), -1)
     m = np.tile(np.asarray(medians, np.float32), flat.shape[1] // len(medians))
     return np.add(flat, m, dtype=np.float32).reshape(q.shape)
+
+
+# ----------------------------------------------------------------------------- the symbols' rows
+def coding_order(a):
+    """[N, h, w, C] -> [T, N], t = (c * h + i) * w + j (numpy or jax)."""
+    return a.transpose(3, 1, 2, 0).reshape(-1, a.shape[0])
+
+
+def freq_cum(q, freqs, cum, lower, widths, context, xp):
+    """Symbols [N, h, w, C] -> (frequency, cumulative) of each in decoding order [T, N] (uint32),
+    escaped [N, h, w, C] (numpy or jax)."""
+    s = q - lower
+    esc = (s < 0) | (s >= widths)
+    idx = xp.where(esc, widths, s)
+    rows = row_index(context, idx, -lower, xp)
+    return coding_order(freqs[rows, idx]), coding_order(cum[rows, idx]), esc
+
+
+def escape_tail(q: np.ndarray, lower, widths) -> np.ndarray:
+    """One sample's escaped symbols [h, w, C] as the 16-bit words after its rANS words: decoding
+    order, value + 2^15 (an empty array where none is escaped)."""
+    v = coding_order(np.asarray(q)[None])[:, 0].astype(np.int64)
+    ch = np.arange(v.size) // (v.size // len(lower))
+    lo, k = np.asarray(lower, np.int64)[ch], np.asarray(widths, np.int64)[ch]
+    return v[(v < lo) | (v >= lo + k)] + (1 << (ESC_BITS - 1))
+
+
+def rans_streams_np(y, t: Tables, precision: int) -> list[bytes]:
+    """Features [N, h, w, C] -> the factorized codec's rANS streams (entropy/streams.py's format) in
+    numpy: symbols round(y - m), each coded under its row (`row_index`: channel, element or
+    neighbour state), escapes after the rANS words. The same bytes as streams.Streams.encode (the
+    host's compiled coder; tested), for the edge runtime, which runs without JAX."""
+    from bottlenet_jax.codecs.coding import rans_np
+
+    q = quantize_np(y, t.medians)
+    freqs = t.freqs.astype(np.uint32)
+    f, c, esc = freq_cum(
+        q.astype(np.int64), freqs, rans_np.cumulative(freqs), t.lower, t.widths, t.context(q.shape[1:]), np
+    )
+    x, words, emitted = rans_np.encode_np(f, c, precision)
+    tails = [escape_tail(s, t.lower, t.widths) if e.any() else None for s, e in zip(q, esc)]
+    return rans_np.pack(x, words, emitted, tails)

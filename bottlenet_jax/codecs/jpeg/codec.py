@@ -28,7 +28,6 @@ Byte counts, both per sample:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import ClassVar
 
 import cv2
@@ -42,21 +41,20 @@ from bottlenet_jax.codecs.jpeg.host import POOLS, code_tiles
 from bottlenet_jax.codecs.jpeg.jfif import (
     FRAMING_BYTES,
     SEGMENT_BYTES,
-    abbreviate,
     check_abbreviated,
-    encode_image,
+    encode_maps,
     framing,
     omitted_bytes,
     params,
     rebuild_full,
 )
 from bottlenet_jax.codecs.jpeg.scan import DHT_SEGMENT
+from bottlenet_jax.codecs.jpeg.tiling import LAYOUTS, tile, untile
 from bottlenet_jax.codecs.jpeg.xla import jpeg_device
 from bottlenet_jax.codecs.quantize import (
     MINMAX_BYTES,
     dequantize_u8,
     dequantize_u8_np,
-    minmax_pack,
     minmax_range,
     minmax_unpack,
     quantize_u8,
@@ -65,40 +63,7 @@ from bottlenet_jax.codecs.quantize import (
 from bottlenet_jax.codecs.straight_through import match_varying, straight_through
 from bottlenet_jax.errors import ConfigError
 
-LAYOUTS = ("grid", "rows")
 BACKENDS = ("host", "device")
-
-
-# ----------------------------------------------------------------------------- tiling
-def grid_shape(c: int) -> tuple[int, int]:
-    cols = math.ceil(math.sqrt(c))
-    return math.ceil(c / cols), cols
-
-
-def _xp(a):
-    """The array module of `a`: one tiling implementation serves the host path and the graph."""
-    return jnp if isinstance(a, jax.Array) else np
-
-
-def tile(u8, layout: str):
-    """[..., h, w, c] -> [..., H', W'] grey images (numpy or jax arrays)."""
-    xp, (*lead, h, w, c), n = _xp(u8), u8.shape, u8.ndim - 3
-    if layout == "rows":
-        return xp.moveaxis(u8, -1, -3).reshape(*lead, c * h, w)
-    rows, cols = grid_shape(c)
-    if rows * cols != c:
-        u8 = xp.pad(u8, [(0, 0)] * (n + 2) + [(0, rows * cols - c)])
-    x = u8.reshape(*lead, h, w, rows, cols).transpose(*range(n), n + 2, n, n + 3, n + 1)
-    return x.reshape(*lead, rows * h, cols * w)
-
-
-def untile(img, h: int, w: int, c: int, layout: str):
-    xp, lead, n = _xp(img), img.shape[:-2], img.ndim - 2
-    if layout == "rows":
-        return xp.moveaxis(img.reshape(*lead, c, h, w), -3, -1)
-    rows, cols = grid_shape(c)
-    x = img.reshape(*lead, rows, h, cols, w).transpose(*range(n), n + 1, n + 3, n, n + 2)
-    return x.reshape(*lead, h, w, rows * cols)[..., :c]
 
 
 def jpeg_roundtrip_np(
@@ -254,14 +219,10 @@ class JpegCodec(Codec):
 
     # ------------------------------------------------------------------ transport (off the graph)
     def encode(self, x, state=None):
-        x = np.asarray(x, np.float32)
-        x, sides = minmax_pack(x) if self.minmax else (x, [b""] * len(x))
-        imgs = tile(quantize_u8_np(x), self.layout)
-        if self.fitted_tables:
-            streams = huffman.write_streams(imgs, self.quality, self._lengths(state), framing)
-            return [s + p for s, p in zip(sides, streams)]
-        p = params(self.quality, self.optimize)
-        return [s + abbreviate(encode_image(img, p).tobytes(), self.optimize) for s, img in zip(sides, imgs)]
+        if not self.fitted_tables:
+            return encode_maps(x, self.quality, self.optimize, self.layout, self.minmax)
+        imgs = tile(quantize_u8_np(np.asarray(x, np.float32)), self.layout)  # (fitted tables exclude minmax)
+        return huffman.write_streams(imgs, self.quality, self._lengths(state), framing)
 
     def _lengths(self, state):
         if not state:

@@ -14,12 +14,13 @@ import struct
 import cv2
 import numpy as np
 
-from bottlenet_jax.codecs.jpeg.scan import DEFAULT_DHT_BYTES
-
 # Segment sizes libjpeg writes for one grey baseline image (jcmarker.c), in bytes with markers.
 SEGMENT_BYTES = {"SOI": 2, "APP0": 18, "DQT": 2 + 2 + 1 + 64, "SOF0": 2 + 2 + 6 + 3, "SOS": 2 + 2 + 1 + 2 + 3, "EOI": 2}
 # What an abbreviated stream with the default tables still carries besides its scan: SOI, the frame
 # header, the scan header and EOI, every byte fixed by the tile's shape (one component, baseline).
+# Annex K's luminance DC and AC tables as libjpeg writes them: two DHT segments, 2 + 2 + 1 + 16 bytes
+# of header each, then 12 and 162 symbols (scan.py derives the same from the tables; a test checks)
+DEFAULT_DHT_BYTES = 2 * 21 + 12 + 162
 FRAMING_BYTES = SEGMENT_BYTES["SOI"] + SEGMENT_BYTES["SOF0"] + SEGMENT_BYTES["SOS"] + SEGMENT_BYTES["EOI"]
 
 
@@ -153,3 +154,19 @@ def rebuild_full(payload: bytes, quality: int, optimize: bool, dht: bytes | None
     own_dht = [payload[s:e] for m, s, e in segs if m == _DHT]
     sos_start = segs[-1][1]
     return b"".join([_SOI, app0, dqt, *sof, dht, *own_dht, payload[sos_start:]])
+
+
+def encode_maps(x, quality: int, optimize: bool = False, layout: str = "grid", minmax: bool = False) -> list[bytes]:
+    """Feature maps [N, h, w, C] (in [0, 1], or any range with `minmax`) -> one abbreviated stream
+    per sample, cv2 at `quality`: the JPEG codec's transport (under its standard or per-image
+    tables) in numpy and cv2 alone, the host's and the edge runtime's."""
+    from bottlenet_jax.codecs.jpeg.tiling import tile
+    from bottlenet_jax.codecs.quantize import minmax_pack, quantize_u8_np
+
+    x = np.asarray(x, np.float32)
+    x, sides = minmax_pack(x) if minmax else (x, [b""] * len(x))
+    p = params(quality, optimize)
+    return [
+        s + abbreviate(encode_image(img, p).tobytes(), optimize)
+        for s, img in zip(sides, tile(quantize_u8_np(x), layout))
+    ]

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bottlenet_jax.codecs.jpeg.jfif import DEFAULT_DHT_BYTES
+
 MAX_CODE_LEN = 16
 DHT_SEGMENT = 2 + 2 + 1 + MAX_CODE_LEN  # marker, length, class/id, BITS; then one byte per symbol
 
@@ -116,7 +118,7 @@ def _default_tables():
 
 
 DEFAULT_CODES, DEFAULT_LENGTHS = _default_tables()
-DEFAULT_DHT_BYTES = 2 * DHT_SEGMENT + int((DEFAULT_LENGTHS > 0).sum())  # Annex K DC and AC tables
+assert 2 * DHT_SEGMENT + int((DEFAULT_LENGTHS > 0).sum()) == DEFAULT_DHT_BYTES  # Annex K DC and AC tables
 
 
 def bit_length(v):
