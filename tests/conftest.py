@@ -47,6 +47,43 @@ def mock_imagenet(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="session")
+def demo_exports(tmp_path_factory):
+    """The demo's three split exports (its configs; weights at init, perturbed, the codecs' tables
+    fitted to the edge half's features of the first 2,000 Fashion-MNIST training images): {name:
+    export dir}, built once per run (the edge's and the server decoder's tests share them)."""
+    import jax
+    import jax.numpy as jnp
+
+    from bottlenet_jax import cli
+    from bottlenet_jax.data import fashion_mnist as fm
+    from bottlenet_jax.export import export_variables
+    from bottlenet_jax.models import build_model
+    from bottlenet_jax.steps import normalize
+
+    if fm.local_dir() is None:
+        pytest.skip("Fashion-MNIST is not on this machine (make data)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    train = fm.read_idx(os.path.join(fm.local_dir(), fm.FILES["train"][0]))[:2000, :, :, None]
+    d, out = tmp_path_factory.mktemp("demo_exports"), {}
+    for name, path in (
+        ("bottlenet", "configs/fashion_mnist_demo.py"),
+        ("entropy", "configs/fashion_mnist_entropic_student.py"),
+        ("hyperprior", "configs/fashion_mnist_hyperprior.py"),
+    ):
+        cfg = cli.load_config_file(os.path.join(root, path))
+        model = build_model(cfg, bn_axis_name=None)
+        v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+        v = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), v)
+        codec, state = model.codec, None
+        if codec.fits_data:
+            z = jax.jit(lambda v, x: model.apply(v, normalize(x, cfg.mean, cfg.std), part="edge"))(v, train)
+            state = codec.fit(jax.device_get(v["params"]).get("codec", {}), [np.asarray(z)])
+        export_variables(cfg, v, str(d / name), codec_state=state)
+        out[name] = str(d / name)
+    return out
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -105,40 +105,7 @@ def test_fitted_huffman_tables_and_channels_are_refused_with_one_line():
         encoder(codec_settings("awgn"), {}, (8, 8, 2))
 
 
-def demo_exports(tmp_path, n_fit=2000):
-    """The demo's three split exports (its configs; weights at init, perturbed, the entropy codec's
-    neighbour tables fitted to the first training images): {name: export dir}."""
-    import jax.numpy as jnp
-
-    from bottlenet_jax import cli
-    from bottlenet_jax.data import fashion_mnist as fm
-    from bottlenet_jax.export import export_variables
-    from bottlenet_jax.models import build_model
-    from bottlenet_jax.steps import normalize
-
-    if fm.local_dir() is None:
-        pytest.skip("Fashion-MNIST is not on this machine (make data)")
-    train = fm.read_idx(os.path.join(fm.local_dir(), fm.FILES["train"][0]))[:n_fit, :, :, None]
-    out = {}
-    for name, path in (
-        ("bottlenet", "configs/fashion_mnist_demo.py"),
-        ("entropy", "configs/fashion_mnist_entropic_student.py"),
-        ("hyperprior", "configs/fashion_mnist_hyperprior.py"),
-    ):
-        cfg = cli.load_config_file(os.path.join(ROOT, path))
-        model = build_model(cfg, bn_axis_name=None)
-        v = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-        v = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), v)
-        codec, state = model.codec, None
-        if codec.fits_data:
-            z = jax.jit(lambda v, x: model.apply(v, normalize(x, cfg.mean, cfg.std), part="edge"))(v, train)
-            state = codec.fit(jax.device_get(v["params"]).get("codec", {}), [np.asarray(z)])
-        export_variables(cfg, v, str(tmp_path / name), codec_state=state)
-        out[name] = str(tmp_path / name)
-    return out
-
-
-def check_demo_exports(tmp_path, n):
+def check_demo_exports(exports, n):
     """The edge's numpy encoders against each export's JAX codec, on the edge half's features of the
     first `n` Fashion-MNIST test images: the same bytes."""
     from bottlenet_jax.data import fashion_mnist as fm
@@ -147,7 +114,7 @@ def check_demo_exports(tmp_path, n):
     from bottlenet_jax.steps import normalize
 
     test = fm.read_idx(os.path.join(fm.local_dir(), fm.FILES["test"][0]))[:n, :, :, None]
-    for name, d in demo_exports(tmp_path).items():
+    for name, d in exports.items():
         manifest, state = load_export(d)
         codec, jax_state = load_codec(d)
         edge = Half(d, "edge")
@@ -157,10 +124,10 @@ def check_demo_exports(tmp_path, n):
             assert got == codec.encode(z, state=jax_state), name
 
 
-def test_the_demo_exports_encode_alike_on_test_images(tmp_path):
-    check_demo_exports(tmp_path, 300)
+def test_the_demo_exports_encode_alike_on_test_images(demo_exports):
+    check_demo_exports(demo_exports, 300)
 
 
 @pytest.mark.slow  # make test-slow (CI): the whole test split
-def test_the_demo_exports_encode_alike_on_the_10000_test_images(tmp_path):
-    check_demo_exports(tmp_path, 10_000)
+def test_the_demo_exports_encode_alike_on_the_10000_test_images(demo_exports):
+    check_demo_exports(demo_exports, 10_000)

@@ -197,6 +197,34 @@ class Codec:
     def decode(self, payloads: Sequence[bytes], shape: Sequence[int], state=None) -> np.ndarray:
         raise NotImplementedError
 
+    def decode_each(self, payloads: Sequence[bytes], shape: Sequence[int], state=None) -> tuple[np.ndarray, list]:
+        """`decode`, payload by payload: (features [n, h, w, c], per payload None or the ValueError
+        saying why it cannot be decoded, its features then zeros), so that a server decoding many
+        requests' payloads in one call fails only the bad ones' requests. Here: one call, and if it
+        fails, one call per payload; codecs whose decoder knows which stream failed override it."""
+        out, errors = np.zeros(tuple(shape), np.float32), []
+        if len(payloads) > 1:
+            try:
+                out[...] = self.decode(payloads, shape, state=state)
+                return out, [None] * len(payloads)
+            except Exception:  # noqa: BLE001  (a payload's fault, found below; anything else fails there too)
+                pass
+        for i, p in enumerate(payloads):
+            try:
+                out[i] = self.decode([p], (1, *shape[1:]), state=state)[0]
+                errors.append(None)
+            except Exception as e:  # noqa: BLE001  (whatever a codec raises on bytes that are not its own)
+                errors.append(_one_line(e))
+        return out, errors
+
+    def warm_up(self, shape: Sequence[int], state=None, batches: Sequence[int] = (1,)) -> None:
+        """Compile whatever decoding features of `shape` ([h, w, c]) in batches of these sizes can
+        need, so that no payload a server is sent compiles anything later. Here: decode one encoded
+        sample per batch size; codecs whose programs depend on more than the batch size override it."""
+        body = self.encode(np.zeros((1, *shape), np.float32), state=state)[0]
+        for n in batches:
+            self.decode([body] * n, (n, *shape), state=state)
+
     def check_payload(self, payload: bytes, shape: Sequence[int], state=None) -> None:
         """Raise ValueError unless `payload` can be one sample of `shape` ([h, w, c]) from this
         codec, reading only its size and header (a server calls it before any decoding, so a
@@ -212,6 +240,11 @@ class Codec:
         """A saved codec block of an older version -> (its settings, the state it carried inline, as
         arrays; {} if none). Codecs whose state once lived in their settings override it."""
         return block, {}
+
+
+def _one_line(e: BaseException) -> ValueError:
+    """A codec's error as one line (its first), as a ValueError whatever the codec raised."""
+    return ValueError(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 class CodecLayer(nn.Module):

@@ -18,8 +18,9 @@ import numpy as np
 from bottlenet_jax.serve.protocol import ModelUnavailable
 
 
-class _CompileCounter:
-    """Counts XLA backend compiles in this process (jax.monitoring's compile-duration event)."""
+class CompileCounter:
+    """Counts the programs XLA makes in this process: backend compiles and loads from a persistent
+    compilation cache (a cache hit is still a program that was not ready when it was asked for)."""
 
     count = 0
     _installed = False
@@ -29,11 +30,16 @@ class _CompileCounter:
         if not cls._installed:
             import jax
 
-            def on_event(event, duration_secs, **_):
+            def on_duration(event, duration_secs, **_):
                 if event == "/jax/core/compile/backend_compile_duration":
                     cls.count += 1
 
-            jax.monitoring.register_event_duration_secs_listener(on_event)
+            def on_event(event, **_):
+                if event == "/jax/compilation_cache/cache_hits":
+                    cls.count += 1
+
+            jax.monitoring.register_event_duration_secs_listener(on_duration)
+            jax.monitoring.register_event_listener(on_event)
             cls._installed = True
 
 
@@ -54,7 +60,7 @@ class CloudModel:
 
         from bottlenet_jax.export import Half, load_manifest
 
-        _CompileCounter.install()
+        CompileCounter.install()
         manifest = load_manifest(export_dir)
         self.feature_shape = tuple(manifest["feature_shape"])
         self.num_classes = int(manifest["model"]["num_classes"])
@@ -68,12 +74,12 @@ class CloudModel:
             for s in self.sizes
         }
         self._padded = {s: np.zeros((s, *self.feature_shape), np.float32) for s in self.sizes}
-        self._compiles_at_warmup = _CompileCounter.count
+        self._compiles_at_warmup = CompileCounter.count
 
     @property
     def compiles_since_warmup(self) -> int:
         """XLA compiles in this process since start-up (0, by construction)."""
-        return _CompileCounter.count - self._compiles_at_warmup
+        return CompileCounter.count - self._compiles_at_warmup
 
     def infer(self, features: np.ndarray) -> np.ndarray:
         """[n, h, w, c] -> logits [n, classes], n <= max_batch, padded to a compiled size."""

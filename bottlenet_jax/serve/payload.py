@@ -3,8 +3,10 @@
 `PayloadDecoder` owns the export's codec and its state. Each payload's header is checked against the
 export's feature shape before anything is decoded (`Codec.check_payload`), so no payload can make
 the server allocate or compute more than that shape needs; the checked payloads are then decoded
-together (`decode_many`: one `codec.decode` call, as a batch-parallel codec wants it), and if that
-call fails, one by one, so a bad payload fails only its own request.
+together (`decode_many`: one `Codec.decode_each` call, as a batch-parallel codec wants it), which
+says which of them failed, so a bad payload fails only its own request. `warm_up` compiles every
+program decoding can need before the server is ready (the rANS codecs: each lane count and stream
+width), so no payload, a hostile one included, makes the server compile while it serves.
 
 `DecodeQueue` gathers the payloads of requests that arrive while a decode runs into the next one:
 batching without waiting (the model's batcher does the same after it), so that a codec whose decoder
@@ -18,6 +20,7 @@ import threading
 
 import numpy as np
 
+from bottlenet_jax.serve.model_process import CompileCounter
 from bottlenet_jax.serve.protocol import CRC_BYTES, PayloadError, unframe
 
 BATCHES = (1, 8, 64)  # payloads per decode call that warm_up compiles for; the largest bounds a DecodeQueue call
@@ -34,13 +37,21 @@ class PayloadDecoder:
         self.feature_shape = tuple(manifest["feature_shape"])
         # The largest payload a sample can need: raw float32 features plus headers; more is not ours.
         self.max_payload = 4 * int(np.prod(self.feature_shape)) + 4096
+        CompileCounter.install()
+        self._compiles_at_warmup = CompileCounter.count
 
     def warm_up(self, sizes=BATCHES) -> None:
-        """Decode batches of these sizes once: a codec that compiles a program per batch shape (the
-        entropy codec's rANS) does so before the first request, not during one."""
-        body = self.codec.encode(np.zeros((1, *self.feature_shape), np.float32), state=self.state)[0]
-        for n in sizes:
-            self.codec.decode([body] * n, (n, *self.feature_shape), state=self.state)
+        """Compile everything decoding a batch of these sizes can need (Codec.warm_up: the rANS
+        codecs pad a server's streams to one width, one program per lane count), then count:
+        `compiles_since_warmup` says whether any payload made this process compile afterwards (none
+        should, a hostile one included)."""
+        self.codec.warm_up(self.feature_shape, state=self.state, batches=sizes)
+        self._compiles_at_warmup = CompileCounter.count
+
+    @property
+    def compiles_since_warmup(self) -> int:
+        """Programs compiled (or loaded from a cache) in this process since `warm_up`."""
+        return CompileCounter.count - self._compiles_at_warmup
 
     def decode_one(self, element: bytes) -> np.ndarray:
         """A framed payload -> float32 features [h, w, c], or PayloadError naming what is wrong."""
@@ -50,7 +61,8 @@ class PayloadDecoder:
         return out
 
     def decode_many(self, elements) -> list:
-        """Framed payloads -> per payload its features [h, w, c] or its PayloadError."""
+        """Framed payloads -> per payload its features [h, w, c] or its PayloadError, in one codec
+        call (Codec.decode_each: a bad payload fails only itself)."""
         out, bodies, where = [None] * len(elements), [], []
         for i, e in enumerate(elements):
             try:
@@ -58,18 +70,28 @@ class PayloadDecoder:
                 where.append(i)
             except PayloadError as err:
                 out[i] = err
-        if len(bodies) > 1:
+        if not bodies:
+            return out
+        name, shape = self.manifest["codec"]["name"], list(self.feature_shape)
+        z, errors = [], []
+        for a in range(0, len(bodies), BATCHES[-1]):  # no call larger than warm_up compiled for
+            part = bodies[a : a + BATCHES[-1]]
             try:
-                for i, z in zip(where, self._decoded(bodies, [len(elements[i]) for i in where])):
-                    out[i] = z
-                return out
-            except PayloadError:
-                pass  # one of them is bad: each on its own, so only that one fails
-        for i, body in zip(where, bodies):
-            try:
-                out[i] = self._decoded([body], [len(elements[i])])[0]
-            except PayloadError as err:
-                out[i] = err
+                zs, es = self.codec.decode_each(part, (len(part), *self.feature_shape), state=self.state)
+            except Exception as e:  # noqa: BLE001  (not one payload's fault: every one of the call fails)
+                zs, es = [None] * len(part), [e] * len(part)
+            z += list(zs)
+            errors += es
+        for k, i in enumerate(where):
+            if errors[k] is None and not np.isfinite(z[k]).all():
+                errors[k] = ValueError("decodes to non-finite values")
+            if errors[k] is None:
+                out[i] = z[k]
+            else:
+                why = str(errors[k]).splitlines()[0] if str(errors[k]) else type(errors[k]).__name__
+                out[i] = PayloadError(
+                    f"payload of {len(elements[i])} bytes: the {name} codec cannot decode it to features {shape}: {why}"
+                )
         return out
 
     def _checked(self, element: bytes) -> bytes:
@@ -88,26 +110,6 @@ class PayloadDecoder:
                 f"{list(self.feature_shape)}: {e}"
             ) from None
         return body
-
-    def _decoded(self, bodies, sizes) -> np.ndarray:
-        """Checked payloads -> features [n, h, w, c] in one codec call, or PayloadError."""
-        what = f"payload of {sizes[0]} bytes" if len(bodies) == 1 else f"{len(bodies)} payloads"
-        try:
-            z = self.codec.decode(bodies, (len(bodies), *self.feature_shape), state=self.state)
-        except Exception as e:  # the codec's own error, one line
-            why = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise PayloadError(
-                f"{what}: the {self.manifest['codec']['name']} codec cannot decode it to features "
-                f"{list(self.feature_shape)}: {why}"
-            ) from None
-        z = np.asarray(z, np.float32)
-        if z.shape != (len(bodies), *self.feature_shape) or not np.isfinite(z).all():
-            raise PayloadError(
-                f"{what}: decodes to {list(z.shape[1:])} "
-                f"{'non-finite values' if z.shape[1:] == self.feature_shape else ''}, expected "
-                f"{list(self.feature_shape)}"
-            )
-        return z
 
 
 class DecodeQueue:

@@ -37,11 +37,14 @@ from bottlenet_jax.codecs.coding.rans_np import (  # noqa: F401  (the format, re
     cumulative,
     encode_np,
     head_bytes,
+    longest_words,
     lookup_table,
     pack,
     packed_rows,
     stream_bytes_np,
+    stream_errors,
     unpack,
+    widths,
 )
 from bottlenet_jax.codecs.straight_through import match_varying
 

@@ -109,18 +109,50 @@ def pack(x, words, emitted, tails) -> list[bytes]:
     return out
 
 
+def longest_words(max_bytes: int) -> int:
+    """Words after the state in the longest stream of at most `max_bytes`."""
+    return max(1, (max_bytes - 3) // WORD_BYTES)
+
+
+def widths(max_bytes: int, columns: int = 16) -> list[int]:
+    """Every width of words `unpack` can give streams of at most `max_bytes`: `columns`, then
+    doubling up to the first that holds the longest stream (just one when `columns` is
+    `longest_words(max_bytes)`: what a server asks for, so that its decoder is compiled once per lane
+    count, before it serves, and no payload, a hostile one included, compiles another)."""
+    out = [columns]
+    while out[-1] < longest_words(max_bytes):
+        out.append(out[-1] * 2)
+    return out
+
+
+def stream_errors(payloads, max_bytes: int) -> list:
+    """Per stream, why it cannot be one (None where it can): shorter than a state, longer than
+    `max_bytes`, or a state written longer than it is. What `unpack` refuses, stream by stream."""
+    out = []
+    for p in payloads:
+        head = 3 if len(p) % 2 else 4
+        if not head <= len(p) <= max_bytes:
+            out.append(f"{len(p)} bytes: an rANS stream here is 3..{max_bytes} bytes")
+        elif (x := int.from_bytes(p[:head], "big")) < (L if head == 3 else 1 << 24):
+            out.append(f"{len(p)} bytes: its rANS state {x:#x} is not written in its shortest form")
+        else:
+            out.append(None)
+    return out
+
+
 def unpack(payloads, max_bytes: int, lanes: int = 0, columns: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Streams -> (first states [lanes] uint32; words after the state [lanes, W] uint32, zero-padded
-    to a power of two >= `columns`; words per stream [N]); `lanes` >= N rows, the rest state L and
-    no words. ValueError for a stream that cannot be one: shorter than a
+    to the first of `widths(max_bytes, columns)` that holds them; words per stream [N]); `lanes` >= N
+    rows, the rest state L and no words. ValueError for a stream that cannot be one: shorter than a
     state, longer than `max_bytes`, or a state written longer than it is."""
+    problem = next((e for e in stream_errors(payloads, max_bytes) if e), None)
+    if problem:
+        raise ValueError(problem)
     n = np.fromiter(map(len, payloads), np.int64, len(payloads))
     head = np.where(n % 2, 3, 4)
-    bad = (n < head) | (n > max_bytes)
-    if bad.any():
-        raise ValueError(f"{n[np.argmax(bad)]} bytes: an rANS stream here is 3..{max_bytes} bytes")
     counts = (n - head) // WORD_BYTES
-    width = max(columns, 1 << int(counts.max(initial=1) - 1).bit_length())
+    most = int(counts.max(initial=1))
+    width = next(w for w in widths(max_bytes, columns) if w >= most)
     # every stream's bytes in one row, aligned so that its words start at column 4
     rows = np.zeros((max(lanes, len(payloads)), 4 + WORD_BYTES * width), np.uint8)
     if len(payloads) <= 16:  # few: a loop costs less than the index arithmetic
@@ -133,8 +165,4 @@ def unpack(payloads, max_bytes: int, lanes: int = 0, columns: int = 16) -> tuple
     rows[len(payloads) :, 2] = 1  # padding lanes: state L
     state = rows[:, :4].astype(np.uint32)
     x = (state[:, 0] << 24) | (state[:, 1] << 16) | (state[:, 2] << 8) | state[:, 3]
-    short = x[: len(payloads)] < np.where(head == 3, L, 1 << 24)
-    if short.any():
-        i = int(np.argmax(short))
-        raise ValueError(f"{n[i]} bytes: its rANS state {x[i]:#x} is not written in its shortest form")
     return x, rows[:, 4:].view("<u2").astype(np.uint32), counts.astype(np.int32)

@@ -309,6 +309,20 @@ class EntropyCodec(Codec):
             return _streams(t, shape, self.precision).decode(list(payloads))
         return dequantize_np(np.stack([decode_sample(p, shape, t) for p in payloads]), t.medians)
 
+    def decode_each(self, payloads, shape, state=None):
+        if self.stream != "rans":
+            return super().decode_each(payloads, shape, state=state)
+        t = _tables(state)
+        t.context(tuple(shape[1:]))
+        return _streams(t, tuple(int(v) for v in shape[1:]), self.precision).decode_each(list(payloads))
+
+    def warm_up(self, shape, state=None, batches=(1,)):
+        if self.stream != "rans":
+            return super().warm_up(shape, state=state, batches=batches)
+        t = _tables(state)
+        t.context(tuple(shape))
+        _streams(t, tuple(int(v) for v in shape), self.precision).warm_up(batches)
+
 
 def _streams(t: Tables, shape, precision: int) -> streams.Streams:
     """The rANS coder of these tables for this shape (built once per Tables object)."""

@@ -31,7 +31,7 @@ from bottlenet_jax.codecs.entropy.hyper_model import (  # noqa: F401  (the model
     rows_table,
     stream_bytes_np,
 )
-from bottlenet_jax.codecs.entropy.streams import LANES
+from bottlenet_jax.codecs.entropy.streams import LANES, columns_for, lanes_for
 from bottlenet_jax.codecs.entropy.tables import QMAX, coding_order
 
 
@@ -45,11 +45,6 @@ def stream_bytes(qz, r, level, state: dict, precision: int):
     rows, idx, esc = entries(qz, r, level, state, jnp)
     n = rans.stream_bytes(freqs[rows, idx], cum[rows, idx], precision)
     return (n + rans.WORD_BYTES * jnp.sum(esc, axis=(1, 2, 3), dtype=jnp.int32)).reshape(lead)
-
-
-def _bucket(n: int) -> int:
-    """Lanes of a compiled call for n streams: 1, 8, 64 or LANES (few shapes to compile)."""
-    return next(b for b in (1, 8, 64, LANES) if b >= n)
 
 
 def _code(qz, r, level, state, table, precision: int):
@@ -132,7 +127,7 @@ class Streams:
         y = np.asarray(y, np.float32)
         out = []
         for a in range(0, len(y), LANES):
-            m, lanes = len(y[a : a + LANES]), _bucket(len(y[a : a + LANES]))
+            m, lanes = len(y[a : a + LANES]), lanes_for(len(y[a : a + LANES]))
             args = (self._state, self._table, self.structure, self.precision)
             out += self._pack(_encode(_padded(y[a : a + LANES], lanes), *args), m)
         return out
@@ -143,7 +138,7 @@ class Streams:
         qz, r = np.asarray(qz, np.int32), np.asarray(r, np.int32)
         out = []
         for a in range(0, len(r), LANES):
-            m, lanes = len(r[a : a + LANES]), _bucket(len(r[a : a + LANES]))
+            m, lanes = len(r[a : a + LANES]), lanes_for(len(r[a : a + LANES]))
             args = (self._state, self._table, self.structure, self.precision)
             out += self._pack(
                 _encode_symbols(_padded(qz[a : a + LANES], lanes), _padded(r[a : a + LANES], lanes), *args), m
@@ -164,32 +159,65 @@ class Streams:
         _, r, mean = self.decode_symbols(payloads)
         return dequantize(r, mean)
 
+    def decode_each(self, payloads) -> tuple[np.ndarray, list]:
+        """Streams -> (y_hat [N, h, w, C] float32, per stream None or the ValueError saying why it
+        is not one, its y_hat then zeros): a bad stream in a batch costs the others nothing."""
+        _, r, mean, errors = self._symbols(payloads)
+        return dequantize(r, mean), errors
+
     def decode_symbols(self, payloads):
         """Streams -> (z's symbols, y's residuals, means in 1/16), int32; ValueError naming the first
         stream that is not one."""
+        *out, errors = self._symbols(payloads)
+        bad = next((e for e in errors if e is not None), None)
+        if bad is not None:
+            raise bad
+        return tuple(out)
+
+    def _symbols(self, payloads):
+        """`decode_symbols` stream by stream: (qz, r, mean, errors), zeros where a stream is bad."""
         s = self.structure
         limit = max_bytes(s.shape, s.z_shape)
-        parts = []
-        for a in range(0, len(payloads), LANES):
-            chunk = list(payloads[a : a + LANES])
-            m, lanes = len(chunk), _bucket(len(chunk))
-            x0, words, counts = rans.unpack(chunk, limit, lanes, 16 if lanes == LANES else 64)
-            coder, qz, r, escaped, level, mean = jax.device_get(
-                _decode(x0, words, self._lookup, self._table, self._state, s, self.precision)
-            )
+        errors = [None if e is None else ValueError(e) for e in rans.stream_errors(payloads, limit)]
+        good = [i for i, e in enumerate(errors) if e is None]
+        n = len(payloads)
+        qz_all, r_all, mean_all = (np.zeros((n, *shape), np.int32) for shape in (s.z_shape, s.shape, s.shape))
+        for a in range(0, len(good), LANES):
+            idx = good[a : a + LANES]
+            m, lanes = len(idx), lanes_for(len(idx))
+            x0, words, counts = rans.unpack([payloads[i] for i in idx], limit, lanes, columns_for(lanes, limit))
+            coder, qz, r, escaped, level, mean = jax.device_get(self._run(x0, words))
             x, ptr, n_esc = (v[:m] for v in coder)
             ok = (x == rans.L) & (ptr + n_esc == counts)
-            if not ok.all():
-                i = int(np.argmin(ok))
-                raise ValueError(
-                    f"stream {a + i} ({len(chunk[i])} bytes) is not an rANS encoding of "
-                    f"{'x'.join(map(str, s.shape))} features under this model's tables"
-                )
-            r = np.array(r[:m])
-            for k in np.flatnonzero(n_esc):
-                self._escapes(r[k], escaped[k], level[k], words[k, ptr[k] : ptr[k] + n_esc[k]], a + k)
-            parts.append((qz[:m], r, mean[:m]))
-        return tuple(np.concatenate(v) for v in zip(*parts))
+            qz_all[idx], r_all[idx], mean_all[idx] = qz[:m], r[:m], mean[:m]
+            for k in range(m):
+                i = idx[k]
+                if not ok[k]:
+                    errors[i] = ValueError(
+                        f"stream {i} ({len(payloads[i])} bytes) is not an rANS encoding of "
+                        f"{'x'.join(map(str, s.shape))} features under this model's tables"
+                    )
+                elif n_esc[k]:
+                    try:
+                        self._escapes(r_all[i], escaped[k], level[k], words[k, ptr[k] : ptr[k] + n_esc[k]], i)
+                    except ValueError as e:
+                        errors[i] = e
+                if errors[i] is not None:
+                    qz_all[i], r_all[i], mean_all[i] = 0, 0, 0
+        return qz_all, r_all, mean_all, errors
+
+    def warm_up(self, batches) -> None:
+        """Compile the decoder for every call a batch of one of these sizes can make: each lane
+        count and each width of words (rans.widths), so that no stream compiles one later."""
+        s = self.structure
+        for lanes in sorted({lanes_for(n) for n in batches}):
+            limit = max_bytes(s.shape, s.z_shape)
+            for width in rans.widths(limit, columns_for(lanes, limit)):
+                x0 = np.full(lanes, rans.L, np.uint32)
+                jax.block_until_ready(self._run(x0, np.zeros((lanes, width), np.uint32)))
+
+    def _run(self, x0, words):
+        return _decode(x0, words, self._lookup, self._table, self._state, self.structure, self.precision)
 
     def _escapes(self, r, escaped, level, tail, i: int) -> None:
         """Put a stream's escaped residuals (its tail, decoding order) where `escaped` marks them;

@@ -258,6 +258,12 @@ class HyperpriorCodec(Codec):
     def decode(self, payloads, shape, state=None):
         return self._streams(state, shape[1:]).decode(list(payloads))
 
+    def decode_each(self, payloads, shape, state=None):
+        return self._streams(state, shape[1:]).decode_each(list(payloads))
+
+    def warm_up(self, shape, state=None, batches=(1,)):
+        self._streams(state, tuple(shape)).warm_up(batches)
+
     def check_payload(self, payload, shape, state=None):
         s = self.structure(shape)
         limit = hyper_streams.max_bytes(s.shape, s.z_shape)

@@ -35,7 +35,7 @@ from bottlenet_jax.codecs.entropy.tables import (
 )
 
 ESC_OFFSET = 1 << (ESC_BITS - 1)
-LANES = 256  # streams per compiled call; a batch is cut into calls of this many (fewer: `_bucket`)
+LANES = 256  # streams per compiled call; a batch is cut into calls of this many (fewer: `lanes_for`)
 
 
 def max_bytes(shape) -> int:
@@ -65,9 +65,15 @@ def stream_bytes_np(q: np.ndarray, t: Tables, precision: int) -> np.ndarray:
     return rans.stream_bytes_np(f, c, precision) + rans.WORD_BYTES * esc.sum(axis=(1, 2, 3), dtype=np.int32)
 
 
-def _bucket(n: int) -> int:
+def lanes_for(n: int) -> int:
     """Lanes of a compiled call for n streams: 1, 8, 64 or LANES (few shapes to compile)."""
     return next(b for b in (1, 8, 64, LANES) if b >= n)
+
+
+def columns_for(lanes: int, max_bytes: int) -> int:
+    """The narrowest words of a call (rans.widths' first): big calls (an evaluation's) get tight
+    widths; small ones (a server's) the longest stream's, one program per lane count to compile."""
+    return 16 if lanes == LANES else rans.longest_words(max_bytes)
 
 
 BLOCKS_LIMIT = 1 << 24  # most table entries held per position (positions x states x row width)
@@ -225,8 +231,8 @@ class Streams:
         out = []
         for a, b in self._chunks(len(q)):
             sub, esc = self._coded(q[a:b], symbols)
-            if _bucket(b - a) > b - a:
-                sub = np.pad(sub, ((0, 0), (0, _bucket(b - a) - (b - a))))
+            if lanes_for(b - a) > b - a:
+                sub = np.pad(sub, ((0, 0), (0, lanes_for(b - a) - (b - a))))
             table = self._table if self._base is None else self._table.reshape(-1)
             x, words, emitted = jax.device_get(rans.encode_entries(sub, table, self.precision))  # on the table's CPU
             tails = [None] * (b - a)
@@ -239,38 +245,61 @@ class Streams:
     def decode(self, payloads) -> np.ndarray:
         """Streams -> features q + m [N, h, w, C] float32 (the graph's y_hat); ValueError naming the
         first stream that is not one."""
+        out, errors = self.decode_each(payloads)
+        bad = next((e for e in errors if e is not None), None)
+        if bad is not None:
+            raise bad
+        return out
+
+    def decode_each(self, payloads) -> tuple[np.ndarray, list]:
+        """Streams -> (features [N, h, w, C] float32, per stream None or the ValueError saying why it
+        is not one, its features then zeros): a bad stream in a batch costs the others nothing."""
         h, w, c_ = self.shape
-        parts = []
-        for a, b in self._chunks(len(payloads)):
-            lanes = _bucket(b - a)  # small calls (a server's) get one width to compile, big ones tight
-            x0, words, counts = rans.unpack(payloads[a:b], max_bytes(self.shape), lanes, 16 if lanes == LANES else 64)
-            coder, out = jax.device_get(  # on the tables' CPU
-                _decode(
-                    x0,
-                    words,
-                    *self._on_cpu,
-                    self.context,
-                    self.shape,
-                    self.precision,
-                    self._base is None,
-                    tuple(int(k) + 1 for k in self._widths),
-                )
-            )
-            x, ptr, n_esc = coder
-            ok = (x[: b - a] == rans.L) & (ptr[: b - a] + n_esc[: b - a] == counts)
-            if not ok.all():
-                i = int(np.argmin(ok))
-                raise ValueError(
-                    f"stream {a + i} ({len(payloads[a + i])} bytes) is not an rANS encoding of {h}x{w}x{c_} symbols "
-                    "under this model's tables"
-                )
-            out = out[: b - a]
-            if n_esc.any():
-                out = np.array(out)
-                for k in np.flatnonzero(n_esc[: b - a]):
-                    self._escapes(out[k], words[k, ptr[k] : ptr[k] + n_esc[k]], a + k)
-            parts.append(out)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        limit = max_bytes(self.shape)
+        errors = [None if e is None else ValueError(e) for e in rans.stream_errors(payloads, limit)]
+        good = [i for i, e in enumerate(errors) if e is None]
+        out = np.zeros((len(payloads), h, w, c_), np.float32)
+        for a in range(0, len(good), LANES):
+            idx = good[a : a + LANES]
+            m, lanes = len(idx), lanes_for(len(idx))
+            x0, words, counts = rans.unpack([payloads[i] for i in idx], limit, lanes, columns_for(lanes, limit))
+            (x, ptr, n_esc), q = jax.device_get(self._run(x0, words))  # on the tables' CPU
+            ok = (x[:m] == rans.L) & (ptr[:m] + n_esc[:m] == counts)
+            out[idx] = q[:m]
+            for k in range(m):
+                i = idx[k]
+                if not ok[k]:
+                    errors[i] = ValueError(
+                        f"stream {i} ({len(payloads[i])} bytes) is not an rANS encoding of {h}x{w}x{c_} symbols "
+                        "under this model's tables"
+                    )
+                    out[i] = 0
+                elif n_esc[k]:
+                    try:
+                        self._escapes(out[i], words[k, ptr[k] : ptr[k] + n_esc[k]], i)
+                    except ValueError as e:
+                        errors[i], out[i] = e, 0
+        return out, errors
+
+    def warm_up(self, batches) -> None:
+        """Compile the decoder for every call a batch of one of these sizes can make: each lane
+        count and each width of words (rans.widths), so that no stream compiles one later."""
+        for lanes in sorted({lanes_for(n) for n in batches}):
+            for width in rans.widths(max_bytes(self.shape), columns_for(lanes, max_bytes(self.shape))):
+                x0 = np.full(lanes, rans.L, np.uint32)
+                jax.block_until_ready(self._run(x0, np.zeros((lanes, width), np.uint32)))
+
+    def _run(self, x0, words):
+        return _decode(
+            x0,
+            words,
+            *self._on_cpu,
+            self.context,
+            self.shape,
+            self.precision,
+            self._base is None,
+            tuple(int(k) + 1 for k in self._widths),
+        )
 
     def _escapes(self, features: np.ndarray, tail: np.ndarray, i: int) -> None:
         """Put a stream's escaped values (its tail, decoding order) where `features` [h, w, C] holds
