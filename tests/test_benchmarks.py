@@ -11,18 +11,20 @@ import input_pipeline  # noqa: E402
 
 class FakeLoader:
     """A loader that holds up to `depth` batches ready and makes one every `interval` s (a thread
-    filling a bounded queue, as grain's workers fill their buffers)."""
+    filling a bounded queue, as grain's workers fill their buffers); `made` holds when each batch
+    was ready (what the loader really did, sleeps overshooting on a busy host included)."""
 
     def __init__(self, depth: int, interval: float):
         import queue
         import threading
 
-        self.q, self.interval, self.stop = queue.Queue(depth), interval, threading.Event()
+        self.q, self.interval, self.stop, self.made = queue.Queue(depth), interval, threading.Event(), []
         threading.Thread(target=self._make, daemon=True).start()
 
     def _make(self):
         while not self.stop.is_set():
             time.sleep(self.interval)  # simulated work: one batch per interval
+            self.made.append(time.perf_counter())
             self.q.put("batch")
 
     def __call__(self):
@@ -30,28 +32,37 @@ class FakeLoader:
 
 
 def test_the_buffer_depth_is_measured_not_assumed():
-    """9 per worker at 2 workers, as grain 0.2.18 was seen to hold: the measurement finds them."""
-    fake = FakeLoader(18, 0.01)
-    got = input_pipeline.buffer_depth(fake, settle=0.5)
+    """9 per worker at 2 workers, as grain 0.2.18 was seen to hold: the measurement finds them.
+    A draw from the buffer is told from one that waits for a batch by `fast` (20 ms, far below the
+    50 ms a batch takes, far above what a buffered draw takes on a loaded host)."""
+    fake = FakeLoader(18, 0.05)
+    got = input_pipeline.buffer_depth(fake, settle=1.2, fast=0.02)
     fake.stop.set()
     assert 17 <= got <= 19, got
 
 
 def test_the_loader_fed_ratio_is_the_true_one_with_a_deep_buffer():
-    """A loader at 1/4 of the step's rate behind a buffer of 9 batches (one worker's, as grain holds
-    them: deeper than the 2 per worker the old drain assumed): the loader-fed / synthetic ratio comes
-    out within 5 % of the true 0.25."""
-    step_s, make_s = 0.003, 0.012
+    """A loader at about 1/4 of the step's rate behind a buffer of 9 batches (one worker's, as grain
+    holds them: deeper than the 2 per worker the old drain assumed): the loader-fed / synthetic
+    ratio comes out within 5 % of the true one, which is what the fakes really took (the mean
+    interval between the loader's batches while measured, and the mean step: a sleep that overshoots
+    on a busy host changes both sides alike). Not draining the buffer first overstates it by ~15 %."""
+    make_s, steps = 0.012, []
     fake = FakeLoader(9, make_s)
 
     def step(batch):
-        time.sleep(step_s)  # a step that takes step_s (and, like a device step, leaves the GIL free)
+        t = time.perf_counter()
+        time.sleep(make_s / 4)  # a step (that, like a device step, leaves the GIL free)
+        steps.append(time.perf_counter() - t)
 
-    depth = input_pipeline.buffer_depth(fake, settle=0.3)
+    depth = input_pipeline.buffer_depth(fake, settle=0.3, fast=0.006)
+    start = time.perf_counter()
     fed, synth = input_pipeline.fed_vs_synthetic(fake, step, "synthetic", lambda m: None, 1, 30, 2, depth)
     fake.stop.set()
     ratio = (sum(fed) / len(fed)) / (sum(synth) / len(synth))
-    assert abs(ratio / (step_s / make_s) - 1) < 0.05, (ratio, fed, synth, depth)
+    made = [t for t in fake.made if t > start]  # never blocked on a full buffer: it is drained first
+    true = (sum(steps) / len(steps)) / ((made[-1] - made[0]) / (len(made) - 1))
+    assert abs(ratio / true - 1) < 0.05, (ratio, true, fed, synth, depth)
 
 
 def test_gpu_suite_skips_a_stage_whose_wheels_are_missing(tmp_path, monkeypatch):
