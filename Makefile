@@ -74,6 +74,7 @@ smoke: $(VENV)/.test-installed data
 	$(PY) benchmarks/train_throughput.py --smoke
 	$(PY) benchmarks/input_pipeline.py --smoke
 	$(PY) benchmarks/serve_load.py --smoke
+	$(PY) benchmarks/serve_protocols.py --smoke
 	t=$$(date +%s); $(PY) benchmarks/gpu_suite.py --smoke --out workdir/gpu_suite_smoke && \
 	  echo "smoke: gpu_suite --smoke took $$(( $$(date +%s) - t )) s wall"
 

@@ -63,8 +63,9 @@ def random_export(out):
 
 
 def start_server(export, max_batch, delay_ms, queue, tls=None):
-    """The server CLI in its own process on a port the system chooses: (process, port)."""
-    cmd = [sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", "0"]
+    """The server CLI in its own process on ports the system chooses: (process, gRPC port); the
+    process's `http_port` is its REST port."""
+    cmd = [sys.executable, "-m", "bottlenet_jax.serve", "--export", export, "--port", "0", "--http-port", "0"]
     cmd += ["--max-batch", str(max_batch), "--max-delay-ms", str(delay_ms), "--queue", str(queue)]
     if tls:
         cmd += ["--tls-cert", tls["server.crt"], "--tls-key", tls["server.key"]]
@@ -72,8 +73,9 @@ def start_server(export, max_batch, delay_ms, queue, tls=None):
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError(f"server did not start: {line}{p.stdout.read()[-2000:]}")
-    from bottlenet_jax.serve.server import listening_port
+    from bottlenet_jax.serve.server import listening_http_port, listening_port
 
+    p.http_port = listening_http_port(line)
     return p, listening_port(line)
 
 
@@ -194,6 +196,7 @@ def closed_loop(addr, requests, concurrency, seconds, tls=None):
         "rejects": rejects,
         "errors": sum(codes.values()),
         "n": len(lat),
+        "ms": ms,
     }
 
 

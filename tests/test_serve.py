@@ -157,6 +157,8 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
             export_dir,
             "--port",
             "0",
+            "--http-port",
+            "0",
             "--max-delay-ms",
             "800",
         ],
@@ -169,6 +171,7 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
         line = proc.stdout.readline()
         assert "serving" in line, line + proc.stdout.read()[-2000:]
         port = srv.listening_port(line)  # --port 0: the one the system chose
+        http_port = srv.listening_http_port(line)
         files = []
         for i, img in enumerate(_images(2, seed=5)):
             files.append(str(tmp_path / f"img{i}.png"))
@@ -195,6 +198,33 @@ def test_cli_server_and_client_then_sigterm_drains_requests_in_flight(export_dir
 
         client = EdgeClient(export_dir, f"127.0.0.1:{port}")
         payload = client.encode(_images(1))[0]
+        # the REST port as curl uses it (README): the client writes the JSON body, an HTTP POST sends it
+        import json
+        import urllib.request
+
+        cv2.imwrite(str(tmp_path / "one.png"), _images(1)[0][..., ::-1])
+        body = tmp_path / "request.json"
+        w = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bottlenet_jax.serve.client",
+                "--export",
+                export_dir,
+                "--write-request",
+                str(body),
+                str(tmp_path / "one.png"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert w.returncode == 0 and "wrote" in w.stdout, w.stderr[-2000:]
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v2/models/bottlenet/infer", body.read_bytes())
+        with urllib.request.urlopen(req, timeout=60) as r:
+            got = {o["name"]: o["data"] for o in json.load(r)["outputs"]}
+        np.testing.assert_allclose(np.reshape(got["LOGITS"], (1, -1)), client.send([payload]), rtol=1e-6)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             inflight = [pool.submit(client.send, [payload]) for _ in range(4)]
             time.sleep(0.3)  # they wait in the batcher's 800 ms window

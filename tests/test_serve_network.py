@@ -190,12 +190,30 @@ def test_tls_serves_a_tls_client_and_refuses_plaintext(export_dir, certs):
     from bottlenet_jax.serve import server as srv
     from bottlenet_jax.serve.client import EdgeClient
 
-    s = srv.start(export_dir, port=0, max_batch=4, tls_cert=certs["server.crt"], tls_key=certs["server.key"])
+    s = srv.start(
+        export_dir, port=0, http_port=0, max_batch=4, tls_cert=certs["server.crt"], tls_key=certs["server.key"]
+    )
     addr = f"127.0.0.1:{s.port}"
     try:
         edge = EdgeClient(export_dir, addr, tls_ca=certs["ca.crt"])  # streaming, over TLS
-        logits = edge.send(edge.encode(_images(2)))
+        payloads = edge.encode(_images(2))
+        logits = edge.send(payloads)
         assert logits.shape == (2, 10)
+        # the REST port: TLS with the same certificate, the same logits; plaintext refused
+        import tritonclient.http as httpclient
+
+        rest = httpclient.InferenceServerClient(
+            f"127.0.0.1:{s.http_port}", ssl=True, ssl_options={"ca_certs": certs["ca.crt"]}
+        )
+        t = httpclient.InferInput("PAYLOAD", [2], "BYTES")
+        t.set_data_from_numpy(np.array(payloads, dtype=object))
+        np.testing.assert_allclose(rest.infer("bottlenet", [t]).as_numpy("LOGITS"), logits, rtol=1e-6)
+        rest.close()
+        import http.client
+        import urllib.request
+
+        with pytest.raises((OSError, http.client.HTTPException)):  # plaintext to the TLS port: no answer
+            urllib.request.urlopen(f"http://127.0.0.1:{s.http_port}/v2/health/live", timeout=10)
         secure = tc.InferenceServerClient(addr, ssl=True, root_certificates=certs["ca.crt"])
         assert secure.is_server_ready()
         plain = tc.InferenceServerClient(addr)
@@ -220,6 +238,7 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
     s = srv.start(
         export_dir,
         port=0,
+        http_port=0,
         max_batch=4,
         tls_cert=certs["server.crt"],
         tls_key=certs["server.key"],
@@ -227,6 +246,15 @@ def test_mutual_tls_refuses_a_client_without_a_certificate(export_dir, certs):
     )
     addr = f"127.0.0.1:{s.port}"
     try:
+        import ssl
+        import urllib.request
+
+        url = f"https://127.0.0.1:{s.http_port}/v2/health/ready"
+        ctx = ssl.create_default_context(cafile=certs["ca.crt"])
+        with pytest.raises(OSError):  # the REST port wants a client certificate too
+            urllib.request.urlopen(url, context=ctx, timeout=10)
+        ctx.load_cert_chain(certs["client.crt"], certs["client.key"])
+        assert urllib.request.urlopen(url, context=ctx, timeout=10).status == 200
         with_cert = tc.InferenceServerClient(
             addr,
             ssl=True,

@@ -3,7 +3,10 @@ check, the batcher behind a fake model (events decide when a batch may run), and
 with that fake model answering the edge client's HTTP/2 stream in-process. The end-to-end serving
 tests (a real export, the model process, TLS, SIGTERM) are in the slow stage."""
 
+import contextlib
 import json
+import pathlib
+import re
 import threading
 import time
 
@@ -122,8 +125,13 @@ def test_close_finishes_what_is_queued(model):
     b = Batcher(model, max_batch=1, max_delay=0.0, queue_size=16)
     first = blocked(model, b)
     futs = [b.submit(feats(float(v))) for v in range(5)]
-    threading.Timer(0.05, model.gate.set).start()
-    b.close()
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    assert b.stopping.wait(10)  # close() has begun, with five requests still queued behind the first
+    assert not any(f.done() for f in futs)
+    model.gate.set()
+    closer.join(30)
+    assert not closer.is_alive()
     assert all(f.done() and not f.exception() for f in [first, *futs])
 
 
@@ -220,21 +228,18 @@ def test_one_bad_payload_among_many_fails_only_itself(identity_export):
     assert out[2].sum() == 8.0 and "non-finite" in str(out[3])
 
 
-def test_the_edge_clients_stream_against_the_service_with_a_fake_model(identity_export, model):
-    """The gRPC service (server.InferenceService) on a loopback port, its model a fake: the edge
-    client's HTTP/2 stream gets each request's logits by id, a bad request gets its own error and
-    the stream goes on; the unary RPC answers the same."""
+@contextlib.contextmanager
+def grpc_service(service, rest=False):
+    """`service` (a server.InferenceService) on a loopback port of a grpc.aio server in its own
+    event-loop thread, as server.Server runs it, and with `rest` its REST form on another port of
+    the same loop: yields the gRPC address (and the REST one)."""
     import asyncio
 
+    from aiohttp import web
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    from bottlenet_jax.serve.metrics import Metrics
-    from bottlenet_jax.serve.payload import PayloadDecoder
-    from bottlenet_jax.serve.server import InferenceService
-    from bottlenet_jax.serve.stream import Stream
+    from bottlenet_jax.serve import rest as rest_app
 
-    batcher = Batcher(model, max_batch=4, max_delay=0.001, queue_size=16)
-    service = InferenceService(PayloadDecoder(identity_export), model, batcher, Metrics(4), 2, 16)
     loop, started, port, held = asyncio.new_event_loop(), threading.Event(), [], []
 
     async def serve():
@@ -243,6 +248,12 @@ def test_the_edge_clients_stream_against_the_service_with_a_fake_model(identity_
         port.append(server.add_insecure_port("127.0.0.1:0"))
         await server.start()
         held.append(server)  # a grpc.aio server nobody holds is stopped when collected
+        if rest:
+            runner = web.AppRunner(rest_app.app(service), access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            port.append(runner.addresses[0][1])
+            held.append(runner)
         started.set()
 
     def run():
@@ -252,23 +263,238 @@ def test_the_edge_clients_stream_against_the_service_with_a_fake_model(identity_
 
     threading.Thread(target=run, daemon=True).start()
     assert started.wait(10)
-    stream = Stream(f"127.0.0.1:{port[0]}")
     try:
-        x = [np.full((2, 2, 1), v, "<f4") for v in (1.0, 2.0, 3.0)]
-        futs = [stream.infer([protocol.frame(a.tobytes())]) for a in x]
-        bad = stream.infer([protocol.frame(b"\0\0")])
-        after = stream.infer([protocol.frame(x[0].tobytes())])
-        for f, a in zip(futs, x):
-            np.testing.assert_array_equal(protocol.logits_of(f.result(10)), np.full((1, 3), a.sum()))
-        with pytest.raises(Exception, match="INVALID_ARGUMENT"):
-            bad.result(10)
-        np.testing.assert_array_equal(protocol.logits_of(after.result(10)), np.full((1, 3), 4.0))
+        yield (f"127.0.0.1:{port[0]}", f"127.0.0.1:{port[1]}") if rest else f"127.0.0.1:{port[0]}"
     finally:
-        stream.close()
-        batcher.close()
-        service.close()
+        if rest:
+            asyncio.run_coroutine_threadsafe(held[1].cleanup(), loop).result(10)
         asyncio.run_coroutine_threadsafe(held[0].stop(None), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def _service(identity_export, model, batcher, slots=16, decoder=None):
+    from bottlenet_jax.serve.metrics import Metrics
+    from bottlenet_jax.serve.payload import PayloadDecoder
+    from bottlenet_jax.serve.server import InferenceService
+
+    return InferenceService(decoder or PayloadDecoder(identity_export), model, batcher, Metrics(4), 1, slots)
+
+
+def _infer_future(stub, value: float):
+    """A ModelInfer call (as a future) of one identity payload filled with `value`."""
+    request = protocol.stream_request([protocol.frame(np.full(4, value, "<f4").tobytes())], "x")
+    return stub.ModelInfer.future(request, timeout=30)
+
+
+def test_the_edge_clients_stream_against_the_service_with_a_fake_model(identity_export, model):
+    """The gRPC service (server.InferenceService) on a loopback port, its model a fake: the edge
+    client's HTTP/2 stream gets each request's logits by id, a bad request gets its own error and
+    the stream goes on; the unary RPC answers the same."""
+    from bottlenet_jax.serve.stream import Stream
+
+    batcher = Batcher(model, max_batch=4, max_delay=0.001, queue_size=16)
+    service = _service(identity_export, model, batcher)
+    with grpc_service(service) as addr:
+        stream = Stream(addr)
+        try:
+            x = [np.full((2, 2, 1), v, "<f4") for v in (1.0, 2.0, 3.0)]
+            futs = [stream.infer([protocol.frame(a.tobytes())]) for a in x]
+            bad = stream.infer([protocol.frame(b"\0\0")])
+            after = stream.infer([protocol.frame(x[0].tobytes())])
+            for f, a in zip(futs, x):
+                np.testing.assert_array_equal(protocol.logits_of(f.result(10)), np.full((1, 3), a.sum()))
+            with pytest.raises(Exception, match="INVALID_ARGUMENT"):
+                bad.result(10)
+            np.testing.assert_array_equal(protocol.logits_of(after.result(10)), np.full((1, 3), 4.0))
+        finally:
+            stream.close()
+            batcher.close()
+            service.close()
+
+
+def test_a_full_batcher_queue_answers_resource_exhausted_through_the_grpc_service(identity_export, model):
+    """The model holds a first batch; two requests fill the batcher's queue (2); the next gets
+    RESOURCE_EXHAUSTED from the gRPC service at once, and the queued ones are served after."""
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    batcher = Batcher(model, max_batch=1, max_delay=0.0, queue_size=2)
+    service = _service(identity_export, model, batcher)
+    queued, submit = threading.Semaphore(0), batcher.submit
+
+    def counted(*a, **k):
+        fut = submit(*a, **k)
+        queued.release()
+        return fut
+
+    batcher.submit = counted
+    model.gate.clear()
+    with grpc_service(service) as addr, grpc.insecure_channel(addr) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            first = _infer_future(stub, 1.0)
+            assert model.started.wait(10)  # the model holds the first batch
+            waiting = [_infer_future(stub, v) for v in (2.0, 3.0)]
+            for _ in range(3):
+                assert queued.acquire(timeout=10)  # both in the batcher's queue
+            with pytest.raises(grpc.RpcError) as e:
+                _infer_future(stub, 4.0).result()
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue full" in e.value.details()
+            model.gate.set()
+            got = [protocol.logits_of(f.result())[0, 0] for f in (first, *waiting)]
+            assert got == [4.0, 8.0, 12.0]
+        finally:
+            model.gate.set()
+            batcher.close()
+            service.close()
+
+
+def test_a_full_decode_queue_answers_resource_exhausted_through_the_grpc_service(identity_export, model):
+    """The decoder holds a first request; a second waits for it (2 decode slots); the third gets
+    RESOURCE_EXHAUSTED, and the two are served after."""
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    from bottlenet_jax.serve.payload import PayloadDecoder
+
+    decoder, gate, started = PayloadDecoder(identity_export), threading.Event(), threading.Event()
+    real = decoder.decode_many
+
+    def gated(elements):
+        started.set()
+        assert gate.wait(10)
+        return real(elements)
+
+    decoder.decode_many = gated
+    batcher = Batcher(model, max_batch=4, max_delay=0.0, queue_size=16)
+    service = _service(identity_export, model, batcher, slots=2, decoder=decoder)
+    submitted, submit = threading.Semaphore(0), service.decoding.submit
+
+    def counted(elements):
+        fut = submit(elements)
+        submitted.release()
+        return fut
+
+    service.decoding.submit = counted
+    with grpc_service(service) as addr, grpc.insecure_channel(addr) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            first = _infer_future(stub, 1.0)
+            assert started.wait(10)
+            second = _infer_future(stub, 2.0)
+            for _ in range(2):
+                assert submitted.acquire(timeout=10)  # the second holds the other slot
+            with pytest.raises(grpc.RpcError) as e:
+                _infer_future(stub, 3.0).result()
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "being decoded" in e.value.details()
+            gate.set()
+            assert [protocol.logits_of(f.result())[0, 0] for f in (first, second)] == [4.0, 8.0]
+        finally:
+            gate.set()
+            batcher.close()
+            service.close()
+
+
+def _post(addr, body, headers=None, path="/v2/models/bottlenet/infer"):
+    """A plain HTTP POST, as curl sends it: (status, parsed JSON or raw body, headers)."""
+    import http.client
+
+    conn = http.client.HTTPConnection(addr, timeout=30)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+    r = conn.getresponse()
+    data, kind = r.read(), r.getheader("Content-Type", "")
+    conn.close()
+    return r.status, json.loads(data) if kind.startswith("application/json") else data, dict(r.getheaders())
+
+
+def _json_request(elements, **params):
+    return json.dumps({**protocol.json_request(elements), **params}).encode()
+
+
+def test_the_rest_form_answers_as_the_grpc_service_does(identity_export, model):
+    """tritonclient.http unmodified (binary tensors) and curl-style JSON (base64 payloads, JSON
+    outputs) get the logits the gRPC service gives; health, metadata and config answer; every
+    malformed request gets 400 with the gRPC status's message where gRPC has the same request, and
+    the next good request is served."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    batcher = Batcher(model, max_batch=4, max_delay=0.001, queue_size=16)
+    service = _service(identity_export, model, batcher)
+    x = np.stack([np.full((2, 2, 1), v, "<f4") for v in (1.0, 2.0)])
+    elements = [protocol.frame(a.tobytes()) for a in x]
+    with grpc_service(service, rest=True) as (addr, http_addr):
+        h, g = httpclient.InferenceServerClient(http_addr), grpcclient.InferenceServerClient(addr)
+        try:
+            assert h.is_server_live() and h.is_server_ready() and h.is_model_ready("bottlenet")
+            assert h.get_model_metadata("bottlenet")["inputs"] == [
+                {"name": "PAYLOAD", "datatype": "BYTES", "shape": [-1]}
+            ]
+            assert h.get_model_config("bottlenet")["config"]["max_batch_size"] == 4
+            assert "binary_tensor_data" in h.get_server_metadata()["extensions"]
+
+            def both(elements, outputs=("LOGITS",)):
+                got = []
+                for client, mod in ((h, httpclient), (g, grpcclient)):
+                    t = mod.InferInput("PAYLOAD", [len(elements)], "BYTES")
+                    t.set_data_from_numpy(np.array(elements, dtype=object))
+                    got.append(client.infer("bottlenet", [t], outputs=[mod.InferRequestedOutput(o) for o in outputs]))
+                return got
+
+            rh, rg = both(elements, ("LOGITS", "CLASS"))
+            np.testing.assert_array_equal(rh.as_numpy("LOGITS"), rg.as_numpy("LOGITS"))
+            np.testing.assert_array_equal(
+                rh.as_numpy("LOGITS"), np.repeat(x.reshape(2, -1).sum(1, keepdims=True), 3, 1)
+            )
+            np.testing.assert_array_equal(rh.as_numpy("CLASS"), rg.as_numpy("CLASS"))
+            status, doc, _ = _post(http_addr, _json_request(elements, id="curl-1"))
+            assert status == 200 and doc["id"] == "curl-1"
+            assert {o["name"]: o["data"] for o in doc["outputs"]}["LOGITS"] == rh.as_numpy("LOGITS").ravel().tolist()
+
+            bad_crc = [elements[0][:-1] + bytes([elements[0][-1] ^ 1])]
+            for body, why in (
+                (b"{not json", "not JSON"),
+                (b'{"inputs": 3}', '"inputs"'),
+                (
+                    json.dumps(
+                        {
+                            "inputs": [
+                                {
+                                    "name": "PAYLOAD",
+                                    "shape": [1],
+                                    "datatype": "BYTES",
+                                    "data": ["%%%"],
+                                    "parameters": {"content_type": "base64"},
+                                }
+                            ]
+                        }
+                    ).encode(),
+                    "not base64",
+                ),
+                (_json_request(elements, parameters={"timeout": "soon"}), "timeout"),
+                (_json_request(bad_crc), "CRC-32"),
+                (_json_request(elements, outputs=[{"name": "PROBS"}]), "requested outputs"),
+            ):
+                status, doc, _ = _post(http_addr, body)
+                assert status == 400 and why in doc["error"] and "\n" not in doc["error"], (status, doc)
+            status, doc, _ = _post(http_addr, _json_request(bad_crc))
+            with pytest.raises(Exception) as e:
+                both(bad_crc)
+            assert doc["error"] in str(e.value)  # the same one-line message on both protocols
+            status, _, _ = _post(http_addr, _json_request(elements), path="/v2/models/resnet/infer")
+            assert status == 404
+            status, _, _ = _post(http_addr, b"x" * 10, {"Inference-Header-Content-Length": "99"})
+            assert status == 400
+            rh, rg = both(elements[:1])  # still serving
+            np.testing.assert_array_equal(rh.as_numpy("LOGITS"), rg.as_numpy("LOGITS"))
+            t = httpclient.InferInput("PAYLOAD", [1], "BYTES")
+            t.set_data_from_numpy(np.array(elements[:1], dtype=object))
+            r = h.infer("bottlenet", [t])  # no outputs named: all of them, binary (tritonclient's default)
+            np.testing.assert_array_equal(r.as_numpy("LOGITS"), rg.as_numpy("LOGITS"))
+            assert r.as_numpy("CLASS").tolist() == [0]
+        finally:
+            h.close()
+            g.close()
+            batcher.close()
+            service.close()
 
 
 def fake_worker(export_dir, max_batch, conn):
@@ -322,13 +548,27 @@ SLEEP_ALLOWED = {
 }
 
 
-def test_no_test_sleeps_to_synchronise_outside_the_allow_list():
-    import pathlib
+SLEEPS = re.compile(r"\btime\.sleep\(|from time import[^\n]*\bsleep\b|\basyncio\.sleep\(|\bTimer\(")
 
+
+def test_the_sleep_pattern_catches_every_way_to_wait_on_a_clock():
+    for line in (
+        "time.sleep(0.1)",
+        "from time import sleep",
+        "from time import perf_counter, sleep",
+        "await asyncio.sleep(0)",
+        "threading.Timer(0.05, gate.set).start()",
+        "from threading import Timer; Timer(1, f)",
+    ):
+        assert SLEEPS.search(line), line
+    for line in ("time.perf_counter()", "gate.wait(10)", "sleeper = 1", "TimerStats"):
+        assert not SLEEPS.search(line), line
+
+
+def test_no_test_sleeps_to_synchronise_outside_the_allow_list():
+    """Every Python file under tests/ (helpers and conftest too), this one aside."""
     here = pathlib.Path(__file__).parent
     found = {
-        p.name
-        for p in here.glob("test_*.py")
-        if p.name != pathlib.Path(__file__).name and "time.sleep(" in p.read_text()
+        p.name for p in here.rglob("*.py") if p.name != pathlib.Path(__file__).name and SLEEPS.search(p.read_text())
     }
     assert found <= set(SLEEP_ALLOWED), sorted(found - set(SLEEP_ALLOWED))

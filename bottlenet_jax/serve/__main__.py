@@ -1,10 +1,12 @@
 """The cloud server's command line.
 
     python -m bottlenet_jax.serve --export EXPORT_DIR [--host 127.0.0.1] [--port 8001]
-        [--max-batch 32] [--max-delay-ms 2] [--queue 256] [--metrics-port 8002]
-        [--tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]]
+        [--http-port 8000 | --no-http] [--max-batch 32] [--max-delay-ms 2] [--queue 256]
+        [--metrics-port 8002] [--tls-cert server.crt --tls-key server.key [--tls-client-ca ca.crt]]
 
-It prints one line when serving (the export, the model, the address, batch sizes, security); on
+Triton's ports by default: gRPC on 8001, the REST form on 8000 (serve/rest.py), metrics on 8002
+when asked. It prints one line when serving (the export, the model, the addresses, batch sizes,
+security); on
 SIGTERM/SIGINT it stops accepting requests, finishes the ones in flight, and prints what it served.
 """
 
@@ -20,10 +22,12 @@ from bottlenet_jax.serve.server import start
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Serve an export's cloud half over the KServe v2 gRPC protocol.")
+    p = argparse.ArgumentParser(description="Serve an export's cloud half over the KServe v2 protocol (gRPC and REST).")
     p.add_argument("--export", required=True, help="directory written by python -m bottlenet_jax.export")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--port", type=int, default=8001, help="gRPC port (0: any free one)")
+    p.add_argument("--http-port", type=int, default=8000, help="the REST form's port (0: any free one)")
+    p.add_argument("--no-http", action="store_true", help="gRPC only")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-delay-ms", type=float, default=2.0, help="longest wait for a batch to fill")
     p.add_argument("--queue", type=int, default=256, help="requests waiting at most; more are rejected")
@@ -51,16 +55,18 @@ def main(argv=None):
             tls_key=a.tls_key,
             tls_client_ca=a.tls_client_ca,
             metrics_port=a.metrics_port,
+            http_port=None if a.no_http else a.http_port,
         )
     except (OSError, RuntimeError, ValueError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     m, port, batcher = server.decoder.manifest, server.port, server.batcher
     security = ("TLS" + (" with client certificates" if a.tls_client_ca else "")) if server.tls else "plaintext"
     metrics = f"; metrics on http://{a.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
+    http = f"; REST on {'https' if server.tls else 'http'}://{a.host}:{server.http_port}/v2" if server.http_port else ""
     print(
         f"serving {a.export} (RB{m['split_after']}, {m['codec']['name']}, features "
         f"{m['feature_shape']}) as model {MODEL!r} on {a.host}:{port}; batch sizes {server.model.sizes}, "
-        f"max delay {a.max_delay_ms} ms, queue {a.queue}; {security}{metrics}",
+        f"max delay {a.max_delay_ms} ms, queue {a.queue}; {security}{http}{metrics}",
         flush=True,
     )
     done = threading.Event()

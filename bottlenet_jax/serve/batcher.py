@@ -26,7 +26,7 @@ class Batcher:
     def __init__(self, model, max_batch: int, max_delay: float, queue_size: int, observe=None):
         self.model, self.max_batch, self.max_delay = model, max_batch, max_delay
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._stop = threading.Event()
+        self.stopping = threading.Event()  # set once close() is called: what is queued still runs
         self.executions = self.inferences = self.expired = 0
         self.exec_ns = self.queue_ns = 0
         self._observe = observe or (lambda event, value: None)
@@ -47,7 +47,7 @@ class Batcher:
 
     def _run(self):
         pending = None
-        while not (self._stop.is_set() and pending is None and self._queue.empty()):
+        while not (self.stopping.is_set() and pending is None and self._queue.empty()):
             try:
                 first = pending or self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -104,5 +104,5 @@ class Batcher:
 
     def close(self, timeout: float = 30.0):
         """Finish everything queued, then stop."""
-        self._stop.set()
+        self.stopping.set()
         self._thread.join(timeout)

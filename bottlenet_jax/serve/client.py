@@ -2,6 +2,10 @@
 
     python -m bottlenet_jax.serve.client --export EXPORT_DIR --server HOST:PORT IMAGE [IMAGE ...]
         [--runtime jax|onnx] [--condition SIGMA_OR_P] [--unary] [--tls-ca ca.crt [--tls-cert ...]]
+    python -m bottlenet_jax.serve.client --export EXPORT_DIR --write-request REQUEST.json IMAGE ...
+
+With --write-request it sends nothing: it writes the images' payloads as the REST form's JSON infer
+body (base64 elements), for curl or any HTTP client (README, "Serving").
 
 Per image it prints the predicted class, the bytes sent (the framed payload: codec bytes + CRC-32)
 and the round-trip latency. Images are read with OpenCV (grey or RGB as the export's input), resized
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import json
 import sys
 import time
 
 import cv2
 import numpy as np
 
-from bottlenet_jax.serve.protocol import MODEL, describe_export, frame, logits_of
+from bottlenet_jax.serve.protocol import MODEL, describe_export, frame, json_request, logits_of
 from bottlenet_jax.serve.stream import Stream
 
 
@@ -166,6 +171,7 @@ def main(argv=None):
     p.add_argument("--tls-ca", default=None, help="PEM CA that signed the server's certificate: connect with TLS")
     p.add_argument("--tls-cert", default=None, help="PEM client certificate, for a server that requires one")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--write-request", default=None, help="write the REST JSON infer body here instead of sending")
     p.add_argument("images", nargs="+")
     p.add_argument("--dry_run", action="store_true", help="check the arguments (and the export, if here), then stop")
     a = p.parse_args(argv)
@@ -176,7 +182,7 @@ def main(argv=None):
             a.export,
             a.server,
             runtime=a.runtime,
-            stream=not a.unary,
+            stream=not (a.unary or a.write_request),
             tls_ca=a.tls_ca,
             tls_cert=a.tls_cert,
             tls_key=a.tls_key,
@@ -186,6 +192,11 @@ def main(argv=None):
                 f"error: {a.export} is channel-conditioned: pass --condition ({client.manifest['edge_condition']})"
             )
         images = np.stack([read_image(f, client.input_shape) for f in a.images])
+        if a.write_request:
+            cond = None if a.condition is None else np.full(len(images), a.condition, np.float32)
+            with open(a.write_request, "w") as f:
+                json.dump(json_request(client.encode(images, cond)), f)
+            return print(f"wrote {a.write_request}: {len(images)} payloads; POST it to /v2/models/{MODEL}/infer")
         results = client.classify(images, a.condition)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

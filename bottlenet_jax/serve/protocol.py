@@ -92,6 +92,17 @@ def stream_request(payloads, request_id: str, outputs=()):
     )
 
 
+def json_request(payloads, request_id: str = "") -> dict:
+    """The REST form's infer body for framed payloads in plain JSON (serve/rest.py): BYTES elements
+    as base64 strings (`"content_type": "base64"`), outputs as JSON arrays: what curl can send."""
+    import base64
+
+    tensor = {"name": "PAYLOAD", "shape": [len(payloads)], "datatype": "BYTES"}
+    tensor["parameters"] = {"content_type": "base64"}
+    tensor["data"] = [base64.b64encode(p).decode() for p in payloads]
+    return {**({"id": request_id} if request_id else {}), "inputs": [tensor]}
+
+
 class Status(Exception):
     """One request's outcome other than OK: a gRPC status code and its message."""
 

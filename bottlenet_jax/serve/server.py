@@ -1,5 +1,6 @@
-"""The cloud server: the KServe v2 / Open Inference Protocol over gRPC, with a dynamic batcher
-(its command line: serve/__main__.py).
+"""The cloud server: the KServe v2 / Open Inference Protocol over gRPC and its REST form
+(serve/rest.py: the same service on the same event loop), with a dynamic batcher (its command
+line: serve/__main__.py).
 
 It speaks the protocol's gRPC service (`inference.GRPCInferenceService`, the stubs tritonclient
 ships), so `tritonclient.grpc` and Triton's tools talk to it: ServerLive/Ready/Metadata,
@@ -33,10 +34,12 @@ import time
 
 import grpc
 import numpy as np
+from aiohttp import web
 from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from bottlenet_jax.serve import rest, tls
 from bottlenet_jax.serve.batcher import Batcher
 from bottlenet_jax.serve.metrics import Metrics
 from bottlenet_jax.serve.model_process import ModelProcess
@@ -79,8 +82,40 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request, context):
         return pb.ModelReadyResponse(ready=self.ready and request.name == MODEL and request.version in ("", VERSION))
 
+    # what both protocols say about the server and the model
+    def server_metadata(self) -> dict:
+        return {"name": "bottlenet-jax", "version": "0.1.0", "extensions": ["statistics", "binary_tensor_data"]}
+
+    def model_metadata(self) -> dict:
+        return {
+            "name": MODEL,
+            "versions": [VERSION],
+            "platform": "jax",
+            "inputs": [{"name": "PAYLOAD", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [
+                {"name": "LOGITS", "datatype": "FP32", "shape": [-1, self.model.num_classes]},
+                {"name": "CLASS", "datatype": "INT32", "shape": [-1]},
+            ],
+        }
+
+    def model_config(self) -> mc.ModelConfig:
+        return mc.ModelConfig(
+            name=MODEL,
+            platform="jax",
+            max_batch_size=self.batcher.max_batch,
+            input=[mc.ModelInput(name="PAYLOAD", data_type=mc.TYPE_STRING, dims=[1])],
+            output=[
+                mc.ModelOutput(name="LOGITS", data_type=mc.TYPE_FP32, dims=[self.model.num_classes]),
+                mc.ModelOutput(name="CLASS", data_type=mc.TYPE_INT32, dims=[1]),
+            ],
+            dynamic_batching=mc.ModelDynamicBatching(
+                preferred_batch_size=self.model.sizes,
+                max_queue_delay_microseconds=int(self.batcher.max_delay * 1e6),
+            ),
+        )
+
     async def ServerMetadata(self, request, context):
-        return pb.ServerMetadataResponse(name="bottlenet-jax", version="0.1.0", extensions=["statistics"])
+        return pb.ServerMetadataResponse(**self.server_metadata())
 
     @staticmethod
     async def _check_model(name, version, context):
@@ -92,36 +127,13 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request, context):
         await self._check_model(request.name, request.version, context)
-        t = pb.ModelMetadataResponse.TensorMetadata
-        return pb.ModelMetadataResponse(
-            name=MODEL,
-            versions=[VERSION],
-            platform="jax",
-            inputs=[t(name="PAYLOAD", datatype="BYTES", shape=[-1])],
-            outputs=[
-                t(name="LOGITS", datatype="FP32", shape=[-1, self.model.num_classes]),
-                t(name="CLASS", datatype="INT32", shape=[-1]),
-            ],
-        )
+        m, t = self.model_metadata(), pb.ModelMetadataResponse.TensorMetadata
+        m["inputs"], m["outputs"] = ([t(**x) for x in m[k]] for k in ("inputs", "outputs"))
+        return pb.ModelMetadataResponse(**m)
 
     async def ModelConfig(self, request, context):
         await self._check_model(request.name, request.version, context)
-        return pb.ModelConfigResponse(
-            config=mc.ModelConfig(
-                name=MODEL,
-                platform="jax",
-                max_batch_size=self.batcher.max_batch,
-                input=[mc.ModelInput(name="PAYLOAD", data_type=mc.TYPE_STRING, dims=[1])],
-                output=[
-                    mc.ModelOutput(name="LOGITS", data_type=mc.TYPE_FP32, dims=[self.model.num_classes]),
-                    mc.ModelOutput(name="CLASS", data_type=mc.TYPE_INT32, dims=[1]),
-                ],
-                dynamic_batching=mc.ModelDynamicBatching(
-                    preferred_batch_size=self.model.sizes,
-                    max_queue_delay_microseconds=int(self.batcher.max_delay * 1e6),
-                ),
-            )
-        )
+        return pb.ModelConfigResponse(config=self.model_config())
 
     async def ModelStatistics(self, request, context):
         if request.name:
@@ -142,6 +154,11 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelStatisticsResponse(model_stats=[stats])
 
     # -- inference
+    def failed(self, code: str) -> None:
+        """Count a request that failed before `infer` saw it (a REST body that is not a request)."""
+        self.failures += 1
+        self.metrics.request(code)
+
     async def infer(self, request, time_remaining: float | None) -> pb.ModelInferResponse:
         """One request, through validation, decoding (off the event loop) and the batcher; raises
         Status for anything but success. Counted either way."""
@@ -170,8 +187,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             raise
         except Exception as e:
             st = status_of(e)
-            self.failures += 1
-            self.metrics.request(st.code.name)
+            self.failed(st.code.name)
             raise st from None
         self.metrics.request("OK")
         out, n = pb.ModelInferResponse.InferOutputTensor, len(logits)
@@ -247,32 +263,6 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.decoding.close()
 
 
-def _read(path: str | None, what: str) -> bytes | None:
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise OSError(f"{what} {path}: {e.strerror}") from None
-
-
-def server_credentials(cert: str | None, key: str | None, client_ca: str | None):
-    """None (plaintext), or TLS credentials; with `client_ca`, clients must present a certificate
-    that CA signed (mutual TLS)."""
-    if not cert and not key:
-        if client_ca:
-            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)")
-        return None
-    if not (cert and key):
-        raise ValueError("TLS needs both --tls-cert and --tls-key")
-    return grpc.ssl_server_credentials(
-        [(_read(key, "--tls-key"), _read(cert, "--tls-cert"))],
-        root_certificates=_read(client_ca, "--tls-client-ca"),
-        require_client_auth=bool(client_ca),
-    )
-
-
 class Server:
     """The gRPC server (grpc.aio, on its own event-loop thread) + batcher + supervised model, started.
 
@@ -293,8 +283,11 @@ class Server:
         metrics_port: int | None = None,
         decode_workers: int = 0,
         max_restarts: int = 5,
+        http_port: int | None = None,
     ):
-        creds = server_credentials(tls_cert, tls_key, tls_client_ca)
+        creds = tls.grpc_credentials(tls_cert, tls_key, tls_client_ca)
+        http_tls = tls.ssl_context(tls_cert, tls_key, tls_client_ca)
+        self.http_port, self._http = None, None
         self.tls = creds is not None
         self.decoder = PayloadDecoder(export_dir)
         self.metrics = Metrics(max_batch)
@@ -333,6 +326,16 @@ class Server:
                 failure.append(OSError(f"{host}:{port}: cannot listen there (in use?)"))
                 return
             await self._grpc.start()
+            if http_port is not None:  # the REST form, on this event loop: the same service
+                self._http = web.AppRunner(rest.app(self.service), access_log=None)
+                await self._http.setup()
+                try:
+                    await web.TCPSite(self._http, host, http_port, ssl_context=http_tls).start()
+                except OSError as e:
+                    await self._grpc.stop(None)
+                    failure.append(OSError(f"{host}:{http_port}: cannot listen there for HTTP ({e.strerror})"))
+                    return
+                self.http_port = self._http.addresses[0][1]
 
         def run():
             asyncio.set_event_loop(self._loop)
@@ -356,10 +359,17 @@ class Server:
         """Readiness false at once, stop accepting requests, let those in flight finish (up to
         `grace` s), then stop the batcher and the model process."""
         self.service.draining = True
-        asyncio.run_coroutine_threadsafe(self._grpc.stop(grace), self._loop).result()
+
+        async def drain():
+            await asyncio.gather(self._grpc.stop(grace), *([self._http.cleanup()] if self._http else []))
+
+        asyncio.run_coroutine_threadsafe(drain(), self._loop).result()
         self.batcher.close()
         self.service.close()
-        self.compiles_after_warmup = self.model.compiles_since_warmup if self.model.ready else -1
+        # the model process's compiles and this process's (the decoder's; in a test that runs the
+        # server in its own process, the test's too): 0 when nothing a client sent compiled anything
+        model = self.model.compiles_since_warmup if self.model.ready else -1
+        self.compiles_after_warmup = -1 if model < 0 else model + self.decoder.compiles_since_warmup
         self.model.close()
         if self.metrics_port is not None:
             self._metrics_http.shutdown()
@@ -370,7 +380,7 @@ class Server:
 def start(export_dir: str, **options) -> Server:
     """Load the export, compile, and serve (returns at once; `.stop()` drains and ends it).
     `options`: Server's keyword arguments (host, port, max_batch, max_delay, queue_size, tls_*,
-    metrics_port, decode_workers, max_restarts)."""
+    metrics_port, decode_workers, max_restarts, http_port: the REST form on that port, none if None)."""
     return Server(export_dir, **options)
 
 
@@ -379,3 +389,11 @@ def listening_port(serving_line: str) -> int:
     import re
 
     return int(re.search(r" on [^ ]+:(\d+);", serving_line).group(1))
+
+
+def listening_http_port(serving_line: str) -> int | None:
+    """The REST port in the CLI's first line (what --http-port 0 was given), None if not served."""
+    import re
+
+    m = re.search(r"; REST on https?://[^ ]+:(\d+)/v2", serving_line)
+    return int(m.group(1)) if m else None
