@@ -64,8 +64,12 @@ lint: $(VENV)/.test-installed
 # their figures are not checked.
 STUDIES := frontier bottlenet seeds lightweight bottlenetpp
 R18 := --config.overrides=model.depth=18
-smoke: $(VENV)/.test-installed data
-	rm -rf $(foreach s,$(STUDIES),workdir/$(s)_quick) workdir/gpu_suite_smoke
+# Toy-size runs spend most of their time compiling: XLA's CPU optimisation level 1 (as `make test`)
+# and one compilation cache for the whole stage (the studies build the same networks many times).
+smoke: export XLA_FLAGS := $(XLA_FLAGS) --xla_backend_optimization_level=1
+smoke: export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/workdir/smoke_xla_cache
+smoke: $(VENV)/.test-installed $(ONNX_VENV)/.installed data
+	rm -rf $(foreach s,$(STUDIES),workdir/$(s)_quick) workdir/gpu_suite_smoke workdir/smoke_xla_cache
 	for s in "frontier" "seeds" "bottlenet $(R18) --config.split_points=1,4" "lightweight $(R18) \
 	  --config.split_points=1,4" "bottlenetpp $(R18)"; do t=$$(date +%s); \
 	  $(PY) -m bottlenet_jax.experiments $$s --config.quick=true >/dev/null || exit 1; \
@@ -75,6 +79,7 @@ smoke: $(VENV)/.test-installed data
 	$(PY) benchmarks/input_pipeline.py --smoke
 	$(PY) benchmarks/serve_load.py --smoke
 	$(PY) benchmarks/serve_protocols.py --smoke
+	$(ONNX_VENV)/bin/python benchmarks/edge_latency.py --smoke
 	t=$$(date +%s); $(PY) benchmarks/gpu_suite.py --smoke --out workdir/gpu_suite_smoke && \
 	  echo "smoke: gpu_suite --smoke took $$(( $$(date +%s) - t )) s wall"
 
