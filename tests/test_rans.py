@@ -78,6 +78,11 @@ def test_the_coder_counts_its_own_words_in_xla_and_numpy_at_every_precision(rng,
     )
     ideal = -np.log2(f / (1 << precision)).sum(0) / 8
     assert np.all(np.array([len(s) for s in streams]) <= ideal + 5)  # a state and half a word over, at most
+    # the numpy coder, vectorised over lanes and (an edge's one or two lanes) in Python integers
+    for lanes in (slice(None), slice(0, 1), slice(5, 7)):
+        got = rans.encode_np(f[:, lanes], c[:, lanes], precision)
+        for g, want in zip(got, (x, words, emitted)):
+            np.testing.assert_array_equal(g, want[..., lanes])
 
 
 def test_the_graph_bytes_equal_len_of_the_host_streams_on_10000_samples(rng):
