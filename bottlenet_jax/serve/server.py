@@ -16,14 +16,15 @@ model, `bottlenet` (version 1):
 Each payload's size, CRC and header are checked against the export's feature shape before it is
 decoded (a header cannot make the server allocate more than that shape), and decoding runs on a
 bounded thread pool, off the event loop, the payloads of requests that queue meanwhile decoded in
-one codec call (payload.DecodeQueue). Every failure is one gRPC status for that request alone,
-counted in ModelStatistics and the Prometheus metrics: INVALID_ARGUMENT (bad payload or request),
-RESOURCE_EXHAUSTED (queue or decode pool full), UNAVAILABLE (model process down or restarting, or
-draining), DEADLINE_EXCEEDED (its deadline passed before its batch ran: not computed), INTERNAL.
+one codec call (payload.DecodeQueue), compiled before readiness for every stream width a valid
+payload can have (Codec.warm_up: no request compiles). Every failure is one gRPC status for that
+request alone, counted in ModelStatistics and the Prometheus metrics: INVALID_ARGUMENT (bad payload
+or request), RESOURCE_EXHAUSTED (queue or decode pool full), UNAVAILABLE (model process down or
+restarting, or draining), DEADLINE_EXCEEDED (its deadline passed before its batch ran), INTERNAL.
 ServerReady/ModelReady are true only between warm-up and the start of draining while the model
 process serves. TLS with --tls-cert/--tls-key, and with --tls-client-ca clients must present a
-certificate signed by that CA (mutual TLS); plaintext otherwise (loopback default). SIGTERM/SIGINT
-stop accepting requests, finish the ones in flight, then exit.
+certificate signed by that CA (mutual TLS; REST too); plaintext otherwise (loopback default).
+SIGTERM/SIGINT stop accepting requests, finish the ones in flight, then exit.
 """
 
 from __future__ import annotations
