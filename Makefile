@@ -36,11 +36,14 @@ demo: $(VENV)/.data-installed data
 # marked slow (end-to-end training, serving and the exhaustive exactness sweeps, each > ~30 s);
 # `make test-slow` runs those; CI (.ci/run) runs both. The tests compile with XLA's CPU optimisation
 # level 1 (tests/conftest.py: a fifth of the compile time); the slow stage keeps XLA's default.
+# Both stages run on two pytest-xdist workers (most tests compile on one core); the tests that share
+# the session's demo exports run on one worker (`xdist_group`), so they are built once.
+XDIST := -n 2 --dist loadgroup
 test: $(VENV)/.test-installed data
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 test-slow: $(VENV)/.test-installed data
-	BOTTLENET_TEST_XLA_OPT=default $(PY) -m pytest -q -m slow
+	BOTTLENET_TEST_XLA_OPT=default $(PY) -m pytest -q $(XDIST) -m slow
 
 # The ONNX edge test in an environment of its own: jax2onnx pins an older orbax-checkpoint than the
 # main one uses. BOTTLENET_REQUIRE_ONNX=1: a missing extra fails the test instead of skipping it.

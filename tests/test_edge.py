@@ -13,6 +13,8 @@ import pytest
 
 from bottlenet_jax.codecs import codec_settings, make_codec
 
+pytestmark = pytest.mark.xdist_group("demo_exports")  # one worker builds the session's exports (make test: -n 2)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NO_JAX = r"""

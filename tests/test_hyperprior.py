@@ -231,6 +231,7 @@ print("digest", h.hexdigest())
 """
 
 
+@pytest.mark.slow  # subprocesses compiling under other flags: ~40 s
 def test_indices_and_bytes_are_the_same_whatever_the_xla_flags_devices_or_batch(rng, tmp_path):
     """The same symbols, levels, means, in-graph bytes (the eval step's: jit of shard_map), y_hat and
     streams from a process at XLA's optimisation level 0 with 4 devices and batches of 256, one at

@@ -85,6 +85,7 @@ def test_the_coder_counts_its_own_words_in_xla_and_numpy_at_every_precision(rng,
             np.testing.assert_array_equal(g, want[..., lanes])
 
 
+@pytest.mark.slow
 def test_the_graph_bytes_equal_len_of_the_host_streams_on_10000_samples(rng):
     """The codec in the graph (fitted neighbour tables, no host callback) against its own encode."""
     codec = make_codec(codec_settings("entropy", fit_context="neighbours"))

@@ -10,6 +10,8 @@ import pytest
 from bottlenet_jax.serve.payload import BATCHES, DecodeQueue, PayloadDecoder
 from bottlenet_jax.serve.protocol import PayloadError, frame
 
+pytestmark = pytest.mark.xdist_group("demo_exports")  # one worker builds the session's exports (make test: -n 2)
+
 
 @pytest.fixture(scope="module", params=["entropy", "hyperprior"])
 def decoder(request, demo_exports):
@@ -49,7 +51,8 @@ def test_one_bad_stream_in_a_batched_decode_fails_only_its_own_request(decoder):
     request gets its PayloadError, the others their features, bit for bit as decoded alone."""
     import threading
 
-    good, want = _good(decoder, 5, 2)
+    good, want = _good(decoder, 5, 2)  # decoding them alone may compile: before the count starts
+    decoder.warm_up()
     body = good[1][:-4]
     k = len(body) // 2
     bad = frame(body[:k] + bytes([body[k] ^ 0x40]) + body[k + 1 :])  # one word changed: decodes, then fails
