@@ -96,7 +96,6 @@ class Study:
         if self.quick:  # toy size: two settings per grid
             self.methods = [dataclasses.replace(m, grid=m.grid[:2]) for m in self.methods]
 
-    # -- runs
     def runs(self, seed: int) -> dict:
         """name -> (run config, workdir) of one seed: the spec's, with the study's data keys and
         overrides, and at toy size with `quick`."""
@@ -116,23 +115,29 @@ class Study:
                 c.num_train_steps, c.eval_examples, c.eval_every_steps = 3, 200, 3
                 c.stage1_steps = min(c.stage1_steps, 1)
             out[name] = (c, os.path.join(wd, name))
-        return out
+        return self._used(out, wd) if self.quick else out
+
+    def _used(self, runs: dict, wd: str) -> dict:
+        """At toy size: the runs the trimmed grids evaluate and those they start from (init_from)."""
+        keep, todo = set(), [s["run"] for m in self.methods for _, s in m.grid if "run" in s]
+        while todo:
+            if (name := todo.pop()) in runs and name not in keep:
+                keep.add(name)
+                todo.append(os.path.relpath(runs[name][0].get("init_from") or wd, wd))
+        return {k: v for k, v in runs.items() if k in keep}
 
     def plan(self) -> list[tuple[str, object, str]]:
         """Every run of every seed: (seed<k>/<name>, config, workdir), each checked (ConfigError)."""
         from bottlenet_jax.train_lib import validate_config
 
-        plan = []
-        for seed in self.seeds:
-            for name, (c, wd) in self.runs(seed).items():
-                validate_config(c)
-                plan.append((f"seed{seed}/{name}", c, wd))
+        plan = [(f"seed{seed}/{n}", c, wd) for seed in self.seeds for n, (c, wd) in self.runs(seed).items()]
+        for _, c, _ in plan:
+            validate_config(c)
         return plan
 
     @staticmethod
     def state(c, wd: str) -> str:
-        """ "missing", "started", "done", or "done under another config" (train_lib's resume rule:
-        keys added since the run started, at their defaults, are not changes)."""
+        """missing, started, done, or done under another config (keys added since, at defaults: not)."""
         from bottlenet_jax.train_lib import config_changes, json_form
 
         if not os.path.exists(os.path.join(wd, "test.json")):
@@ -150,8 +155,7 @@ class Study:
             raise ConfigError(f"--only {only}: not a run of this study (see --list)")
         trained = []
         for i, (name, c, wd) in enumerate(plan):
-            state = self.state(c, wd)
-            if state.startswith("done under"):
+            if (state := self.state(c, wd)).startswith("done under"):
                 raise ConfigError(f"{name}: {state}")
             if (only and name != only) or state == "done":
                 continue
@@ -160,7 +164,6 @@ class Study:
             trained.append(name)
         return trained
 
-    # -- evaluation
     def evaluate(self, seed: int, method: Method, setting: dict, split: str, samples: bool = False) -> dict:
         """One method at one setting on `split` (evaluation.evaluate_setting): the summary."""
         from bottlenet_jax.evaluation import evaluate_setting
@@ -216,12 +219,10 @@ class Study:
         """The test split at each chosen setting, once: rows and per-image arrays."""
         rows, samples = [], {}
         for m, label in chosen:
-            s = self.measure(seed, m, label, self.cfg.test_split, samples=True)
-            samples[(m.name, label)] = s["samples"]
+            samples[(m.name, label)] = (s := self.measure(seed, m, label, self.cfg.test_split, samples=True))["samples"]
             rows.append(report.row(m, label, seed, "test", s))
         return rows, samples
 
-    # -- the whole study
     def run(self, trained=()) -> str:
         t0 = time.time()
         val, test, samples = [], [], {}
@@ -241,8 +242,7 @@ class Study:
         md = report.header(self.spec.TITLE, self.command, extra=extra)
         md += report.tables(val, test, samples, self.tolerance)
         md += ["", *self.spec.tables(self.cfg, val, test)]
-        os.makedirs(self.out, exist_ok=True)
-        with open(os.path.join(self.out, "results.md"), "w") as f:
+        with open(os.path.join(self.out, "results.md"), "w") as f:  # write_rows made the folder
             f.write("\n".join(md) + "\n")
         report.plot(val, test, self.out)
         print("\n".join(md), flush=True)
