@@ -9,7 +9,7 @@ encode), measured in one run.
 Needs onnxruntime and, for --smoke, jax2onnx (`make test-onnx` builds .venv-onnx with both; run the
 script with its python). Each (export, runtime) runs in a fresh process pinned to one core
 (os.sched_setaffinity; ONNX Runtime with one intra-op thread, XLA's pool on that core), so its
-peak RSS (getrusage ru_maxrss: imports, weights, the runtime's arenas) is its own: what the process
+peak RSS (VmHWM: imports, weights, the runtime's arenas) is its own: what the process
 costs a device. The ONNX process asserts that jax was never imported. Per image: uint8 [1, H, W, C]
 -> normalise -> edge half -> codec -> payload bytes (no CRC framing, no network), `--n` test images
 one at a time after `--warm` unmeasured ones; the first call (compile or session warm-up) and the
@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,13 @@ def images(shape, n):
                 with gzip.open(path) as f:
                     return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28, 1)[:n]
     return np.random.default_rng(0).integers(0, 256, (n, *shape), np.uint8)
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set since its exec (VmHWM). Not getrusage's ru_maxrss: Linux
+    carries that over exec from the forking parent, so a child of a big parent reads the parent's."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB -> MiB
 
 
 def child(runtime: str, export: str, n: int, warm: int) -> None:
@@ -87,7 +93,7 @@ def child(runtime: str, export: str, n: int, warm: int) -> None:
         digest.update(p[0])
     if runtime == "onnx":
         assert "jax" not in sys.modules, "the ONNX edge imported jax"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB
+    rss = peak_rss_mib()
     print(
         json.dumps(
             dict(
@@ -150,7 +156,7 @@ def main():
 
     print(
         f"# {os.uname().nodename} | one core per process | onnxruntime {onnxruntime.__version__} | "
-        f"batch 1, {a.n} images after {a.warm} warm-up | peak RSS = the process's ru_maxrss"
+        f"batch 1, {a.n} images after {a.warm} warm-up | peak RSS = the process's VmHWM"
     )
     print(
         f"{'export (codec)':34s} {'runtime':8s} {'median ms':>9s} {'p95 ms':>7s} {'first ms':>9s} "
