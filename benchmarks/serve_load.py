@@ -131,6 +131,15 @@ def export_requests(export, n=64):
     return m, framed, infer_requests(framed)
 
 
+def print_in_turn(runs: dict, names: dict, errors: bool = False) -> dict:
+    """Print runs measured in turn ({key: [run dicts]}, each labelled `names[key]`); returns each
+    key's mean req/s."""
+    for k, rs in runs.items():
+        err = lambda r: f", {r['errors']} errors" if errors else ""  # noqa: E731
+        print(f"  {names[k]}: " + ", ".join(f"{r['rps']:.0f} req/s (p95 {r['p95']:.1f} ms{err(r)})" for r in rs))
+    return {k: np.mean([r["rps"] for r in rs]) for k, rs in runs.items()}
+
+
 def versus(a, b, concurrency, seconds, args):
     """Batching servers of exports a and b in turn (a b a b) at one concurrency: {export: [runs]}."""
     runs = {a: [], b: []}
@@ -452,12 +461,7 @@ def main():
         c = levels[-1]
         runs = versus(export, a.versus, c, a.seconds, a)
         print(f"versus, batching servers in turn (A B A B), {c} clients, {a.seconds:g} s each:")
-        for e, rs in runs.items():
-            print(
-                f"  {e} ({load_manifest(e)['codec']['name']}): "
-                + ", ".join(f"{r['rps']:.0f} req/s (p95 {r['p95']:.1f} ms)" for r in rs)
-            )
-        mean = {e: np.mean([r["rps"] for r in rs]) for e, rs in runs.items()}
+        mean = print_in_turn(runs, {e: f"{e} ({load_manifest(e)['codec']['name']})" for e in runs})
         print(f"  {export} / {a.versus}: {mean[export] / mean[a.versus]:.2f}x req/s (means of two runs each)")
     errors = sum(r["errors"] for res in results.values() for r in res.values())
     if errors:

@@ -186,12 +186,7 @@ def main():
     )
     runs = protocols(export, requests, rest_bodies(framed), a)
     print(f"REST vs gRPC, one batching server, {a.clients} clients, {a.seconds:g} s per run, in turn:")
-    for name, rs in runs.items():
-        print(
-            f"  {name:4s}: "
-            + ", ".join(f"{r['rps']:.0f} req/s (p95 {r['p95']:.1f} ms, {r['errors']} errors)" for r in rs)
-        )
-    mean = {k: np.mean([r["rps"] for r in rs]) for k, rs in runs.items()}
+    mean = serve_load.print_in_turn(runs, {k: f"{k:4s}" for k in runs}, errors=True)
     print(f"  REST / gRPC: {mean['REST'] / mean['gRPC']:.2f}x req/s (means of two runs each)")
     alone, during, sent, most, last = flood(export, requests, m, a)
     p95 = np.percentile(during, 95)

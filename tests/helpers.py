@@ -118,3 +118,19 @@ def corruption_check(rng, encode, decode, good, tails, trials=500):
         in_tail += kind == 4
         elsewhere += kind != 4
     return in_tail, elsewhere, tried
+
+
+def gate_decoder(decoder, timeout: float):
+    """Hold `decoder.decode_many` until the returned `gate` is set; `started` is set when a call
+    arrives. Undo with `del decoder.decode_many`."""
+    import threading
+
+    gate, started, real = threading.Event(), threading.Event(), decoder.decode_many
+
+    def gated(elements):
+        started.set()
+        assert gate.wait(timeout)
+        return real(elements)
+
+    decoder.decode_many = gated
+    return gate, started

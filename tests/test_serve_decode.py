@@ -10,6 +10,8 @@ import pytest
 from bottlenet_jax.serve.payload import BATCHES, DecodeQueue, PayloadDecoder
 from bottlenet_jax.serve.protocol import PayloadError, frame
 
+from helpers import gate_decoder
+
 pytestmark = pytest.mark.xdist_group("demo_exports")  # one worker builds the session's exports (make test: -n 2)
 
 
@@ -49,22 +51,12 @@ def test_random_payloads_of_every_length_are_refused_without_a_compile(decoder, 
 def test_one_bad_stream_in_a_batched_decode_fails_only_its_own_request(decoder):
     """Requests queued while a decode runs are decoded in one call (DecodeQueue); the bad stream's
     request gets its PayloadError, the others their features, bit for bit as decoded alone."""
-    import threading
-
     good, want = _good(decoder, 5, 2)  # decoding them alone may compile: before the count starts
     decoder.warm_up()
     body = good[1][:-4]
     k = len(body) // 2
     bad = frame(body[:k] + bytes([body[k] ^ 0x40]) + body[k + 1 :])  # one word changed: decodes, then fails
-    gate, started = threading.Event(), threading.Event()
-    real = decoder.decode_many
-
-    def gated(elements):
-        started.set()
-        assert gate.wait(30)
-        return real(elements)
-
-    decoder.decode_many = gated
+    gate, started = gate_decoder(decoder, 30)
     q = DecodeQueue(decoder, workers=1)
     try:
         first = q.submit(good[:1])

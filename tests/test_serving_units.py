@@ -18,6 +18,8 @@ from bottlenet_jax.serve import protocol
 from bottlenet_jax.serve.batcher import Batcher
 from bottlenet_jax.serve.protocol import DeadlineExceeded, ModelUnavailable, PayloadError, QueueFull
 
+from helpers import gate_decoder
+
 
 class FakeModel:
     """infer(features) -> logits = the per-sample feature sums in every class; each call waits for
@@ -355,15 +357,8 @@ def test_a_full_decode_queue_answers_resource_exhausted_through_the_grpc_service
 
     from bottlenet_jax.serve.payload import PayloadDecoder
 
-    decoder, gate, started = PayloadDecoder(identity_export), threading.Event(), threading.Event()
-    real = decoder.decode_many
-
-    def gated(elements):
-        started.set()
-        assert gate.wait(10)
-        return real(elements)
-
-    decoder.decode_many = gated
+    decoder = PayloadDecoder(identity_export)
+    gate, started = gate_decoder(decoder, 10)
     batcher = Batcher(model, max_batch=4, max_delay=0.0, queue_size=16)
     service = _service(identity_export, model, batcher, slots=2, decoder=decoder)
     submitted, submit = threading.Semaphore(0), service.decoding.submit
