@@ -44,29 +44,29 @@ def test_the_buffer_depth_is_measured_not_assumed():
     assert 17 <= got <= 19, got
 
 
-def test_the_loader_fed_ratio_is_the_true_one_with_a_deep_buffer():
+def test_the_loader_fed_rate_is_the_loaders_true_rate_with_a_deep_buffer():
     """A loader at about 1/4 of the step's rate behind a buffer of 9 batches (one worker's, as grain
-    holds them: deeper than the 2 per worker the old drain assumed): the loader-fed / synthetic
-    ratio comes out within 5 % of the true one, which is what the fakes really took (the mean time
-    the loader took per batch while measured, and the mean step: a sleep that overshoots on a busy
-    host changes both sides alike). 80 timed steps a round: drained, it came out within 2 % on a loaded
-    2-core host; not draining the buffer first overstated it by 5-8 % (up to 9 batches of 80 free)."""
-    make_s, steps = 0.012, []
+    holds them: deeper than the 2 per worker the old drain assumed): the loader-fed rounds' time per
+    step comes out within 3 % of the mean time the loader really took per batch while measured (a
+    sleep that overshoots on a busy host counts where it happened). That is the part of the
+    loader-fed / synthetic ratio a flawed drain gets wrong; the synthetic side is a plain timing.
+    Drained, 40 probe runs came within 1.3 % (half of them beside two busy processes); not draining
+    the buffer first overstated it by 5.0-6.1 % in 20 (up to 10 batches of 160 free). The test once
+    compared the ratio itself with mean step / mean batch time at 5 %, and failed in CI at 5.4 %: the
+    synthetic rounds on a loaded host differ by 20 % and their loop's overhead is not in a step."""
+    make_s = 0.012
     fake = FakeLoader(9, make_s)
 
     def step(batch):
-        t = time.perf_counter()
         time.sleep(make_s / 4)  # a step (that, like a device step, leaves the GIL free)
-        steps.append(time.perf_counter() - t)
 
     depth = input_pipeline.buffer_depth(fake, settle=0.3, fast=0.006)
     start = time.perf_counter()
     fed, synth = input_pipeline.fed_vs_synthetic(fake, step, "synthetic", lambda m: None, 1, 80, 2, depth)
     fake.stop.set()
-    ratio = (sum(fed) / len(fed)) / (sum(synth) / len(synth))
     took = [d for t, d in zip(fake.made, fake.took) if t > start]
-    true = (sum(steps) / len(steps)) / (sum(took) / len(took))
-    assert abs(ratio / true - 1) < 0.05, (ratio, true, fed, synth, depth)
+    fed_step_s, batch_s = sum(1 / r for r in fed) / len(fed), sum(took) / len(took)
+    assert abs(batch_s / fed_step_s - 1) < 0.03, (batch_s, fed_step_s, fed, synth, depth)
 
 
 def test_gpu_suite_skips_a_stage_whose_wheels_are_missing(tmp_path, monkeypatch):
