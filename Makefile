@@ -42,8 +42,14 @@ XDIST := -n 2 --dist loadgroup
 test: $(VENV)/.test-installed data
 	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
-test-slow: $(VENV)/.test-installed data
-	BOTTLENET_TEST_XLA_OPT=default $(PY) -m pytest -q $(XDIST) -m slow
+# torch only for the slow stage's torchvision import test; BOTTLENET_REQUIRE_TORCH=1: a missing torch
+# fails that test instead of skipping it.
+$(VENV)/.torch-installed: setup.cfg pyproject.toml | $(VENV)/.test-installed
+	$(PY) -m pip install -q -e '.[test,torch]'
+	touch $@
+
+test-slow: $(VENV)/.test-installed $(VENV)/.torch-installed data
+	BOTTLENET_TEST_XLA_OPT=default BOTTLENET_REQUIRE_TORCH=1 $(PY) -m pytest -q $(XDIST) -m slow
 
 # The ONNX edge test in an environment of its own: jax2onnx pins an older orbax-checkpoint than the
 # main one uses. BOTTLENET_REQUIRE_ONNX=1: a missing extra fails the test instead of skipping it.

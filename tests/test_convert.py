@@ -2,13 +2,20 @@
 
 torchvision itself cannot be installed beside the torch wheel available here, so the reference is
 a torch ResNet-50 written with torchvision's exact module names and forward (v1.5, BN eps 1e-5);
-its state_dict keys are what torchvision.models.resnet50().state_dict() has.
+its state_dict keys are what torchvision.models.resnet50().state_dict() has. In the slow stage
+(`make test-slow` installs torch for it, and sets BOTTLENET_REQUIRE_TORCH=1: a missing torch fails).
 """
+
+import os
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+if os.environ.get("BOTTLENET_REQUIRE_TORCH") == "1":
+    import torch
+else:
+    torch = pytest.importorskip("torch")
 nn = torch.nn
 
 

@@ -126,10 +126,8 @@ def check_demo_exports(exports, n):
             assert got == codec.encode(z, state=jax_state), name
 
 
-def test_the_demo_exports_encode_alike_on_test_images(demo_exports):
-    check_demo_exports(demo_exports, 300)
-
-
-@pytest.mark.slow  # make test-slow (CI): the whole test split
+# make test-slow (CI): the demo's exports take a minute to build (conftest.demo_exports), which
+# make test cannot spend; the slow stage builds them once for this test and tests/test_serve_decode.py.
+@pytest.mark.slow
 def test_the_demo_exports_encode_alike_on_the_10000_test_images(demo_exports):
     check_demo_exports(demo_exports, 10_000)

@@ -12,7 +12,8 @@ from bottlenet_jax.serve.protocol import PayloadError, frame
 
 from helpers import gate_decoder
 
-pytestmark = pytest.mark.xdist_group("demo_exports")  # one worker builds the session's exports (make test: -n 2)
+# The slow stage (the exports take a minute to build); one worker builds them for the session (-n 2).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo_exports")]
 
 
 @pytest.fixture(scope="module", params=["entropy", "hyperprior"])
