@@ -27,7 +27,6 @@ from bottlenet_jax import parallel
 from bottlenet_jax.errors import CheckpointError
 from bottlenet_jax.steps import TrainState
 
-
 # Orbax's replica-parallel save (its default off GPU) has each device that holds a replicated array
 # write a slice of it: that parallelises writing a large array, but every slice is a compiled program
 # per shape and device, and a small array gains nothing. A 3-step Fashion-MNIST run on 4 CPU devices
