@@ -203,6 +203,7 @@ def test_the_readme_study_trains_and_evaluates_on_mock_data(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     md = (tmp_path / "wd_quick" / "results" / "results.md").read_text()
     assert "# BottleNet at two unit widths" in md and "| BottleNet C'=4 |" in md
+    assert "- study: `studies/my_study.py` spec (studies/my_study.py);" in md  # its own file, not specs/'s
     listed = subprocess.run(
         [sys.executable, "-m", "bottlenet_jax.experiments", *args, "--list"],
         cwd=tmp_path,

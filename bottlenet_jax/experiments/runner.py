@@ -232,9 +232,9 @@ class Study:
             val, test = val + v, test + t
         report.write_rows(os.path.join(self.out, "validation.csv"), val)
         report.write_rows(os.path.join(self.out, "test.csv"), test)
+        spec = self.cfg.spec if self.cfg.spec.endswith(".py") else f"bottlenet_jax/experiments/specs/{self.cfg.spec}.py"
         extra = [
-            f"- study: `{self.cfg.spec}` spec (bottlenet_jax/experiments/specs/{self.cfg.spec}.py); protocol: "
-            "bottlenet_jax/experiments/runner.py (docstring)",
+            f"- study: `{self.cfg.spec}` spec ({spec}); protocol: bottlenet_jax/experiments/runner.py (docstring)",
             f"- seeds {', '.join(map(str, self.seeds))}; wall {(time.time() - t0) / 60:.1f} min evaluating in this "
             f"invocation; runs trained in it: {', '.join(trained) or 'none (all trained before)'}",
             *self.spec.describe(self.cfg),
