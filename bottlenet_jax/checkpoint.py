@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 
 import flax
@@ -32,16 +33,22 @@ from bottlenet_jax.steps import TrainState
 # per shape and device, and a small array gains nothing. A 3-step Fashion-MNIST run on 4 CPU devices
 # compiled 72 of them at its first save (12 s of its 51). So only arrays of at least 1 MiB a replica
 # are split (a ResNet-50's largest kernels on 8 replicas still are). Orbax keeps one registry per
-# process: this replaces its jax.Array handler, with orbax's own defaults otherwise.
+# process: this replaces its jax.Array handler, with orbax's own defaults otherwise (its warning that
+# it did so, on every import, is silenced: it is this line's intent).
 REPLICA_SLICE_MIN_BYTES = 1 << 20
-ocp.type_handlers.register_type_handler(
-    jax.Array,
-    ocp.type_handlers.ArrayHandler(
-        array_metadata_store=getattr(ocp.type_handlers.get_type_handler(jax.Array), "_array_metadata_store", None),
-        min_slice_bytes_for_replica_parallel=REPLICA_SLICE_MIN_BYTES,
-    ),
-    override=True,
-)
+_absl_level = logging.getLogger("absl").level
+logging.getLogger("absl").setLevel(logging.ERROR)
+try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array,
+        ocp.type_handlers.ArrayHandler(
+            array_metadata_store=getattr(ocp.type_handlers.get_type_handler(jax.Array), "_array_metadata_store", None),
+            min_slice_bytes_for_replica_parallel=REPLICA_SLICE_MIN_BYTES,
+        ),
+        override=True,
+    )
+finally:
+    logging.getLogger("absl").setLevel(_absl_level)
 
 
 def _abstract(state):

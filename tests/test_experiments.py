@@ -189,6 +189,7 @@ def test_the_readme_study_trains_and_evaluates_on_mock_data(tmp_path):
         "--config.quick=true",
         f"--config.workdir={tmp_path / 'wd'}",
         "--config.test_split=test",
+        "--config.widths=4,",  # one unit width: the baseline and one BottleNet run
         "--config.overrides=" + ",".join(mock + ["eval_batch_size=8", "batch_size=8"]),
     ]
     env = {**os.environ, "PYTHONPATH": ROOT}
@@ -202,7 +203,7 @@ def test_the_readme_study_trains_and_evaluates_on_mock_data(tmp_path):
     )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     md = (tmp_path / "wd_quick" / "results" / "results.md").read_text()
-    assert "# BottleNet at two unit widths" in md and "| BottleNet C'=4 |" in md
+    assert "# BottleNet at two unit widths" in md and "| BottleNet C'=4 |" in md and "C'=2" not in md
     assert "- study: `studies/my_study.py` spec (studies/my_study.py);" in md  # its own file, not specs/'s
     listed = subprocess.run(
         [sys.executable, "-m", "bottlenet_jax.experiments", *args, "--list"],
@@ -211,4 +212,4 @@ def test_the_readme_study_trains_and_evaluates_on_mock_data(tmp_path):
         text=True,
         env=env,
     )
-    assert [ln.split()[-1] for ln in listed.stdout.splitlines()] == ["done"] * 3, listed.stdout + listed.stderr
+    assert [ln.split()[-1] for ln in listed.stdout.splitlines()] == ["done"] * 2, listed.stdout + listed.stderr
