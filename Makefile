@@ -16,7 +16,7 @@ $(VENV)/.data-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
 
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -e '.[test]'
-	touch $@ $(VENV)/.data-installed
+	touch $@
 
 # Fashion-MNIST: Debian's package when apt works here, else the builder tries TFDS's download,
 # else it prints one line saying how to get the files.
@@ -42,14 +42,15 @@ XDIST := -n 2 --dist loadgroup
 test: $(VENV)/.test-installed data
 	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
-# torch only for the slow stage's torchvision import test; BOTTLENET_REQUIRE_TORCH=1: a missing torch
-# fails that test instead of skipping it.
-$(VENV)/.torch-installed: setup.cfg pyproject.toml | $(VENV)/.test-installed
-	$(PY) -m pip install -q -e '.[test,torch]'
-	touch $@
+# The slow stage adds TensorFlow/TFDS (the preparation and mock-data tests) and torch (the
+# torchvision import test); BOTTLENET_REQUIRE_SLOW_EXTRAS=1: a missing one fails those tests instead
+# of skipping them.
+$(VENV)/.slow-installed: setup.cfg pyproject.toml | $(VENV)/.test-installed
+	$(PY) -m pip install -q -e '.[test,data,torch]'
+	touch $@ $(VENV)/.data-installed
 
-test-slow: $(VENV)/.test-installed $(VENV)/.torch-installed data
-	BOTTLENET_TEST_XLA_OPT=default BOTTLENET_REQUIRE_TORCH=1 $(PY) -m pytest -q $(XDIST) -m slow
+test-slow: $(VENV)/.test-installed $(VENV)/.slow-installed data
+	BOTTLENET_TEST_XLA_OPT=default BOTTLENET_REQUIRE_SLOW_EXTRAS=1 $(PY) -m pytest -q $(XDIST) -m slow
 
 # The ONNX edge test in an environment of its own: jax2onnx pins an older orbax-checkpoint than the
 # main one uses. BOTTLENET_REQUIRE_ONNX=1: a missing extra fails the test instead of skipping it.
@@ -79,7 +80,7 @@ R18 := --config.overrides=model.depth=18
 # their own), about equally long: the frontier's, and the other four.
 smoke: export XLA_FLAGS := $(XLA_FLAGS) --xla_backend_optimization_level=1
 smoke: export JAX_COMPILATION_CACHE_DIR := $(CURDIR)/workdir/smoke_xla_cache
-smoke: $(VENV)/.test-installed $(ONNX_VENV)/.installed data
+smoke: $(VENV)/.test-installed $(VENV)/.data-installed $(ONNX_VENV)/.installed data
 	rm -rf $(foreach s,$(STUDIES),workdir/$(s)_quick) workdir/gpu_suite_smoke workdir/smoke_xla_cache
 	study() { t=$$(date +%s); $(PY) -m bottlenet_jax.experiments "$$@" --config.quick=true >/dev/null || \
 	  { echo "smoke: study $$* FAILED"; return 1; }; echo "smoke: study $$* took $$(( $$(date +%s) - t )) s wall"; }; \
@@ -112,7 +113,7 @@ gpu-wheels: | $(VENV)/bin/python
 # Every study at full size, each resumable (its runs cached in workdir/NAME): results/README.md lists
 # what each wrote, with its command, commit, machine and date. 2 CPU cores: the frontier ~11 h (57
 # runs), the four others a few hours together. On many machines: README.md, "Studies".
-repro: $(VENV)/.test-installed data
+repro: $(VENV)/.test-installed $(VENV)/.data-installed data
 	for s in $(STUDIES); do $(PY) -m bottlenet_jax.experiments $$s || exit 1; done
 
 clean:

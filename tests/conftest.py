@@ -43,8 +43,11 @@ def pytest_ignore_collect(collection_path, config):
 
 @pytest.fixture(scope="session")
 def mock_imagenet(tmp_path_factory):
-    """A data_dir holding imagenet2012 records prepared from tfds.testing.mock_data (64 per split)."""
-    import tensorflow_datasets as tfds
+    """A data_dir holding imagenet2012 records prepared from tfds.testing.mock_data (64 per split);
+    TensorFlow is make test-slow's extra (helpers.slow_extra)."""
+    from helpers import slow_extra
+
+    tfds = slow_extra("tensorflow_datasets")
 
     from bottlenet_jax.data.prepare import prepare
 

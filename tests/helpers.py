@@ -37,6 +37,19 @@ def feature_maps(rng, n, h, w, c, kind="mixed"):
     return np.clip(out, 0, 1)
 
 
+def slow_extra(module: str):
+    """`module` (TensorFlow/TFDS or torch: the extras `make test-slow` installs; make test has
+    neither): skips the test where it is missing, unless BOTTLENET_REQUIRE_SLOW_EXTRAS=1 (make
+    test-slow), where a missing one fails it."""
+    import importlib
+
+    import pytest
+
+    if os.environ.get("BOTTLENET_REQUIRE_SLOW_EXTRAS") == "1":
+        return importlib.import_module(module)
+    return pytest.importorskip(module)
+
+
 def write_tiny_fashion_mnist(d, n_train=40, n_test=12):
     """Small random IDX files in Fashion-MNIST's layout (for builder and CLI tests)."""
     import gzip

@@ -25,7 +25,9 @@ def run(*args, env=None):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--config.dataset=no_such_dataset"], "not a TFDS dataset name"),
+        pytest.param(  # TFDS's registry: TensorFlow, make test-slow's extra
+            ["--config.dataset=no_such_dataset"], "not a TFDS dataset name", marks=pytest.mark.slow
+        ),
         (["--config.codec.qualty=30"], "qualty"),
         (["--config.codec.quality=0"], "1..100"),
         (["--config.split.after=99"], "RB1..RB8"),

@@ -3,19 +3,16 @@
 torchvision itself cannot be installed beside the torch wheel available here, so the reference is
 a torch ResNet-50 written with torchvision's exact module names and forward (v1.5, BN eps 1e-5);
 its state_dict keys are what torchvision.models.resnet50().state_dict() has. In the slow stage
-(`make test-slow` installs torch for it, and sets BOTTLENET_REQUIRE_TORCH=1: a missing torch fails).
+(`make test-slow` installs torch for it: helpers.slow_extra).
 """
-
-import os
 
 import numpy as np
 import pytest
 
+from helpers import slow_extra
+
 pytestmark = pytest.mark.slow
-if os.environ.get("BOTTLENET_REQUIRE_TORCH") == "1":
-    import torch
-else:
-    torch = pytest.importorskip("torch")
+torch = slow_extra("torch")
 nn = torch.nn
 
 

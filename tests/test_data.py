@@ -10,20 +10,30 @@ from bottlenet_jax.data import fashion_mnist as fm
 from bottlenet_jax.data import loader, records
 from bottlenet_jax.errors import DataError
 
-from helpers import write_tiny_fashion_mnist
+from helpers import slow_extra, write_tiny_fashion_mnist
+
+
+def _tiny_idx(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fmnist")
+    write_tiny_fashion_mnist(d)
+    return d
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """Prepared records of a 40 + 12 example Fashion-MNIST written as IDX files here."""
-    d = tmp_path_factory.mktemp("fmnist")
-    write_tiny_fashion_mnist(d)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FASHION_MNIST_DIR", str(d))
-    from bottlenet_jax.data.prepare import prepare
+    """Records of a 40 + 12 example Fashion-MNIST written as IDX files here, as prepare.py writes
+    them (PNG, as TFDS stores them; Fashion-MNIST's label names), but without TensorFlow: make test
+    has none. The TFDS path itself: test_tfds_prepared_records_hold_the_images_and_labels."""
+    d = _tiny_idx(tmp_path_factory)
 
-    prepare("fashion_mnist_local", str(d / "tfds"))
-    mp.undo()
+    def examples(split):
+        images, labels = (fm.read_idx(str(d / f)) for f in fm.FILES[split])
+        for img, lab in zip(images, labels):
+            yield int(lab), 28, 28, cv2.imencode(".png", img)[1].tobytes()
+
+    root = records.records_dir("fashion_mnist_local", str(d / "tfds"))
+    splits = {s: (examples(s), n) for s, n in (("train", 40), ("test", 12))}
+    records.write_prepared(root, "fashion_mnist_local", 1, fm.LABELS, splits)
     return records.open_prepared("fashion_mnist_local", str(d / "tfds")), d
 
 
@@ -44,8 +54,8 @@ def test_read_idx_roundtrip(tmp_path):
     np.testing.assert_array_equal(fm.read_idx(str(tmp_path / fm.FILES["test"][1])), np.arange(12) % 10)
 
 
-def test_prepared_records_hold_the_images_and_labels(tiny):
-    data, d = tiny
+def check_prepared(data, d):
+    """The records hold the IDX files' test images and labels, and eval reads each once, unaltered."""
     assert data.split_sizes() == {"train": 40, "test": 12} and data.channels == 1
     assert data.label_names[9] == "Ankle boot"
     want_imgs, want_labels = (fm.read_idx(str(d / f)) for f in fm.FILES["test"])
@@ -63,6 +73,29 @@ def test_prepared_records_hold_the_images_and_labels(tiny):
         for img, lab in zip(b["image"][b["mask"]], b["label"][b["mask"]])
     ]
     assert sorted(got) == want and got[3] == (img.tobytes(), label)
+
+
+def test_prepared_records_hold_the_images_and_labels(tiny):
+    check_prepared(*tiny)
+
+
+@pytest.mark.slow  # TensorFlow/TFDS: make test-slow's extra (make test runs without TensorFlow)
+def test_tfds_prepared_records_hold_the_images_and_labels(tmp_path_factory, monkeypatch, tmp_path):
+    """prepare.py through TFDS's `fashion_mnist_local` builder writes the records `tiny` stands for,
+    and an unprepared ImageNet says where its manual download goes."""
+    slow_extra("tensorflow_datasets")
+    from bottlenet_jax.data.prepare import prepare
+
+    d = _tiny_idx(tmp_path_factory)
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(d))
+    prepare("fashion_mnist_local", str(d / "tfds"))
+    check_prepared(records.open_prepared("fashion_mnist_local", str(d / "tfds")), d)
+    with pytest.raises(
+        DataError,
+        match=r"ImageNet .* download ILSVRC2012_img_train.tar .* then run "
+        r"`python -m bottlenet_jax.data.prepare imagenet2012",
+    ):
+        train_lib.open_dataset(_cfg(dataset="imagenet2012", data_dir=str(tmp_path)))  # prepared where TFDS can
 
 
 def test_split_slices():
@@ -197,12 +230,6 @@ def test_unprepared_or_bad_dataset_is_a_one_line_error(tmp_path, monkeypatch, ti
         r"--data_dir",
     ):
         records.open_prepared("nope", str(tmp_path))
-    with pytest.raises(
-        DataError,
-        match=r"ImageNet .* download ILSVRC2012_img_train.tar .* then run "
-        r"`python -m bottlenet_jax.data.prepare imagenet2012",
-    ):
-        train_lib.open_dataset(_cfg(dataset="imagenet2012", data_dir=str(tmp_path)))  # prepared where TFDS can
     import sys
 
     import bottlenet_jax.data

@@ -52,7 +52,7 @@ def test_the_docs_show_commands_of_every_kind():
 
 def test_every_documented_command_parses_and_its_config_builds(capsys):
     cmds = commands()
-    failures, checked = [], 0
+    failures, checked, without_tf = [], 0, []
     for script in ("train.py", "eval.py"):
         args = [a for _, e, a in cmds if e == script]
         p = subprocess.run(
@@ -69,7 +69,13 @@ def test_every_documented_command_parses_and_its_config_builds(capsys):
     for source, entry, argstr in cmds:
         if not entry.startswith("-m "):
             continue
-        module = importlib.import_module(entry[3:])
+        try:
+            module = importlib.import_module(entry[3:])
+        except ModuleNotFoundError as e:  # dataset preparation, where TensorFlow is not installed (make test)
+            if (e.name or "").split(".")[0] not in ("tensorflow", "tensorflow_datasets"):
+                raise
+            without_tf.append(f"python {entry} {argstr}")
+            continue
         if hasattr(module, "__path__"):  # a package: `python -m` runs its __main__
             module = importlib.import_module(entry[3:] + ".__main__")
         main = module.main
@@ -86,4 +92,6 @@ def test_every_documented_command_parses_and_its_config_builds(capsys):
             failures.append(f"FAIL: {source}: python {entry} {argstr} -> {out.getvalue()[-300:]}")
     with capsys.disabled():
         print(f"\ndocumented commands checked: {checked} ({len(failures)} failed)")
+        if without_tf:
+            print(f"not checked (TensorFlow is not installed here): {'; '.join(without_tf)}")
     assert not failures, "\n".join(failures)

@@ -106,10 +106,28 @@ def test_no_cycles():
         visit(m, [])
 
 
+# Dataset preparation, the one step that needs TensorFlow (setup.cfg's `data` extra; make test runs
+# without it, so every other module is imported below without TensorFlow installed).
+NEEDS_TENSORFLOW = ("bottlenet_jax.data.prepare", "bottlenet_jax.data.fashion_mnist_tfds")
+
+
+def test_only_dataset_preparation_imports_tensorflow():
+    """Read from the source: no module but NEEDS_TENSORFLOW's imports tensorflow or TFDS, even
+    inside a function (bottlenet_jax.data.fashion_mnist once did, at the top, for its builder)."""
+    found = set()
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if any(n.split(".")[0] in ("tensorflow", "tensorflow_datasets") for n in names):
+                found.add(module_name(path))
+    assert found == set(NEEDS_TENSORFLOW), found
+
+
 def test_every_module_imports_first_in_a_fresh_interpreter():
     """Each module imported with none of the package loaded before it (third-party modules stay
     cached, so this takes seconds): an import cycle fails here even where the order hides it."""
-    names = sorted(m for m in GRAPH if not m.endswith("__main__") and m != "bottlenet_jax.data.prepare")
+    names = sorted(m for m in GRAPH if not m.endswith("__main__") and m not in NEEDS_TENSORFLOW)
     code = (
         "import importlib, sys\n"
         "bad = []\n"

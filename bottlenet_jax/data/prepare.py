@@ -34,7 +34,7 @@ IMAGENET_HELP = (
 def get_builder(name: str, data_dir: str | None = None):
     """The TFDS builder for `name`, prepared by TFDS (download/build) when that needs no manual step."""
     if name == "fashion_mnist_local":
-        from bottlenet_jax.data import fashion_mnist  # noqa: F401  (registers the builder)
+        from bottlenet_jax.data import fashion_mnist_tfds  # noqa: F401  (registers the builder)
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
