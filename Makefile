@@ -37,7 +37,9 @@ demo: $(VENV)/.data-installed data
 # `make test-slow` runs those; CI (.ci/run) runs both. The tests compile with XLA's CPU optimisation
 # level 1 (tests/conftest.py: a fifth of the compile time); the slow stage keeps XLA's default.
 # Both stages run on two pytest-xdist workers (most tests compile on one core); the tests that share
-# the session's demo exports run on one worker (`xdist_group`), so they are built once.
+# the session's demo exports run on one worker (`xdist_group`), so they are built once. make test's
+# environment has no TensorFlow and no torch (setup.cfg's `test` extra; ~1 min less set-up), which
+# the slow stage adds.
 XDIST := -n 2 --dist loadgroup
 test: $(VENV)/.test-installed data
 	$(PY) -m pytest -q $(XDIST) -m "not slow"
