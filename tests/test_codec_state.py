@@ -21,7 +21,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LEGACY = os.path.join(HERE, "data", "legacy_a511a13")
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
+# The hyperprior's case compiles its networks and coder several times (~30 s): make test-slow; make
+# test has its own round-trip and rate tests (tests/test_hyperprior.py).
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "hyperprior" else n for n in sorted(REGISTRY)]
+)
 def test_every_codec_works_through_the_same_call_in_the_graph(name, rng):
     """params from init_params, state from fit, then `codec(x, ..., params=, state=)` under jit and
     as a model layer (CodecLayer, the state in the codec_state collection): the same x_hat and stats,

@@ -109,7 +109,13 @@ def test_decode_names_a_bad_payload_instead_of_failing_the_batch_on_shapes(rng):
 
 
 @pytest.mark.parametrize(
-    "cfg", [{"name": "uint8"}, {"name": "jpeg", "quality": 10}, {"name": "jpeg", "quality": 10, "backend": "device"}]
+    "cfg",
+    [
+        {"name": "uint8"},
+        {"name": "jpeg", "quality": 10},
+        # slow (~16 s): make test has test_jpeg_device's gradient test of that backend
+        pytest.param({"name": "jpeg", "quality": 10, "backend": "device"}, marks=pytest.mark.slow),
+    ],
 )
 def test_gradient_is_identity_under_jit_and_vmap(rng, cfg):
     codec = make_codec(cfg)

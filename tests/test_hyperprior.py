@@ -129,7 +129,7 @@ def test_accumulators_that_float32_cannot_hold_exactly_are_refused():
         make_codec(codec_settings("hyperprior", form="mean"))
 
 
-@pytest.mark.parametrize("form", ["mean_scale", "scale"])
+@pytest.mark.parametrize("form", ["mean_scale", pytest.param("scale", marks=pytest.mark.slow)])  # slow: ~14 s
 def test_streams_round_trip_and_the_graph_counts_their_bytes(form, rng):
     codec, p, state = codec_and_state(form)
     y = features(rng, 300)  # two calls: 256 lanes, then 44 in a call of 64

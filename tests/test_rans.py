@@ -37,8 +37,16 @@ def fitted(rng, context, shape=SHAPE, precision=16, spread=1):
     return t
 
 
-@pytest.mark.parametrize("context", CONTEXTS)
-@pytest.mark.parametrize("rows", ["narrow", "wide", "unblocked"])
+# make test: narrow rows in every context, and wide and unblocked rows in the first; the other
+# four pairs (~25 s of compiling) in make test-slow.
+ROWS_CONTEXTS = [
+    pytest.param(r, c, marks=pytest.mark.slow) if r != "narrow" and c != CONTEXTS[0] else (r, c)
+    for r in ("narrow", "wide", "unblocked")
+    for c in CONTEXTS
+]
+
+
+@pytest.mark.parametrize("rows, context", ROWS_CONTEXTS)
 def test_batches_round_trip_in_every_context_and_the_graph_counts_their_bytes(rng, context, rows, monkeypatch):
     """Narrow rows (a few symbols: compared at once), wide (binary search), and tables too big to
     hold per position (`BLOCKS_LIMIT`)."""
