@@ -50,7 +50,7 @@ def test_the_loader_fed_rate_is_the_loaders_true_rate_with_a_deep_buffer():
     step comes out within 3 % of the mean time the loader really took per batch while measured (a
     sleep that overshoots on a busy host counts where it happened). That is the part of the
     loader-fed / synthetic ratio a flawed drain gets wrong; the synthetic side is a plain timing.
-    Drained, 40 probe runs came within 1.3 % (half of them beside two busy processes); not draining
+    Drained, 20 probe runs came within 1.3 % (half of them beside two busy processes); not draining
     the buffer first overstated it by 5.0-6.1 % in 20 (up to 10 batches of 160 free). The test once
     compared the ratio itself with mean step / mean batch time at 5 %, and failed in CI at 5.4 %: the
     synthetic rounds on a loaded host differ by 20 % and their loop's overhead is not in a step."""
