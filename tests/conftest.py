@@ -34,13 +34,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-def pytest_ignore_collect(collection_path, config):
-    """tests/test_convert.py is all slow and needs torch, which only `make test-slow` installs: where
-    the slow tests are deselected (`make test`) it is not even imported, else its torch import
-    reports a skip there."""
-    return collection_path.name == "test_convert.py" and config.option.markexpr.replace(" ", "") == "notslow" or None
-
-
 @pytest.fixture(scope="session")
 def mock_imagenet(tmp_path_factory):
     """A data_dir holding imagenet2012 records prepared from tfds.testing.mock_data (64 per split);

@@ -13,8 +13,6 @@ import pytest
 
 from bottlenet_jax.codecs import codec_settings, make_codec
 
-pytestmark = pytest.mark.xdist_group("demo_exports")  # one worker builds the session's exports (make test: -n 2)
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NO_JAX = r"""
@@ -129,5 +127,6 @@ def check_demo_exports(exports, n):
 # make test-slow (CI): the demo's exports take a minute to build (conftest.demo_exports), which
 # make test cannot spend; the slow stage builds them once for this test and tests/test_serve_decode.py.
 @pytest.mark.slow
+@pytest.mark.xdist_group("demo_exports")  # one worker builds the session's exports (-n 2)
 def test_the_demo_exports_encode_alike_on_the_10000_test_images(demo_exports):
     check_demo_exports(demo_exports, 10_000)
